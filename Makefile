@@ -1,0 +1,45 @@
+# leadstreams: `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+KAFKA  := deploy/kafka
+
+.PHONY: install demo test lint unit kafka-up kafka-down kafka-fetch clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+kafka-fetch:
+	$(KAFKA)/fetch.sh >/dev/null
+
+## Start a local broker in .kafka/ (prints its bootstrap address); stop it with kafka-down.
+kafka-up:
+	$(KAFKA)/start.sh .kafka
+
+kafka-down:
+	$(KAFKA)/stop.sh .kafka
+
+lint: install
+	$(BIN)/ruff check streams agents tests examples
+	$(BIN)/lint-imports
+
+## Everything: lint, engine unit tests and the real-broker integration tests.
+## Kafka tests are never skipped: a missing broker fails them.
+test: install kafka-fetch lint
+	$(KAFKA)/with-kafka.sh $(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+## Engine tests only (no broker needed).
+unit: install
+	$(BIN)/python -m pytest -m "not kafka" $(PYTEST_ARGS)
+
+demo: install kafka-fetch
+	$(KAFKA)/with-kafka.sh $(BIN)/python examples/demo/run_demo.py
+
+clean:
+	rm -rf $(VENV) .kafka build *.egg-info
