@@ -1,0 +1,62 @@
+"""Write outputs to Kafka and wait for the broker's acknowledgement of each one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from streams.metrics import Metrics
+from streams.pipeline import Destination, Output
+
+log = logging.getLogger(__name__)
+EXIT_OUTPUT_FAILED = 70
+
+
+class OutputWriter:
+    """Sends a batch of outputs and returns only when Kafka acknowledged all of them.
+
+    If the broker keeps refusing, the process exits *without* acking the input
+    events (Faust would ack them if we raised), so they are re-read on restart.
+    """
+
+    def __init__(
+        self,
+        producer: Any,
+        topics: dict[Destination, str],
+        flow: str,
+        metrics: Metrics | None,
+        attempts: int = 5,
+    ) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.flow = flow
+        self.metrics = metrics
+        self.attempts = attempts
+
+    async def write_all(self, outputs: Sequence[Output]) -> None:
+        pending = list(outputs)
+        for attempt in range(1, self.attempts + 1):
+            results = await asyncio.gather(*(self._send(o) for o in pending), return_exceptions=True)
+            failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+            for output, result in zip(pending, results, strict=True):
+                if not isinstance(result, BaseException) and self.metrics is not None:
+                    self.metrics.leads_written.labels(self.flow, self.topics[output.destination]).inc()
+            if not failed:
+                return
+            errors = {repr(r) for r in results if isinstance(r, BaseException)}
+            log.warning("%d outputs not acknowledged (attempt %d): %s", len(failed), attempt, errors)
+            pending = failed
+            await asyncio.sleep(min(2**attempt, 30))
+        log.critical(
+            "Kafka did not acknowledge %d outputs; exiting without committing their input", len(pending)
+        )
+        os._exit(EXIT_OUTPUT_FAILED)
+
+    async def _send(self, output: Output) -> Any:
+        future = await self.producer.send(
+            self.topics[output.destination], output.key, output.value, None, None, None
+        )
+        return await future

@@ -1,0 +1,5 @@
+"""leadstreams engine: runs a flow of HTTP integration steps over one lead.
+
+Nothing in this package imports Kafka, Faust or the ``agents`` layer (a test and
+an import-linter contract keep it so), so every piece runs and tests offline.
+"""

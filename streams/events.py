@@ -1,0 +1,122 @@
+"""Input decoding and the output event shapes of DESIGN.md §3."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams.outcomes import FlowResult
+
+MAX_LEAD_BYTES = 1024 * 1024
+MAX_LEAD_DEPTH = 32
+_ID_NAMESPACE = uuid.UUID("6f1c2c52-43a4-4a8f-9a1e-0c5d1b7c9e10")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def as_event(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+class BadInput(Exception):
+    """The message is not a usable lead; the reason is user-facing."""
+
+
+def decode_lead(raw: bytes | None, max_bytes: int = MAX_LEAD_BYTES) -> dict[str, Any]:
+    if raw is None:
+        raise BadInput("empty message (no value)")
+    if len(raw) > max_bytes:
+        raise BadInput(f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        lead = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"not valid JSON: {exc}") from None
+    if not isinstance(lead, dict):
+        raise BadInput(f"a lead must be a JSON object, got {_json_type(lead)}")
+    if _depth(lead) > MAX_LEAD_DEPTH:
+        raise BadInput(f"lead nested deeper than {MAX_LEAD_DEPTH} levels")
+    lead_id = lead.get("id")
+    if lead_id is not None and (
+        isinstance(lead_id, bool) or not isinstance(lead_id, str | int) or lead_id == ""
+    ):
+        raise BadInput("lead id must be a non-empty string or an integer")
+    return lead
+
+
+def lead_id_for(lead: dict[str, Any] | None, source: Source) -> str:
+    """The lead's own id, or one derived deterministically from where it was read,
+    so a replay of the same message gets the same id."""
+    if lead is not None and lead.get("id") not in (None, ""):
+        return str(lead["id"])
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{source.topic}/{source.partition}/{source.offset}"))
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    moment = moment or datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def processed_event(
+    flow: str, lead_id: str, result: FlowResult, source: Source, received_at: str
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": lead_id,
+        "flow": flow,
+        "outcome": result.outcome.value,
+        "reason": result.reason,
+        "lead": result.lead,
+        "steps": [step.as_event() for step in result.steps],
+        "received_at": received_at,
+        "completed_at": timestamp(),
+        "input": source.as_event(),
+    }
+    if result.outcome.value == "error":
+        event["error"] = result.reason or "error"
+    return event
+
+
+def bad_input_event(
+    flow: str, raw: bytes | None, source: Source, reason: str, received_at: str
+) -> dict[str, Any]:
+    return {
+        "id": lead_id_for(None, source),
+        "flow": flow,
+        "outcome": "error",
+        "reason": reason,
+        "error": reason,
+        "lead": None,
+        "steps": [],
+        "raw": base64.b64encode(raw or b"").decode(),
+        "input": source.as_event(),
+        "received_at": received_at,
+        "completed_at": timestamp(),
+    }
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_LEAD_DEPTH:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest

@@ -1,0 +1,77 @@
+"""aiohttp client: one pooled session per integration, a concurrency cap, a body-size cap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from streams.flow import Integration
+from streams.http_types import HttpResult, OutgoingRequest
+
+
+class ResponseTooLarge(Exception):
+    pass
+
+
+class HttpClient:
+    """Sessions are created lazily inside the running loop and closed by ``close()``."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    def _session(self, integration: Integration) -> aiohttp.ClientSession:
+        session = self._sessions.get(integration.name)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=integration.pool_size,
+                keepalive_timeout=integration.keepalive,
+                ttl_dns_cache=int(integration.dns_cache),
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": "leadstreams/0.1"},
+            )
+            self._sessions[integration.name] = session
+            self._limits[integration.name] = asyncio.Semaphore(integration.concurrency)
+        return session
+
+    async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
+        """Send one request; raises asyncio.TimeoutError, aiohttp.ClientError or ResponseTooLarge."""
+        session = self._session(integration)
+        async with self._limits[integration.name]:
+            started = time.perf_counter()
+            async with session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                body = await _read_capped(response, integration.max_response_bytes)
+                return HttpResult(
+                    status=response.status,
+                    headers={k.lower(): v for k, v in response.headers.items()},
+                    body=body,
+                    elapsed=time.perf_counter() - started,
+                )
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise ResponseTooLarge(f"response body of {declared} bytes exceeds the {limit}-byte cap")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLarge(f"response body exceeds the {limit}-byte cap")
+    return bytes(body)

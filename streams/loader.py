@@ -1,0 +1,220 @@
+"""Load a flow file: YAML -> ${ENV} -> JSON Schema -> compiled Flow.
+
+Every problem is collected and reported as ``FILE:LINE: path: message``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path as FsPath
+from typing import Any
+
+import jinja2
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+import schemas
+from streams.auth import build_auth
+from streams.bodies import BODY_KINDS, build_body
+from streams.durations import parse_duration
+from streams.envsubst import substitute
+from streams.flow import Flow, Integration, OutcomeRule, RequestSpec, Step, Topics
+from streams.outcomes import Outcome
+from streams.problems import FlowFileError, Problem, dotted
+from streams.templates import Value, compile_value, environment
+from streams.urls import encode_path_value
+from streams.yaml_source import Path, line_of, load_yaml
+
+
+def load_flow(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Flow:
+    filename = str(path)
+    try:
+        text = FsPath(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowFileError([Problem(filename, 0, "", f"cannot read: {exc.strerror}")]) from None
+    return parse_flow(text, filename, os.environ if env is None else env)
+
+
+def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:
+    data, lines = load_yaml(text, filename)
+    data, missing = substitute(data, env)
+    problems = [Problem(filename, line_of(lines, m.path), dotted(m.path), str(m)) for m in missing]
+    unset = {m.path for m in missing}  # their schema complaints would only repeat the cause
+    problems.extend(
+        Problem(filename, line_of(lines, p), dotted(p), message)
+        for p, message in _schema_problems(data)
+        if p not in unset
+    )
+    if problems:
+        raise FlowFileError(problems)
+    builder = _Builder(data, lines, filename)
+    flow = builder.build()
+    problems.extend(builder.problems)
+    if problems:
+        raise FlowFileError(problems)
+    assert flow is not None
+    return flow
+
+
+def _schema_problems(data: Any) -> list[tuple[Path, str]]:
+    validator = Draft202012Validator(schemas.load("flow"))
+    found: list[tuple[Path, str]] = []
+    for error in validator.iter_errors(data):
+        found.extend(_leaf_errors(error))
+    return found
+
+
+def _leaf_errors(error: ValidationError) -> list[tuple[Path, str]]:
+    """For oneOf/anyOf, report the branch that got furthest instead of a vague summary."""
+    if error.context:
+        best = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.context or [])))
+        same_depth = [e for e in error.context if len(e.absolute_path) == len(best.absolute_path)]
+        if len(best.absolute_path) > len(error.absolute_path) or len(same_depth) == 1:
+            return _leaf_errors(best)
+    path = tuple(error.absolute_path)
+    message = error.message
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        return [((*path, key), f"unknown key {key!r}") for key in extra] or [(path, message)]
+    return [(path, message)]
+
+
+class _Builder:
+    """Turns validated data into the Flow model, compiling every template once."""
+
+    def __init__(self, data: dict[str, Any], lines: dict[Path, int], filename: str) -> None:
+        self.data = data
+        self.lines = lines
+        self.filename = filename
+        self.problems: list[Problem] = []
+
+    def problem(self, path: Path, message: str) -> None:
+        self.problems.append(Problem(self.filename, line_of(self.lines, path), dotted(path), message))
+
+    def compile(self, raw: Any, path: Path, strict: bool = False, url: bool = False) -> Value:
+        env = environment(strict, encode_path_value if url else None)
+        try:
+            return compile_value(raw, env)
+        except jinja2.TemplateSyntaxError as exc:
+            self.problem(path, f"template syntax: {exc.message}")
+            return compile_value("", env)
+
+    def compile_map(self, raw: dict[str, Any] | None, path: Path, strict: bool = False) -> dict[str, Value]:
+        return {k: self.compile(v, (*path, k), strict) for k, v in (raw or {}).items()}
+
+    def duration(self, raw: Any, path: Path) -> float | None:
+        if raw is None:
+            return None
+        try:
+            return parse_duration(raw)
+        except ValueError as exc:
+            self.problem(path, str(exc))
+            return None
+
+    def build(self) -> Flow | None:
+        data = self.data
+        settings = dict(data.get("settings") or {})
+        integrations = {
+            name: self.integration(name, raw or {}, settings)
+            for name, raw in (data.get("integrations") or {}).items()
+        }
+        steps = []
+        seen: set[str] = set()
+        for index, raw in enumerate(data["steps"]):
+            path: Path = ("steps", index)
+            if raw["name"] in seen:
+                self.problem((*path, "name"), f"duplicate step name {raw['name']!r}")
+            seen.add(raw["name"])
+            steps.append(self.step(raw, path, integrations))
+        if self.problems:
+            return None
+        return Flow(
+            name=data["name"],
+            topics=Topics(**data["topics"]),
+            settings=settings,
+            integrations=integrations,
+            steps=tuple(steps),
+            source_file=self.filename,
+        )
+
+    def integration(self, name: str, raw: dict[str, Any], settings: dict[str, Any]) -> Integration:
+        path: Path = ("integrations", name)
+        pool = raw.get("pool") or {}
+        auth_spec = None
+        if raw.get("auth"):
+            # Auth values depend on settings only, so they are rendered once, here.
+            context = {"settings": settings, "flow": {"name": self.data["name"]}}
+            auth_spec = self.compile(raw["auth"], (*path, "auth"), strict=True)
+            try:
+                auth_spec = auth_spec.render(context)
+            except Exception as exc:
+                self.problem((*path, "auth"), f"cannot render: {exc}")
+                auth_spec = None
+        defaults = Integration(name=name)
+        return Integration(
+            name=name,
+            base_url=raw.get("base_url"),
+            timeout=self.duration(raw.get("timeout"), (*path, "timeout")) or defaults.timeout,
+            concurrency=raw.get("concurrency", defaults.concurrency),
+            pool_size=pool.get("size", defaults.pool_size),
+            keepalive=self.duration(pool.get("keepalive"), (*path, "pool", "keepalive"))
+            or defaults.keepalive,
+            dns_cache=self.duration(pool.get("dns_cache"), (*path, "pool", "dns_cache"))
+            or defaults.dns_cache,
+            max_response_bytes=raw.get("max_response_bytes", defaults.max_response_bytes),
+            headers=self.compile_map(raw.get("headers"), (*path, "headers")),
+            auth=build_auth(auth_spec),
+        )
+
+    def step(self, raw: dict[str, Any], path: Path, integrations: dict[str, Integration]) -> Step:
+        strict = bool(raw.get("strict", False))
+        name = raw.get("integration")
+        if name is None:
+            integration = Integration(name=f"step:{raw['name']}")
+        elif name in integrations:
+            integration = integrations[name]
+        else:
+            known = ", ".join(sorted(integrations)) or "none defined"
+            self.problem((*path, "integration"), f"unknown integration {name!r} (known: {known})")
+            integration = Integration(name=name)
+        request = raw["request"]
+        rpath: Path = (*path, "request")
+        body_kind = next((kind for kind in BODY_KINDS if kind in request), None)
+        body = None
+        if body_kind:
+            try:
+                body = build_body(body_kind, request[body_kind], strict)
+            except jinja2.TemplateSyntaxError as exc:
+                self.problem((*rpath, body_kind), f"template syntax: {exc.message}")
+        response = raw.get("response") or {}
+        rules = tuple(
+            OutcomeRule(
+                when=self.compile(rule.get("when", True), (*path, "response", "outcome", i, "when"), strict),
+                outcome=Outcome(rule["outcome"]),
+                reason=self.compile(rule["reason"], (*path, "response", "outcome", i, "reason"), strict)
+                if "reason" in rule
+                else None,
+            )
+            for i, rule in enumerate(response.get("outcome") or [])
+        )
+        return Step(
+            name=raw["name"],
+            integration=integration,
+            request=RequestSpec(
+                method=request.get("method", "POST" if body_kind else "GET"),
+                url=self.compile(request["url"], (*rpath, "url"), strict, url=True),
+                query=self.compile_map(request.get("query"), (*rpath, "query"), strict),
+                headers=self.compile_map(request.get("headers"), (*rpath, "headers"), strict),
+                body=body,
+            ),
+            response_format=response.get("format", "auto"),
+            outcome_rules=rules,
+            when=self.compile(raw["when"], (*path, "when"), strict) if "when" in raw else None,
+            map=self.compile_map(raw.get("map"), (*path, "map"), strict),
+            store=self.compile_map(raw.get("store"), (*path, "store"), strict),
+            timeout=self.duration(raw.get("timeout"), (*path, "timeout")),
+            strict=strict,
+            continue_on=frozenset(Outcome(o) for o in raw.get("continue_on", [])),
+        )

@@ -1,0 +1,151 @@
+"""Sandboxed Jinja2 templates for flow values.
+
+A string that is exactly one ``{{ … }}`` is evaluated as an expression and keeps
+its type (a boolean stays a boolean); any other string renders to text. Each
+value is compiled once when the flow loads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any, Protocol
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from streams.filters import FILTERS
+
+Context = Mapping[str, Any]
+_LONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|\{#).)*)\}\}\s*$", re.S)
+
+
+class TemplateRenderError(Exception):
+    """A template failed while rendering (undefined value in strict mode, sandbox refusal, …)."""
+
+
+class LeadEnvironment(SandboxedEnvironment):
+    """Looks up mapping keys before attributes, so a lead field named ``items``
+    or ``values`` is the field and not the dict method."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
+@cache
+def environment(strict: bool = False, finalize: Callable[[Any], Any] | None = None) -> LeadEnvironment:
+    """One shared environment per (strictness, output encoding)."""
+    env = LeadEnvironment(
+        undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined,
+        finalize=finalize,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+class Value(Protocol):
+    def render(self, context: Context) -> Any: ...
+
+
+class Literal:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def render(self, context: Context) -> Any:
+        return self.value
+
+
+class Expression:
+    """A lone ``{{ expr }}``: returns the native value; undefined becomes None."""
+
+    __slots__ = ("expression", "source")
+
+    def __init__(self, env: LeadEnvironment, source: str, expr: str) -> None:
+        self.source = source
+        self.expression = env.compile_expression(expr, undefined_to_none=False)
+
+    def render(self, context: Context) -> Any:
+        try:
+            result = self.expression(**context)
+        except jinja2.TemplateError as exc:
+            raise TemplateRenderError(f"{self.source}: {exc}") from exc
+        except Exception as exc:  # user expressions can raise anything (e.g. 1/0)
+            raise TemplateRenderError(f"{self.source}: {type(exc).__name__}: {exc}") from exc
+        if isinstance(result, jinja2.Undefined):
+            if isinstance(result, jinja2.StrictUndefined):
+                str(result)  # raises UndefinedError with the missing name
+            return None
+        return result
+
+
+class Text:
+    """Any other template string: renders to ``str``."""
+
+    __slots__ = ("source", "template")
+
+    def __init__(self, env: LeadEnvironment, source: str) -> None:
+        self.source = source
+        self.template = env.from_string(source)
+
+    def render(self, context: Context) -> str:
+        try:
+            return self.template.render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateRenderError(f"{self.source}: {exc}") from exc
+        except Exception as exc:
+            raise TemplateRenderError(f"{self.source}: {type(exc).__name__}: {exc}") from exc
+
+
+class MappingValue:
+    __slots__ = ("items",)
+
+    def __init__(self, items: dict[str, Value]) -> None:
+        self.items = items
+
+    def render(self, context: Context) -> dict[str, Any]:
+        return {key: value.render(context) for key, value in self.items.items()}
+
+
+class ListValue:
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Value]) -> None:
+        self.items = items
+
+    def render(self, context: Context) -> list[Any]:
+        return [value.render(context) for value in self.items]
+
+
+def compile_value(raw: Any, env: LeadEnvironment) -> Value:
+    """Compile a YAML value (string, number, mapping, list) into a renderable Value.
+
+    Raises ``jinja2.TemplateSyntaxError`` for a malformed template."""
+    if isinstance(raw, str):
+        if "{{" not in raw and "{%" not in raw:
+            return Literal(raw)
+        lone = _LONE_EXPRESSION.match(raw)
+        if lone:
+            return Expression(env, raw, lone.group("expr"))
+        return Text(env, raw)
+    if isinstance(raw, dict):
+        return MappingValue({str(key): compile_value(value, env) for key, value in raw.items()})
+    if isinstance(raw, list):
+        return ListValue([compile_value(value, env) for value in raw])
+    return Literal(raw)
+
+
+def truthy(value: Any) -> bool:
+    """Truth of a rendered condition; the strings "false", "0", "no", "" are false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in {"", "false", "0", "no", "off", "none", "null"}
+    return bool(value)
