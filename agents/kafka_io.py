@@ -74,24 +74,28 @@ async def collect(
     until: Callable[[list[Record]], bool],
     timeout: float,
     on_record: Callable[[Record], None] | None = None,
+    start: dict[tuple[str, int], int] | None = None,
 ) -> list[Record]:
-    """Read the topics from the beginning (no consumer group) until ``until(records)``
-    holds or ``timeout`` seconds pass; returns what was read either way."""
+    """Read the topics (no consumer group) from the beginning, or from the offsets in
+    ``start``, until ``until(records)`` holds or ``timeout`` seconds pass; returns
+    what was read either way."""
+    # No group: a subscription then gets every partition of the topics.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     records: list[Record] = []
     try:
         deadline = time.monotonic() + timeout
-        partitions: list[TopicPartition] = []
-        for topic in topics:
-            while not (found := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
-                await consumer.topics()  # refresh metadata: the topic may not exist yet
-                await asyncio.sleep(0.2)
-            partitions.extend(TopicPartition(topic, p) for p in sorted(found or ()))
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        while {tp.topic for tp in consumer.assignment()} != set(topics) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # polling the assignment, bounded by the deadline
+        for tp in consumer.assignment():
+            if start and (tp.topic, tp.partition) in start:
+                consumer.seek(tp, start[(tp.topic, tp.partition)])
         while not until(records) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp_records in batch.values():
@@ -105,3 +109,20 @@ async def collect(
     finally:
         await consumer.stop()
     return records
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The next offset of every partition of the existing ``topics``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        offsets = await consumer.end_offsets(partitions) if partitions else {}
+        return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
+    finally:
+        await consumer.stop()

@@ -1,0 +1,197 @@
+"""`make demo`: 1,000 leads through the blacklist flow on a real Kafka broker.
+
+Starts the partner API (in this process) and a worker (a subprocess running
+`leadstreams worker`), publishes sample leads, waits until every one is on the
+enriched or errors topic, prints a summary and shuts everything down.
+Needs LEADSTREAMS_BOOTSTRAP (make demo starts a broker and sets it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leads import sample_leads  # noqa: E402
+from partner_api import create_partner_app  # noqa: E402
+
+from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish  # noqa: E402
+from streams.loader import load_flow  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOW = ROOT / "examples" / "flows" / "demo.yaml"
+LEADS = 1000
+API_KEY = "demo-" + uuid.uuid4().hex[:12]
+console = Console()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def run(bootstrap: str) -> int:
+    started = time.monotonic()
+    partner = web.AppRunner(create_partner_app(API_KEY))
+    await partner.setup()
+    partner_port = free_port()
+    await web.TCPSite(partner, "127.0.0.1", partner_port).start()
+    env = {**os.environ, "INTERNAL_API_KEY": API_KEY, "PARTNER_URL": f"http://127.0.0.1:{partner_port}"}
+    flow = load_flow(FLOW, env)
+    topics = flow.topics
+    await ensure_topics(bootstrap, [topics.input, topics.enriched, topics.errors], partitions=4)
+    start = await end_offsets(bootstrap, [topics.input, topics.enriched, topics.errors])
+
+    web_port = free_port()
+    log_path = Path(tempfile.gettempdir()) / f"leadstreams-demo-worker-{web_port}.log"
+    console.print(f"partner API on 127.0.0.1:{partner_port}; starting worker (log: {log_path})")
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agents.cli",
+                "worker",
+                str(FLOW),
+                "--bootstrap",
+                bootstrap,
+                "--web-port",
+                str(web_port),
+                "--loglevel",
+                "warning",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        return await drive(bootstrap, flow.topics, start, web_port, worker, log_path, started)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        await partner.cleanup()
+
+
+async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -> int:  # type: ignore[no-untyped-def]
+    leads = sample_leads(LEADS, run_id=uuid.uuid4().hex[:8])
+    outputs: dict[str, Record] = {}
+    duplicates = 0
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        sent = progress.add_task("published leads", total=len(leads))
+        done = progress.add_task("accounted for (out/errors)", total=len(leads))
+        await publish(
+            bootstrap,
+            topics.input,
+            ((lead.key, lead.value) for lead in leads),
+            on_sent=lambda n: progress.update(sent, completed=n),
+        )
+
+        def on_record(record: Record) -> None:
+            nonlocal duplicates
+            if record.topic == topics.input:
+                return
+            event = orjson.loads(record.value)
+            marker = event["id"] if event.get("lead") is not None else str(event["input"])
+            duplicates += marker in outputs
+            outputs[marker] = record
+            progress.update(done, completed=len(outputs))
+
+        def finished(_: list[Record]) -> bool:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
+            return len(outputs) >= len(leads)
+
+        records = await collect(
+            bootstrap,
+            [topics.input, topics.enriched, topics.errors],
+            finished,
+            timeout=300,
+            on_record=on_record,
+            start=start,
+        )
+    inputs = {(r.partition, r.offset): r.timestamp_ms for r in records if r.topic == topics.input}
+    by_outcome: Counter[tuple[str, str]] = Counter()
+    latencies, processing = [], []
+    for record in outputs.values():
+        event = orjson.loads(record.value)
+        by_outcome[(record.topic, event["outcome"])] += 1
+        processing.append(_ms_between(event["received_at"], event["completed_at"]))
+        sent_ms = inputs.get((event["input"]["partition"], event["input"]["offset"]))
+        if sent_ms is not None:
+            latencies.append(record.timestamp_ms - sent_ms)
+
+    table = Table(title="leads by topic and outcome")
+    for column in ("topic", "outcome", "leads"):
+        table.add_column(column)
+    for (topic, outcome), count in sorted(by_outcome.items()):
+        table.add_row(topic, outcome, str(count))
+    console.print(table)
+    metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
+        metrics = await response.text()
+    shown = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith(("leadstreams_leads_written_total", "leadstreams_request_duration_seconds_count"))
+    ]
+    console.print(f"metrics served at {metrics_url}:")
+    for line in shown:
+        console.print(f"  {line}")
+    accounted = len(outputs)
+    console.print(
+        f"accounted for {accounted} of {len(leads)} leads (duplicates {duplicates}); "
+        f"processing latency p50 {percentile(processing, 0.5):.1f} ms, p99 {percentile(processing, 0.99):.1f} ms; "
+        f"publish-to-output p50 {percentile(latencies, 0.5):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms "
+        "(includes the worker joining its group: leads are published as it starts); "
+        f"total {time.monotonic() - started:.1f}s"
+    )
+    return 0 if accounted == len(leads) else 1
+
+
+def _ms_between(start: str, end: str) -> float:
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds() * 1000
+
+
+def main() -> None:
+    bootstrap = os.environ.get("LEADSTREAMS_BOOTSTRAP")
+    if not bootstrap:
+        sys.exit("LEADSTREAMS_BOOTSTRAP is not set: run `make demo` (it starts a local Kafka)")
+    sys.exit(asyncio.run(run(bootstrap)))
+
+
+if __name__ == "__main__":
+    main()
