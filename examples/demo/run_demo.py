@@ -29,11 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from leads import sample_leads  # noqa: E402
-from partner_api import create_partner_app  # noqa: E402
+from leads import sample_leads
+from partner_api import create_partner_app
 
-from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish  # noqa: E402
-from streams.loader import load_flow  # noqa: E402
+from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish
+from streams.loader import load_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = ROOT / "examples" / "flows" / "demo.yaml"
@@ -173,8 +173,10 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
     accounted = len(outputs)
     console.print(
         f"accounted for {accounted} of {len(leads)} leads (duplicates {duplicates}); "
-        f"processing latency p50 {percentile(processing, 0.5):.1f} ms, p99 {percentile(processing, 0.99):.1f} ms; "
-        f"publish-to-output p50 {percentile(latencies, 0.5):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms "
+        f"processing latency p50 {percentile(processing, 0.5):.1f} ms, "
+        f"p99 {percentile(processing, 0.99):.1f} ms; "
+        f"publish-to-output p50 {percentile(latencies, 0.5):.0f} ms, "
+        f"p99 {percentile(latencies, 0.99):.0f} ms "
         "(includes the worker joining its group: leads are published as it starts); "
         f"total {time.monotonic() - started:.1f}s"
     )
