@@ -1,0 +1,35 @@
+"""Shared fixtures. A skipped test fails the run: `make test` must not hide a
+missing broker (or anything else) behind a skip."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "demo"))
+
+_skipped: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The real local broker started by `make test` (deploy/kafka/with-kafka.sh)."""
+    bootstrap = os.environ.get("LEADSTREAMS_BOOTSTRAP")
+    if not bootstrap:
+        pytest.fail("LEADSTREAMS_BOOTSTRAP is not set: run the Kafka tests through `make test`")
+    return bootstrap
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped and not os.environ.get("LEADSTREAMS_ALLOW_SKIPS"):
+        print(f"\nERROR: {len(_skipped)} test(s) skipped; skips count as failures: {_skipped}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

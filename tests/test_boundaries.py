@@ -1,0 +1,44 @@
+"""Architecture rules: the engine never imports the Kafka layer; `agents` is ours."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+from agents.guard import AgentsPackageCollision, check_agents_package
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {"faust", "aiokafka", "mode", "agents", "kafka", "confluent_kafka"}
+
+
+def imported_roots(source: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "streams").rglob("*.py")), ids=lambda p: p.name)
+def test_engine_module_imports_no_kafka_layer(module: Path) -> None:
+    assert imported_roots(module) & FORBIDDEN == set()
+
+
+def test_agents_package_is_leadstreams() -> None:
+    check_agents_package()  # raises if another distribution shadows `agents`
+
+
+def test_collision_with_another_agents_distribution_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.metadata.packages_distributions()
+    monkeypatch.setattr(
+        importlib.metadata,
+        "packages_distributions",
+        lambda: {**real, "agents": ["leadstreams", "openai-agents"]},
+    )
+    with pytest.raises(AgentsPackageCollision, match="openai-agents"):
+        check_agents_package()

@@ -1,0 +1,63 @@
+"""The command line, run as a user would (a subprocess of the installed entry point)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TWO_MISTAKES = """\
+version: 1
+name: broken
+topics: {input: a, enriched: b, errors: c}
+steps:
+  - name: call
+    request:
+      method: FETCH
+      url: http://127.0.0.1:1/x
+    colour: blue
+"""
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_check_lists_every_problem_with_lines_and_exits_2(tmp_path: Path) -> None:
+    flow = tmp_path / "broken.yaml"
+    flow.write_text(TWO_MISTAKES)
+    result = run_cli("check", str(flow))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert f"{flow}:7: steps.0.request.method: 'FETCH' is not one of" in "\n".join(lines)
+    assert f"{flow}:9: steps.0.colour: unknown key 'colour'" in lines
+    assert "Traceback" not in result.stderr
+
+
+def test_check_accepts_the_demo_flow() -> None:
+    result = run_cli(
+        "check", "examples/flows/demo.yaml", env={"INTERNAL_API_KEY": "k" * 8, "PATH": "/usr/bin:/bin"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_check_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("check", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_command_has_help() -> None:
+    for command in ("check", "worker", "publish", "tail"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout
