@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLOW = ROOT / "examples" / "flows" / "demo.yaml"
 LEADS = 1000
 API_KEY = "demo-" + uuid.uuid4().hex[:12]
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 110)
 
 
 def free_port() -> int:
