@@ -102,7 +102,10 @@ def worker(
         f"{loaded.topics.enriched} / {loaded.topics.errors}; "
         f"metrics at http://{web_host}:{web_port}/metrics"
     )
-    faust.Worker(app, loglevel=loglevel.upper(), redirect_stdouts=False).execute_from_commandline()
+    runner = faust.Worker(app, loglevel=loglevel.upper(), redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        runner.spinner = None  # its escape codes only garble log files
+    runner.execute_from_commandline()
 
 
 @main.command()
