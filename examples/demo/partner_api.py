@@ -10,6 +10,7 @@ Run alone: python examples/demo/partner_api.py --port 8080 --api-key KEY
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 from collections import Counter
 
@@ -19,10 +20,13 @@ BLACKLISTED_DOMAINS = {"spam.example", "fraud.example"}
 BLACKLISTED_PHONES = {"5550000000"}
 API_KEY = web.AppKey("api_key", str)
 REQUESTS = web.AppKey("requests", Counter)
+DELAY = web.AppKey("delay", float)
 
 
 async def check_blacklist(request: web.Request) -> web.Response:
     request.app[REQUESTS]["total"] += 1
+    if request.app[DELAY]:
+        await asyncio.sleep(request.app[DELAY])  # simulated partner latency
     if request.headers.get("X-API-Key") != request.app[API_KEY]:
         request.app[REQUESTS]["unauthorized"] += 1
         return web.json_response({"error": "invalid API key"}, status=401)
@@ -46,9 +50,10 @@ async def check_blacklist(request: web.Request) -> web.Response:
     return web.json_response({"is_blacklisted": False, "reason": None, "risk_score": score})
 
 
-def create_partner_app(api_key: str) -> web.Application:
+def create_partner_app(api_key: str, delay: float = 0.0) -> web.Application:
     app = web.Application()
     app[API_KEY] = api_key
+    app[DELAY] = delay
     app[REQUESTS] = Counter()
     app.router.add_post("/blacklist/check", check_blacklist)
     return app
@@ -61,8 +66,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--api-key", required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args()
-    web.run_app(create_partner_app(args.api_key), host=args.host, port=args.port)
+    web.run_app(create_partner_app(args.api_key, args.delay), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

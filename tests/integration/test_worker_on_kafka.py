@@ -14,7 +14,7 @@ import orjson
 import pytest
 from leads import sample_leads
 from partner_api import REQUESTS, create_partner_app
-from worker_harness import WorkerRun, start_partner
+from worker_harness import WorkerRun, start_partner, wait_until
 
 import schemas
 from agents.kafka_io import Record, collect, publish
@@ -25,9 +25,14 @@ MALFORMED = 20
 
 
 @pytest.fixture
-async def worker(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[WorkerRun]:
+def partner_delay() -> float:
+    return 0.0
+
+
+@pytest.fixture
+async def worker(kafka_bootstrap: str, tmp_path: Path, partner_delay: float) -> AsyncIterator[WorkerRun]:
     api_key = "it-key-" + uuid.uuid4().hex
-    partner = create_partner_app(api_key)
+    partner = create_partner_app(api_key, delay=partner_delay)
     runner, url = await start_partner(partner)
     run = WorkerRun(kafka_bootstrap, url, api_key, tmp_path)
     run.partner = partner  # type: ignore[attr-defined]
@@ -146,3 +151,16 @@ async def outputs_until(worker: WorkerRun, wanted: set[str | None]) -> list[str]
     await collect(worker.bootstrap, out_topics, done, timeout=120, on_record=seen)
     assert wanted <= set(ids), f"missing {len(wanted - set(ids))} outputs\n{worker.log_tail()}"
     return ids
+
+
+@pytest.mark.parametrize("partner_delay", [1.0])
+async def test_shutdown_mid_batch_loses_no_lead(worker: WorkerRun) -> None:
+    """SIGTERM while a batch waits on a slow partner: the batch is finished and
+    written before its offsets are committed, or replayed after restart."""
+    leads = sample_leads(150, run_id=worker.suffix, malformed=0)
+    await publish(worker.bootstrap, worker.topics["incoming"], ((lead.key, lead.value) for lead in leads))
+    requests = worker.partner[REQUESTS]  # type: ignore[attr-defined]
+    await wait_until(lambda: requests["total"] > 0, 60, "the first partner request")
+    assert worker.stop() == 0, worker.log_tail()
+    worker.start()
+    await outputs_until(worker, {lead.lead_id for lead in leads})
