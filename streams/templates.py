@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any, Protocol
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from streams.filters import FILTERS
@@ -36,6 +37,10 @@ class LeadEnvironment(SandboxedEnvironment):
             except (KeyError, TypeError):
                 pass
         return super().getattr(obj, attribute)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        """Refuse unsafe access loudly: a chainable undefined would hide it as None."""
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
 
 
 @cache
@@ -77,14 +82,14 @@ class Expression:
     def render(self, context: Context) -> Any:
         try:
             result = self.expression(**context)
+            if isinstance(result, jinja2.Undefined):
+                if isinstance(result, jinja2.StrictUndefined):
+                    str(result)  # raises UndefinedError with the missing name
+                return None
         except jinja2.TemplateError as exc:
             raise TemplateRenderError(f"{self.source}: {exc}") from exc
         except Exception as exc:  # user expressions can raise anything (e.g. 1/0)
             raise TemplateRenderError(f"{self.source}: {type(exc).__name__}: {exc}") from exc
-        if isinstance(result, jinja2.Undefined):
-            if isinstance(result, jinja2.StrictUndefined):
-                str(result)  # raises UndefinedError with the missing name
-            return None
         return result
 
 
@@ -134,7 +139,8 @@ def compile_value(raw: Any, env: LeadEnvironment) -> Value:
         if "{{" not in raw and "{%" not in raw:
             return Literal(raw)
         lone = _LONE_EXPRESSION.match(raw)
-        if lone:
+        # An encoding environment (URL paths) renders text, so a lone {{ }} is encoded too.
+        if lone and env.finalize is None:
             return Expression(env, raw, lone.group("expr"))
         return Text(env, raw)
     if isinstance(raw, dict):

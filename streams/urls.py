@@ -20,7 +20,9 @@ def encode_path_value(value: Any) -> str:
     """Jinja ``finalize`` hook for path templates: every ``{{ }}`` output is one segment."""
     if value is None:
         return ""
-    return quote(scalar_text(value), safe="")
+    text = quote(scalar_text(value), safe="")
+    # "." and ".." would be dot segments that servers resolve (climbing a level).
+    return text.replace(".", "%2E") if text in {".", ".."} else text
 
 
 def join_url(base_url: str | None, path: str) -> URL:

@@ -1,0 +1,153 @@
+"""Flow files: the demo loads; every mistake is reported as FILE:LINE: dotted.path: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import DEMO_FLOW, demo_flow
+
+from streams.auth.api_key import ApiKeyAuth
+from streams.flow import Flow
+from streams.loader import load_flow, parse_flow
+from streams.problems import FlowFileError, Problem
+
+HEAD = """\
+version: 1
+name: t
+topics: {input: in, enriched: out, errors: err}
+"""
+# Line 4 onwards in every flow below.
+GOOD_STEPS = """\
+integrations:
+  api:
+    base_url: http://api.example
+steps:
+  - name: one
+    integration: api
+    request:
+      url: /check
+"""
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[Problem]:
+    with pytest.raises(FlowFileError) as caught:
+        parse_flow(text, "flow.yaml", env or {})
+    return caught.value.problems
+
+
+def only_problem(text: str, env: dict[str, str] | None = None) -> Problem:
+    problems = problems_of(text, env)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_demo_flow_loads() -> None:
+    flow = load_flow(DEMO_FLOW, {"INTERNAL_API_KEY": "secret-key", "PARTNER_URL": "http://127.0.0.1:9"})
+    assert isinstance(flow, Flow)
+    assert flow.name == "lead-validation"
+    assert flow.topics.input == "leads.incoming"
+    internal = flow.integrations["internal"]
+    assert internal.base_url == "http://127.0.0.1:9"
+    assert internal.timeout == 2.0 and internal.concurrency == 50 and internal.pool_size == 50
+    assert internal.auth == ApiKeyAuth(value="secret-key", header="X-API-Key")
+    [step] = flow.steps
+    assert step.name == "check_blacklist" and step.request.method == "POST"
+    assert flow.secrets == ["secret-key"]
+
+
+def test_demo_flow_via_helper_uses_given_url() -> None:
+    assert demo_flow("http://10.0.0.1:1234").integrations["internal"].base_url == "http://10.0.0.1:1234"
+
+
+def test_minimal_flow_loads_with_defaults() -> None:
+    flow = parse_flow(HEAD + GOOD_STEPS, "flow.yaml", {})
+    [step] = flow.steps
+    assert step.request.method == "GET"
+    assert step.effective_timeout == 10.0
+
+
+def test_two_mistakes_are_both_reported_with_lines_and_paths() -> None:
+    text = (
+        HEAD
+        + GOOD_STEPS
+        + "    bogus: 1\n"
+        + "  - name: two\n    request:\n      method: FETCH\n      url: /x\n"
+    )
+    problems = problems_of(text)
+    assert [(p.line, p.path) for p in problems] == [
+        (12, "steps.0.bogus"),
+        (15, "steps.1.request.method"),
+    ]
+    assert "unknown key 'bogus'" in problems[0].message
+    assert "FETCH" in problems[1].message
+    assert str(problems[0]) == "flow.yaml:12: steps.0.bogus: unknown key 'bogus'"
+    assert str(problems[1]).startswith("flow.yaml:15: steps.1.request.method: ")
+
+
+def test_error_message_lists_every_problem() -> None:
+    text = HEAD + GOOD_STEPS + "    bogus: 1\n    other: 2\n"
+    with pytest.raises(FlowFileError) as caught:
+        parse_flow(text, "flow.yaml", {})
+    assert str(caught.value).splitlines() == [
+        "flow.yaml:12: steps.0.bogus: unknown key 'bogus'",
+        "flow.yaml:13: steps.0.other: unknown key 'other'",
+    ]
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    problem = only_problem(HEAD + "  bad_indent: 1\nsteps: []\n")
+    assert str(problem).startswith("flow.yaml:4: (top): YAML syntax: ")
+
+
+def test_duplicate_yaml_key_is_reported() -> None:
+    problem = only_problem(HEAD + GOOD_STEPS + "    integration: api\n")
+    assert (problem.line, problem.path, problem.message) == (12, "steps.0.integration", "duplicate key")
+
+
+def test_empty_file_is_reported() -> None:
+    assert only_problem("# nothing\n").message == "the file is empty"
+
+
+def test_missing_env_var_is_reported_with_its_line() -> None:
+    text = HEAD + GOOD_STEPS.replace("http://api.example", "${API_URL}")
+    problem = only_problem(text)
+    assert (problem.line, problem.path) == (6, "integrations.api.base_url")
+    assert "API_URL" in problem.message
+
+
+def test_env_var_is_substituted_and_default_used() -> None:
+    text = HEAD + "settings:\n  key: ${KEY}\n  region: ${REGION:-eu}\n" + GOOD_STEPS
+    flow = parse_flow(text, "flow.yaml", {"KEY": "abcd"})
+    assert flow.settings == {"key": "abcd", "region": "eu"}
+    flow = parse_flow(text, "flow.yaml", {"KEY": "abcd", "REGION": "us"})
+    assert flow.settings["region"] == "us"
+
+
+def test_template_syntax_error_is_reported_on_its_key_line() -> None:
+    text = HEAD + GOOD_STEPS + "    map:\n      ok: '{{ response.a }}'\n      broken: '{{ response.a '\n"
+    problem = only_problem(text)
+    assert (problem.line, problem.path) == (14, "steps.0.map.broken")
+    assert problem.message.startswith("template syntax")
+
+
+def test_unknown_integration_is_reported() -> None:
+    problem = only_problem(HEAD + GOOD_STEPS.replace("integration: api", "integration: nope"))
+    assert (problem.line, problem.path) == (9, "steps.0.integration")
+    assert "unknown integration 'nope'" in problem.message and "api" in problem.message
+
+
+def test_duplicate_step_names_are_reported() -> None:
+    problem = only_problem(HEAD + GOOD_STEPS + "  - name: one\n    request: {url: /again}\n")
+    assert (problem.line, problem.path) == (12, "steps.1.name")
+    assert "duplicate step name 'one'" in problem.message
+
+
+def test_bad_duration_is_reported() -> None:
+    problem = only_problem(HEAD + GOOD_STEPS + "    timeout: soon\n")
+    assert (problem.line, problem.path) == (12, "steps.0.timeout")
+
+
+def test_unreadable_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(FlowFileError, match="cannot read"):
+        load_flow(f"{tmp_path}/missing.yaml", {})
