@@ -52,6 +52,89 @@ def check(flow: str) -> None:
     click.echo(f"{flow}: ok — flow {loaded.name!r}, {len(loaded.steps)} step(s), input {loaded.topics.input}")
 
 
+@main.command(name="try")
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.option(
+    "--lead", "lead_file", required=True, type=click.File("rb"), help="The lead, a JSON file (- for stdin)."
+)
+@click.option("--step", "step_name", default=None, help="Run up to this step and show only it.")
+@click.option("--verbose", "-v", is_flag=True, help="Show response headers, whole bodies and parsed values.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+def try_flow(
+    flow: str, lead_file: click.utils.LazyFile, step_name: str | None, verbose: bool, as_json: bool
+) -> None:
+    """Test console: send FLOW's real requests for one lead and show each step
+    (request with secrets masked, raw response, mapped fields, outcome, timing).
+    Exit 1 when the lead's outcome is error."""
+    from streams.console import run_report
+    from streams.execution import Exchange
+    from streams.http_client import HttpClient
+    from streams.masking import Masker
+    from streams.runner import FlowRunner
+
+    loaded = _load(flow)
+    lead = _read_lead(lead_file)
+    if step_name is not None and step_name not in {step.name for step in loaded.steps}:
+        raise click.BadParameter(f"no step {step_name!r} in {flow}", param_hint="--step")
+
+    async def run() -> dict[str, object]:
+        client = HttpClient()
+        exchanges: dict[str, Exchange] = {}
+        try:
+            result = await FlowRunner(loaded, client).run(
+                lead, str(lead.get("id", "try")), exchanges, step_name
+            )
+        finally:
+            await client.close()
+        return run_report(result, exchanges, Masker(loaded.secrets), verbose, step_name)
+
+    report = asyncio.run(run())
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        from agents.console_view import print_report
+
+        print_report(report, Console())
+    sys.exit(1 if report["outcome"] == "error" else 0)
+
+
+@main.command(name="test")
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.option(
+    "--cases",
+    "cases_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Saved cases (default: FLOW's name with .cases.yaml).",
+)
+def test_flow(flow: str, cases_file: str | None) -> None:
+    """Run FLOW's saved test cases offline (recorded responses, no network); exit 1 on any failure."""
+    from streams.testcases import cases_path_for, load_cases, load_flow_for_cases, run_case
+
+    path = cases_file or str(cases_path_for(flow))
+    try:
+        cases, env = load_cases(path)
+        loaded = load_flow_for_cases(flow, env)
+    except FlowFileError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_INVALID_FLOW)
+
+    async def run_all() -> list:  # type: ignore[type-arg]
+        return [await run_case(loaded, case) for case in cases]
+
+    reports = asyncio.run(run_all())
+    out = Console()
+    for report in reports:
+        mark = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
+        out.print(f"{mark} {report.name}", highlight=False)
+        for mismatch in report.mismatches:
+            out.print(f"     {mismatch}", highlight=False, markup=False)
+    failed = sum(not r.passed for r in reports)
+    out.print(f"{len(reports) - failed} passed, {failed} failed", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
 @main.command()
 @click.argument("flow", type=click.Path(dir_okay=False))
 @bootstrap_option
@@ -146,6 +229,16 @@ def tail(topics: tuple[str, ...], bootstrap: str, count: int, timeout: float) ->
         collect(bootstrap, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
     )
     err.print(f"{len(records)} message(s)")
+
+
+def _read_lead(file: click.utils.LazyFile) -> dict[str, object]:
+    try:
+        lead = orjson.loads(file.read())
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--lead") from None
+    if not isinstance(lead, dict):
+        raise click.BadParameter("a lead must be a JSON object", param_hint="--lead")
+    return lead
 
 
 def _key_of(line: bytes) -> bytes | None:

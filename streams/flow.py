@@ -33,9 +33,24 @@ class Integration:
 
 
 @dataclass(frozen=True)
+class Route:
+    """``routes:`` entry: the first whose condition holds picks the URL and timeout."""
+
+    when: Value
+    url: Value  # rendered with path encoding
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    value: Value
+    default: float | None = None
+
+
+@dataclass(frozen=True)
 class RequestSpec:
     method: str
-    url: Value  # rendered with path encoding
+    url: Value | None  # rendered with path encoding; None when only routes give URLs
     query: dict[str, Value]
     headers: dict[str, Value]
     body: Body | None
@@ -61,6 +76,9 @@ class Step:
     timeout: float | None = None
     strict: bool = False
     continue_on: frozenset[Outcome] = frozenset()
+    routes: tuple[Route, ...] = ()
+    price: Price | None = None
+    reference: Value | None = None
 
     @property
     def effective_timeout(self) -> float:
@@ -73,8 +91,12 @@ class Flow:
     topics: Topics
     settings: dict[str, Any]
     integrations: dict[str, Integration]
-    steps: tuple[Step, ...]
+    stages: tuple[tuple[Step, ...], ...]  # one step, or a parallel group run at once
     source_file: str = "<flow>"
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(step for stage in self.stages for step in stage)
 
     @property
     def secrets(self) -> list[str]:

@@ -19,7 +19,7 @@ from streams.auth import build_auth
 from streams.bodies import BODY_KINDS, build_body
 from streams.durations import parse_duration
 from streams.envsubst import substitute
-from streams.flow import Flow, Integration, OutcomeRule, RequestSpec, Step, Topics
+from streams.flow import Flow, Integration, OutcomeRule, Price, RequestSpec, Route, Step, Topics
 from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
 from streams.templates import Value, compile_value, environment
@@ -93,10 +93,13 @@ class _Builder:
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(Problem(self.filename, line_of(self.lines, path), dotted(path), message))
 
+    def where(self, path: Path) -> str:
+        return f"{self.filename}:{line_of(self.lines, path)}: {dotted(path)}"
+
     def compile(self, raw: Any, path: Path, strict: bool = False, url: bool = False) -> Value:
         env = environment(strict, encode_path_value if url else None)
         try:
-            return compile_value(raw, env)
+            return compile_value(raw, env, self.where(path))
         except jinja2.TemplateSyntaxError as exc:
             self.problem(path, f"template syntax: {exc.message}")
             return compile_value("", env)
@@ -120,14 +123,22 @@ class _Builder:
             name: self.integration(name, raw or {}, settings)
             for name, raw in (data.get("integrations") or {}).items()
         }
-        steps = []
+        stages: list[tuple[Step, ...]] = []
         seen: set[str] = set()
         for index, raw in enumerate(data["steps"]):
             path: Path = ("steps", index)
-            if raw["name"] in seen:
-                self.problem((*path, "name"), f"duplicate step name {raw['name']!r}")
-            seen.add(raw["name"])
-            steps.append(self.step(raw, path, integrations))
+            members = (
+                [((*path, "parallel", i), r) for i, r in enumerate(raw["parallel"])]
+                if "parallel" in raw
+                else [(path, raw)]
+            )
+            stage = []
+            for member_path, member in members:
+                if member["name"] in seen:
+                    self.problem((*member_path, "name"), f"duplicate step name {member['name']!r}")
+                seen.add(member["name"])
+                stage.append(self.step(member, member_path, integrations))
+            stages.append(tuple(stage))
         if self.problems:
             return None
         return Flow(
@@ -135,7 +146,7 @@ class _Builder:
             topics=Topics(**data["topics"]),
             settings=settings,
             integrations=integrations,
-            steps=tuple(steps),
+            stages=tuple(stages),
             source_file=self.filename,
         )
 
@@ -181,6 +192,8 @@ class _Builder:
             integration = Integration(name=name)
         request = raw["request"]
         rpath: Path = (*path, "request")
+        if "url" not in request and not raw.get("routes"):
+            self.problem(rpath, "a request needs `url:` (or the step needs `routes:`)")
         body_kind = next((kind for kind in BODY_KINDS if kind in request), None)
         body = None
         if body_kind:
@@ -204,7 +217,9 @@ class _Builder:
             integration=integration,
             request=RequestSpec(
                 method=request.get("method", "POST" if body_kind else "GET"),
-                url=self.compile(request["url"], (*rpath, "url"), strict, url=True),
+                url=self.compile(request["url"], (*rpath, "url"), strict, url=True)
+                if "url" in request
+                else None,
                 query=self.compile_map(request.get("query"), (*rpath, "query"), strict),
                 headers=self.compile_map(request.get("headers"), (*rpath, "headers"), strict),
                 body=body,
@@ -217,4 +232,26 @@ class _Builder:
             timeout=self.duration(raw.get("timeout"), (*path, "timeout")),
             strict=strict,
             continue_on=frozenset(Outcome(o) for o in raw.get("continue_on", [])),
+            routes=self.routes(raw.get("routes") or [], (*path, "routes"), strict),
+            price=self.price(raw.get("price"), (*path, "price"), strict),
+            reference=self.compile(raw["reference"], (*path, "reference"), strict)
+            if "reference" in raw
+            else None,
         )
+
+    def routes(self, raw: list[dict[str, Any]], path: Path, strict: bool) -> tuple[Route, ...]:
+        return tuple(
+            Route(
+                when=self.compile(route["when"], (*path, i, "when"), strict),
+                url=self.compile(route["url"], (*path, i, "url"), strict, url=True),
+                timeout=self.duration(route.get("timeout"), (*path, i, "timeout")),
+            )
+            for i, route in enumerate(raw)
+        )
+
+    def price(self, raw: Any, path: Path, strict: bool) -> Price | None:
+        if raw is None:
+            return None
+        if isinstance(raw, dict):
+            return Price(self.compile(raw["value"], (*path, "value"), strict), raw.get("default"))
+        return Price(self.compile(raw, path, strict))

@@ -2,59 +2,86 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from streams.execution import Exchange, run_step
-from streams.flow import Flow
-from streams.http_client import HttpClient
+from streams.flow import Flow, Step
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome, StepResult, flow_outcome
+from streams.transport import Transport
 
 
 class FlowRunner:
-    def __init__(self, flow: Flow, client: HttpClient, metrics: Metrics | None = None) -> None:
+    def __init__(self, flow: Flow, client: Transport, metrics: Metrics | None = None) -> None:
         self.flow = flow
         self.client = client
         self.metrics = metrics
 
     async def run(
-        self, lead: dict[str, Any], lead_id: str, exchanges: dict[str, Exchange] | None = None
+        self,
+        lead: dict[str, Any],
+        lead_id: str,
+        exchanges: dict[str, Exchange] | None = None,
+        until_step: str | None = None,
     ) -> FlowResult:
-        """Steps run in order; after a failure or error that the step does not
-        ``continue_on``, the remaining steps are skipped."""
-        lead = copy.deepcopy(lead)
+        """Stages run in order (a parallel group's steps at once); after a failure
+        or error that its step does not ``continue_on``, the remaining steps are
+        skipped. ``until_step`` stops after the named step (test console)."""
+        lead = copy.deepcopy(lead)  # the caller's lead stays as it came in
         context: dict[str, Any] = {
             "lead": lead,
             "settings": self.flow.settings,
             "vars": {},
+            "steps": {},  # earlier steps' outcomes, for `when:` on later ones
             "flow": {"name": self.flow.name},
             "now": datetime.now(UTC),
         }
         done: list[tuple[StepResult, frozenset[Outcome]]] = []
         stopped_by: StepResult | None = None
-        for step in self.flow.steps:
+        for stage in self.flow.stages:
             if stopped_by is not None:
-                skipped = StepResult(
-                    step.name, Outcome.SKIP, f"not run: {stopped_by.name} ended {stopped_by.outcome}"
+                reason = f"not run: {stopped_by.name} ended {stopped_by.outcome}"
+                done.extend(
+                    (StepResult(s.name, Outcome.SKIP, reason), frozenset({Outcome.SKIP})) for s in stage
                 )
-                done.append((skipped, frozenset({Outcome.SKIP})))
                 continue
-            exchange = Exchange()
-            if exchanges is not None:
-                exchanges[step.name] = exchange
-            started = time.perf_counter()
-            result = await run_step(step, context, self.client, lead_id, exchange)
-            if self.metrics is not None and result.outcome is not Outcome.SKIP:
-                self.metrics.request_duration.labels(
-                    self.flow.name, step.name, step.integration.name, result.outcome.value
-                ).observe(time.perf_counter() - started)
-            if self.metrics is not None:
-                self.metrics.step_outcomes.labels(self.flow.name, step.name, result.outcome.value).inc()
-            done.append((result, step.continue_on))
-            if result.outcome in (Outcome.FAILURE, Outcome.ERROR) and result.outcome not in step.continue_on:
-                stopped_by = result
+            results = await asyncio.gather(
+                *(self._run_step(step, context, lead_id, exchanges) for step in stage)
+            )
+            for step, result in zip(stage, results, strict=True):
+                done.append((result, step.continue_on))
+                context["steps"][step.name] = {
+                    "outcome": result.outcome.value,
+                    "reason": result.reason,
+                    "http_status": result.http_status,
+                    "price": result.price,
+                    "reference": result.reference,
+                }
+                stops = result.outcome in (Outcome.FAILURE, Outcome.ERROR)
+                if stops and result.outcome not in step.continue_on and stopped_by is None:
+                    stopped_by = result
+            if until_step is not None and any(step.name == until_step for step in stage):
+                break
         outcome, reason = flow_outcome(done)
         return FlowResult(outcome, reason, lead, [r for r, _ in done], context["vars"])
+
+    async def _run_step(
+        self, step: Step, context: dict[str, Any], lead_id: str, exchanges: dict[str, Exchange] | None
+    ) -> StepResult:
+        exchange = Exchange()
+        if exchanges is not None:
+            exchanges[step.name] = exchange
+        started = time.perf_counter()
+        result = await run_step(step, context, self.client, lead_id, exchange)
+        if self.metrics is not None:
+            flow = self.flow.name
+            if result.outcome is not Outcome.SKIP:
+                self.metrics.request_duration.labels(
+                    flow, step.name, step.integration.name, result.outcome.value
+                ).observe(time.perf_counter() - started)
+            self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
+        return result

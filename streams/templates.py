@@ -75,8 +75,8 @@ class Expression:
 
     __slots__ = ("expression", "source")
 
-    def __init__(self, env: LeadEnvironment, source: str, expr: str) -> None:
-        self.source = source
+    def __init__(self, env: LeadEnvironment, source: str, expr: str, where: str = "") -> None:
+        self.source = f"{where}: {source}" if where else source
         self.expression = env.compile_expression(expr, undefined_to_none=False)
 
     def render(self, context: Context) -> Any:
@@ -98,8 +98,8 @@ class Text:
 
     __slots__ = ("source", "template")
 
-    def __init__(self, env: LeadEnvironment, source: str) -> None:
-        self.source = source
+    def __init__(self, env: LeadEnvironment, source: str, where: str = "") -> None:
+        self.source = f"{where}: {source}" if where else source
         self.template = env.from_string(source)
 
     def render(self, context: Context) -> str:
@@ -131,9 +131,10 @@ class ListValue:
         return [value.render(context) for value in self.items]
 
 
-def compile_value(raw: Any, env: LeadEnvironment) -> Value:
+def compile_value(raw: Any, env: LeadEnvironment, where: str = "") -> Value:
     """Compile a YAML value (string, number, mapping, list) into a renderable Value.
 
+    ``where`` (e.g. ``flow.yaml:12: steps.0.map.score``) prefixes render errors.
     Raises ``jinja2.TemplateSyntaxError`` for a malformed template."""
     if isinstance(raw, str):
         if "{{" not in raw and "{%" not in raw:
@@ -141,12 +142,12 @@ def compile_value(raw: Any, env: LeadEnvironment) -> Value:
         lone = _LONE_EXPRESSION.match(raw)
         # An encoding environment (URL paths) renders text, so a lone {{ }} is encoded too.
         if lone and env.finalize is None:
-            return Expression(env, raw, lone.group("expr"))
-        return Text(env, raw)
+            return Expression(env, raw, lone.group("expr"), where)
+        return Text(env, raw, where)
     if isinstance(raw, dict):
-        return MappingValue({str(key): compile_value(value, env) for key, value in raw.items()})
+        return MappingValue({str(key): compile_value(value, env, where) for key, value in raw.items()})
     if isinstance(raw, list):
-        return ListValue([compile_value(value, env) for value in raw])
+        return ListValue([compile_value(value, env, where) for value in raw])
     return Literal(raw)
 
 
