@@ -109,21 +109,14 @@ def try_flow(
 )
 def test_flow(flow: str, cases_file: str | None) -> None:
     """Run FLOW's saved test cases offline (recorded responses, no network); exit 1 on any failure."""
-    from streams.testcases import cases_path_for, load_cases, load_flow_for_cases, run_case
+    from streams.testcases import run_cases
 
-    path = cases_file or str(cases_path_for(flow))
     try:
-        cases, env = load_cases(path)
-        loaded = load_flow_for_cases(flow, env)
+        reports = asyncio.run(run_cases(flow, cases_file))
     except FlowFileError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         sys.exit(EXIT_INVALID_FLOW)
-
-    async def run_all() -> list:  # type: ignore[type-arg]
-        return [await run_case(loaded, case) for case in cases]
-
-    reports = asyncio.run(run_all())
     out = Console()
     for report in reports:
         mark = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"

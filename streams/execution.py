@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from streams.auth import send_with_auth
+from streams.auth import AuthError, send_with_auth
 from streams.flow import Step
 from streams.headers import header_value
 from streams.http_client import ResponseTooLarge
@@ -105,6 +105,9 @@ async def run_step(
             if step.reference is not None:
                 reference = step.reference.render(context)
                 result.reference = None if reference in (None, "") else str(reference)
+    except AuthError as exc:
+        result.reason = f"auth failed: {exc}"
+        exchange.response = exc.response
     except NoRoute as exc:
         result.outcome, result.reason = Outcome.SKIP, str(exc)
     except TemplateRenderError as exc:
@@ -130,7 +133,7 @@ def decide(
     """First matching outcome rule wins; then a SOAP Fault is an error; otherwise
     2xx is success and anything else an error."""
     for rule in step.outcome_rules:
-        if truthy(rule.when.render(context)):
+        if response.status in rule.statuses and truthy(rule.when.render(context)):
             reason = rule.reason.render(context) if rule.reason is not None else None
             return rule.outcome, None if reason in (None, "") else str(reason)
     fault = getattr(parsed, "fault", None)

@@ -56,11 +56,18 @@ class RequestSpec:
     body: Body | None
 
 
+SUCCESS_STATUSES = frozenset(range(200, 300))
+
+
 @dataclass(frozen=True)
 class OutcomeRule:
+    """Rules see 2xx responses unless ``statuses`` says otherwise; other
+    statuses go by the status policy (e.g. ``HTTP 422: invalid email``)."""
+
     when: Value
     outcome: Outcome
     reason: Value | None
+    statuses: frozenset[int] = SUCCESS_STATUSES
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ class OutgoingRequest:
     url: URL
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    # Set by auth flows on auxiliary requests (token fetches): while one request with a key is in
+    # flight, ``send_with_auth`` lets other callers with the same key share its response.
+    coalesce_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,21 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 import schemas
-from streams.auth import build_auth
+from streams.auth import Auth, NoAuth, build_auth
 from streams.bodies import BODY_KINDS, build_body
 from streams.durations import parse_duration
 from streams.envsubst import substitute
-from streams.flow import Flow, Integration, OutcomeRule, Price, RequestSpec, Route, Step, Topics
+from streams.flow import (
+    SUCCESS_STATUSES,
+    Flow,
+    Integration,
+    OutcomeRule,
+    Price,
+    RequestSpec,
+    Route,
+    Step,
+    Topics,
+)
 from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
 from streams.templates import Value, compile_value, environment
@@ -176,7 +186,7 @@ class _Builder:
             or defaults.dns_cache,
             max_response_bytes=raw.get("max_response_bytes", defaults.max_response_bytes),
             headers=self.compile_map(raw.get("headers"), (*path, "headers")),
-            auth=build_auth(auth_spec),
+            auth=self.auth(auth_spec, (*path, "auth")),
         )
 
     def step(self, raw: dict[str, Any], path: Path, integrations: dict[str, Integration]) -> Step:
@@ -201,6 +211,8 @@ class _Builder:
                 body = build_body(body_kind, request[body_kind], strict)
             except jinja2.TemplateSyntaxError as exc:
                 self.problem((*rpath, body_kind), f"template syntax: {exc.message}")
+            except ValueError as exc:
+                self.problem((*rpath, body_kind), str(exc))
         response = raw.get("response") or {}
         rules = tuple(
             OutcomeRule(
@@ -209,6 +221,7 @@ class _Builder:
                 reason=self.compile(rule["reason"], (*path, "response", "outcome", i, "reason"), strict)
                 if "reason" in rule
                 else None,
+                statuses=statuses(rule["status"]) if "status" in rule else SUCCESS_STATUSES,
             )
             for i, rule in enumerate(response.get("outcome") or [])
         )
@@ -255,3 +268,22 @@ class _Builder:
         if isinstance(raw, dict):
             return Price(self.compile(raw["value"], (*path, "value"), strict), raw.get("default"))
         return Price(self.compile(raw, path, strict))
+
+    def auth(self, spec: dict[str, Any] | None, path: Path) -> Auth:
+        try:
+            return build_auth(spec)
+        except ValueError as exc:
+            self.problem(path, str(exc))
+            return NoAuth()
+
+
+def statuses(raw: list[int | str]) -> frozenset[int]:
+    """``[409, "5xx"]`` -> the set of status codes."""
+    codes: set[int] = set()
+    for item in raw:
+        if isinstance(item, int):
+            codes.add(item)
+        else:
+            first = int(item[0]) * 100
+            codes.update(range(first, first + 100))
+    return frozenset(codes)

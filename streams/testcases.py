@@ -167,4 +167,19 @@ def _dig(data: Any, dotted_name: str) -> Any:
 
 
 def load_flow_for_cases(flow_path: str | os.PathLike[str], env: Mapping[str, str]) -> Flow:
-    return parse_flow(FsPath(flow_path).read_text(encoding="utf-8"), str(flow_path), {**os.environ, **env})
+    """The flow with the cases' settings; raises FlowFileError like ``load_flow``."""
+    try:
+        text = FsPath(flow_path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowFileError([Problem(str(flow_path), 0, "", f"cannot read: {exc.strerror}")]) from None
+    return parse_flow(text, str(flow_path), {**os.environ, **env})
+
+
+async def run_cases(
+    flow_path: str | os.PathLike[str], cases_path: str | os.PathLike[str] | None = None
+) -> list[CaseReport]:
+    """Run every saved case of a flow. Each case gets a freshly loaded flow, so
+    state such as a cached OAuth2 token never leaks from one case to the next."""
+    cases, env = load_cases(cases_path or cases_path_for(flow_path))
+    load_flow_for_cases(flow_path, env)  # report flow problems before running anything
+    return [await run_case(load_flow_for_cases(flow_path, env), case) for case in cases]

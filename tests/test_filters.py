@@ -50,6 +50,7 @@ def test_every_filter_is_documented_and_named() -> None:
     assert set(FILTERS) == {
         "digits", "regex_replace", "regex_search", "date", "age", "b64encode", "b64decode",
         "md5", "sha1", "sha256", "sha512", "hmac", "urlencode", "jsonpath", "jsonpath_first", "coalesce",
+        "int", "float",
     }  # fmt: skip
     for name, func in FILTERS.items():
         assert func.__doc__ and func.__doc__.strip(), name
@@ -347,3 +348,27 @@ def test_coalesce(source: str, expected: Any) -> None:
     result = render(source)
     assert result == expected
     assert type(result) is type(expected)
+
+
+# --- numbers ---
+
+
+@pytest.mark.parametrize(
+    ("source", "context", "expected"),
+    [
+        ("{{ x | int }}", {"x": "12"}, 12),
+        ("{{ x | int }}", {"x": " 12 "}, 12),
+        ("{{ x | int }}", {"x": "12.9"}, 12),
+        ("{{ x | int }}", {"x": "12345678901234567890"}, 12345678901234567890),
+        ("{{ x | int }}", {}, None),
+        ("{{ x | int }}", {"x": None}, None),
+        ("{{ x | int }}", {"x": "n/a"}, None),
+        ("{{ x | int(0) }}", {"x": "n/a"}, 0),
+        ("{{ x | int }}", {"x": True}, None),
+        ("{{ x | float }}", {"x": "45.00"}, 45.0),
+        ("{{ x | float }}", {"x": ""}, None),
+        ("{{ x | float(45.0) }}", {}, 45.0),
+    ],
+)
+def test_int_and_float_keep_missing_values_missing(source: str, context: dict[str, Any], expected: Any) -> None:
+    assert compile_value(source, environment()).render(context) == expected

@@ -13,6 +13,7 @@ from streams.filters.conditionals import coalesce
 from streams.filters.dates import age, date_filter
 from streams.filters.encoding import b64decode, b64encode, hmac, md5, sha1, sha256, sha512, urlencode
 from streams.filters.jsonpaths import jsonpath_filter, jsonpath_first
+from streams.filters.numbers import to_float, to_int
 from streams.filters.text import digits, regex_replace, regex_search
 
 FILTERS: dict[str, Callable[..., Any]] = {
@@ -35,6 +36,9 @@ FILTERS: dict[str, Callable[..., Any]] = {
     # JSON path
     "jsonpath": jsonpath_filter,
     "jsonpath_first": jsonpath_first,
+    # numbers (replace Jinja's: missing stays missing)
+    "int": to_int,
+    "float": to_float,
     # conditionals
     "coalesce": coalesce,
 }

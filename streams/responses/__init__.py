@@ -7,8 +7,9 @@ from typing import Any
 from streams.http_types import HttpResult
 from streams.responses.json_format import parse_json
 from streams.responses.text_format import TextResponse
+from streams.responses.xml_format import parse_xml
 
-RESPONSE_FORMATS = ("auto", "json", "text")
+RESPONSE_FORMATS = ("auto", "json", "xml", "text")
 
 
 class ResponseParseError(Exception):
@@ -17,10 +18,16 @@ class ResponseParseError(Exception):
 
 def parse_response(fmt: str, result: HttpResult) -> Any:
     if fmt == "auto":
-        fmt = "json" if result.content_type.endswith("json") else "text"
+        kind = result.content_type
+        fmt = "json" if kind.endswith("json") else "xml" if kind.endswith("xml") else "text"
     if fmt == "json":
         try:
             return parse_json(result.body)
         except ValueError as exc:
             raise ResponseParseError(f"response is not valid JSON: {exc}") from None
+    if fmt == "xml":
+        try:
+            return parse_xml(result.body)
+        except ValueError as exc:
+            raise ResponseParseError(f"response is not usable XML: {exc}") from None
     return TextResponse(result.body.decode("utf-8", errors="replace"))

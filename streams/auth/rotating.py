@@ -1,0 +1,38 @@
+"""Several static tokens used in turn, to spread calls over per-token rate limits."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from streams.auth import AuthFlow
+from streams.headers import header_value
+from streams.http_types import OutgoingRequest
+
+
+@dataclass(frozen=True)
+class RotatingTokens:
+    """Round robin over ``tokens``: ``<header>: <scheme> <token>`` (just the token when scheme is None).
+
+    The turn is taken synchronously before the request is yielded, so concurrent leads on one
+    event loop never get the same turn (``itertools.count`` is atomic in CPython, too).
+    """
+
+    tokens: Sequence[str] = field(repr=False)  # stored as a tuple
+    header: str = "Authorization"
+    scheme: str | None = "Bearer"
+    _turns: itertools.count[int] = field(
+        default_factory=itertools.count, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))  # accept a list, keep it immutable
+        if not self.tokens:
+            raise ValueError("rotating auth needs at least one token")
+
+    def auth_flow(self, request: OutgoingRequest) -> AuthFlow:
+        token = self.tokens[next(self._turns) % len(self.tokens)]
+        value = token if self.scheme is None else f"{self.scheme} {token}"
+        request.headers[self.header] = header_value(self.header, value)
+        yield request
