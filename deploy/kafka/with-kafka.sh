@@ -9,7 +9,8 @@ cleanup() { "$here/stop.sh" "$state" || true; rm -rf "$state"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 LEADSTREAMS_BOOTSTRAP="$("$here/start.sh" "$state")"
-export LEADSTREAMS_BOOTSTRAP
+LEADSTREAMS_KAFKA_STATE="$state"  # for restart.sh in fault-injection runs
+export LEADSTREAMS_BOOTSTRAP LEADSTREAMS_KAFKA_STATE
 set +e
 "$@"
 status=$?
