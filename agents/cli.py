@@ -9,6 +9,7 @@ import sys
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.flow import Flow
@@ -120,7 +121,7 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     out = Console()
     for report in reports:
         mark = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
-        out.print(f"{mark} {report.name}", highlight=False)
+        out.print(f"{mark} {escape(report.name)}", highlight=False)  # a name may hold [brackets]
         for mismatch in report.mismatches:
             out.print(f"     {mismatch}", highlight=False, markup=False)
     failed = sum(not r.passed for r in reports)

@@ -13,6 +13,7 @@ from streams.outcomes import FlowResult, StepResult
 
 # Credentials that are not settings (OAuth2 tokens, rotated tokens) still must not show.
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+SCHEME_HEADERS = {"authorization", "proxy-authorization"}  # "Bearer ***": only these carry a scheme word
 BODY_PREVIEW = 2000
 
 
@@ -65,13 +66,13 @@ def request_view(request: OutgoingRequest, masker: Masker) -> dict[str, Any]:
 
 
 def response_view(response: HttpResult, masker: Masker, verbose: bool) -> dict[str, Any]:
-    body = response.body.decode("utf-8", errors="replace")
+    body = masker.text(response.body.decode("utf-8", errors="replace"))  # before cutting: no half secrets
     if not verbose and len(body) > BODY_PREVIEW:
         body = body[:BODY_PREVIEW] + f"… ({len(response.body)} bytes; --verbose shows all)"
     view: dict[str, Any] = {
         "status": response.status,
         "elapsed_ms": round(response.elapsed * 1000, 1),
-        "body": masker.text(body),
+        "body": body,
     }
     if verbose:
         view["headers"] = masked_headers(response.headers, masker)
@@ -83,7 +84,8 @@ def masked_headers(headers: dict[str, str], masker: Masker) -> dict[str, str]:
     for name, value in headers.items():
         if name.lower() in SENSITIVE_HEADERS:
             scheme, _, rest = value.partition(" ")
-            value = f"{scheme} {MASK}" if rest and scheme.isalpha() and len(scheme) < 10 else MASK
+            keep = name.lower() in SCHEME_HEADERS and rest and scheme.isalpha() and len(scheme) < 10
+            value = f"{scheme} {MASK}" if keep else MASK
         shown[name] = masker.text(value)
     return shown
 

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, quote_plus
+from xml.sax.saxutils import escape
+
 import orjson
+from yarl import URL
 
 MASK = "***"
+
+
+def spellings(secret: str) -> set[str]:
+    """The secret as sent: raw, and as URL paths, queries, forms, JSON text and XML encode it."""
+    return {
+        secret,
+        quote(secret, safe=""),  # a path segment
+        quote_plus(secret, safe=""),  # a form body
+        URL.build(query={"k": secret}).raw_query_string[2:],  # a query value, as yarl encodes it
+        escape(secret),  # XML text
+        escape(secret, {'"': "&quot;"}),  # XML attributes (lxml)
+        escape(secret, {'"': "&quot;", "'": "&apos;"}),  # values in XML templates
+        orjson.dumps(secret).decode()[1:-1],  # a string inside a JSON body
+    }
 
 
 class Masker:
     def __init__(self, secrets: list[str]) -> None:
         # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        variants = {spelling for s in secrets if s for spelling in spellings(s)}
+        self._secrets = sorted(variants, key=len, reverse=True)
         self._json_needles = [orjson.dumps(s)[1:-1] for s in self._secrets]
 
     def text(self, value: str) -> str:

@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDictProxy
 from pytest_aiohttp import AiohttpServer
 
+from streams.execution import Exchange
 from streams.flow import Flow
 from streams.http_client import HttpClient
 from streams.loader import parse_flow
@@ -100,3 +101,55 @@ async def serve(aiohttp_server: AiohttpServer, app: web.Application) -> str:
     """Start ``app`` on a real local port; return its base URL."""
     server = await aiohttp_server(app)
     return str(server.make_url("")).rstrip("/")
+
+
+# --- flow constructs, saved cases, test console, CLI `try`/`test` ---
+
+FLOWS = ROOT / "examples" / "flows"
+
+if str(ROOT / "examples" / "partners") not in sys.path:
+    sys.path.insert(0, str(ROOT / "examples" / "partners"))
+
+import seed_partner  # noqa: E402
+
+
+async def run_steps(
+    aiohttp_server: AiohttpServer,
+    handler: Handler,
+    steps: list[dict[str, Any]],
+    lead: dict[str, Any],
+    **flow_options: Any,
+) -> tuple[FlowResult, list[Received]]:
+    """One ``make_flow`` flow over ``lead`` against a recording app answering with ``handler``."""
+    app, received = recording_app(handler)
+    flow = make_flow(await serve(aiohttp_server, app), steps, **flow_options)
+    return await run_once(flow, lead, str(lead.get("id", "L1"))), received
+
+
+async def run_exchanges(flow: Flow, lead: dict[str, Any]) -> tuple[FlowResult, dict[str, Exchange]]:
+    """Run ``flow`` over ``lead`` keeping what each step sent and got (as the test console does)."""
+    client = HttpClient()
+    exchanges: dict[str, Exchange] = {}
+    try:
+        return await FlowRunner(flow, client).run(lead, str(lead.get("id", "L1")), exchanges), exchanges
+    finally:
+        await client.close()
+
+
+def seed_env(base_url: str) -> dict[str, str]:
+    """The environment the example flows need to talk to the seed partner app at ``base_url``."""
+    sp = seed_partner
+    return {
+        "PARTNER_URL": base_url,
+        "INTERNAL_API_KEY": sp.INTERNAL_KEY,
+        "ROUTER_KEY": sp.ROUTER_KEY,
+        "PARTNER_TOKEN": sp.PARTNER_TOKEN,
+        "SOAP_USER": sp.SOAP_USER,
+        "SOAP_PASSWORD": sp.SOAP_PASSWORD,
+        "SCORE_USER": sp.SCORE_USER,
+        "SCORE_PASSWORD": sp.SCORE_PASSWORD,
+        "CRM_CLIENT_ID": sp.CLIENT_ID,
+        "CRM_CLIENT_SECRET": sp.CLIENT_SECRET,
+        "HMAC_KEY_ID": sp.HMAC_KEY_ID,
+        "HMAC_SECRET": sp.HMAC_SECRET,
+    }

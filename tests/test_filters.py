@@ -370,5 +370,7 @@ def test_coalesce(source: str, expected: Any) -> None:
         ("{{ x | float(45.0) }}", {}, 45.0),
     ],
 )
-def test_int_and_float_keep_missing_values_missing(source: str, context: dict[str, Any], expected: Any) -> None:
+def test_int_and_float_keep_missing_values_missing(
+    source: str, context: dict[str, Any], expected: Any
+) -> None:
     assert compile_value(source, environment()).render(context) == expected

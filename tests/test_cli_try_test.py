@@ -1,0 +1,263 @@
+"""``leadstreams try`` against the seed partner on a real local port, and ``leadstreams test``,
+both run as a user would: a subprocess of the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from helpers import FLOWS, ROOT, seed_env, seed_partner, serve
+from pytest_aiohttp import AiohttpServer
+
+SEED_SECRETS = [
+    seed_partner.INTERNAL_KEY,
+    seed_partner.ROUTER_KEY,
+    seed_partner.PARTNER_TOKEN,
+    seed_partner.SOAP_USER,
+    seed_partner.SOAP_PASSWORD,
+    seed_partner.CLIENT_SECRET,
+]
+LEAD: dict[str, Any] = {
+    "id": "cli-1",
+    "first_name": "Ana",
+    "last_name": "Lee",
+    "email": "ana@mail.example",
+    "phone": "(555) 123-4567",
+    "state": "CA",
+    "zip": "94105",
+    "dob": "1990-05-17",
+    "amount": 20000,
+    "source": "web",
+}
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``python -m agents.cli ARGS`` without blocking the loop that serves the partner."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.cli",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "400", **(env or {})},  # wide: a secret must not wrap unseen
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def lead_file(tmp_path: Path, lead: dict[str, Any] = LEAD, text: bytes | None = None) -> str:
+    path = tmp_path / "lead.json"
+    path.write_bytes(orjson.dumps(lead) if text is None else text)
+    return str(path)
+
+
+async def try_flow(
+    aiohttp_server: AiohttpServer, tmp_path: Path, flow: str, *options: str, lead: dict[str, Any] = LEAD
+) -> tuple[int, str, str]:
+    env = seed_env(await serve(aiohttp_server, seed_partner.create_seed_partner_app()))
+    return await cli("try", str(FLOWS / flow), "--lead", lead_file(tmp_path, lead), *options, env=env)
+
+
+# --- try ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flow", "mapped"),
+    [
+        ("demo.yaml", {"check_blacklist": {"blacklisted": False, "risk_score": 12}}),
+        ("soap-validate.yaml", {"validate": {"validation_score": 85, "status": "Success"}}),
+        (
+            "partner-submission.yaml",
+            {"submit": {"lead_id": 12345, "buyer_status": "accepted", "price": 45.0}},
+        ),
+        (
+            "oauth2-chain.yaml",
+            {"create_lead": {"lead_id": 12345}, "verify": {"verified": True, "status": "Success"}},
+        ),
+    ],
+)
+async def test_try_json_runs_the_real_requests(
+    aiohttp_server: AiohttpServer, tmp_path: Path, flow: str, mapped: dict[str, dict[str, Any]]
+) -> None:
+    code, out, err = await try_flow(aiohttp_server, tmp_path, flow, "--json")
+    assert code == 0, err
+    report = orjson.loads(out)
+    assert report["outcome"] == "success"
+    assert {step["name"]: step["mapped"] for step in report["steps"]} == mapped
+    for fields in mapped.values():
+        assert fields.items() <= report["lead"].items()
+
+
+async def test_try_shows_price_and_reference(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
+    code, out, err = await try_flow(aiohttp_server, tmp_path, "partner-submission.yaml", "--json")
+    [step] = orjson.loads(out)["steps"]
+    assert code == 0, err
+    assert (step["price"], step["reference"], step["http_status"]) == (45.0, "12345", 200)
+
+
+async def test_try_exits_1_when_the_lead_ends_in_error(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
+    no_email = {key: value for key, value in LEAD.items() if key != "email"}
+    code, out, _ = await try_flow(
+        aiohttp_server, tmp_path, "partner-submission.yaml", "--json", lead=no_email
+    )
+    assert code == 1
+    report = orjson.loads(out)
+    assert (report["outcome"], report["reason"]) == ("error", "submit: HTTP 422: contact.email is required")
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        "demo.yaml",
+        "soap-validate.yaml",
+        "partner-submission.yaml",
+        "oauth2-chain.yaml",
+        "regional-router.yaml",
+        "pipe-text.yaml",
+    ],
+)
+async def test_try_text_output_shows_no_secret(
+    aiohttp_server: AiohttpServer, tmp_path: Path, flow: str
+) -> None:
+    code, out, err = await try_flow(aiohttp_server, tmp_path, flow, "--verbose")
+    assert code == 0, err
+    assert "lead outcome: success" in out and "***" in out
+    assert [secret for secret in SEED_SECRETS if secret in out + err] == []
+
+
+async def test_try_step_runs_up_to_that_step_and_shows_only_it(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    code, out, err = await try_flow(
+        aiohttp_server, tmp_path, "oauth2-chain.yaml", "--step", "create_lead", "--json"
+    )
+    assert code == 0, err
+    report = orjson.loads(out)
+    assert [step["name"] for step in report["steps"]] == ["create_lead"]
+    assert report["lead"]["lead_id"] == 12345 and "verified" not in report["lead"]
+
+
+async def test_try_step_in_text_mode_names_only_that_step(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    code, out, err = await try_flow(aiohttp_server, tmp_path, "oauth2-chain.yaml", "--step", "verify")
+    assert code == 0, err
+    assert "verify: success" in out and "create_lead:" not in out
+
+
+async def test_try_unknown_step_is_a_usage_error(tmp_path: Path) -> None:
+    env = seed_env("http://127.0.0.1:9")
+    code, _, err = await cli(
+        "try", str(FLOWS / "demo.yaml"), "--lead", lead_file(tmp_path), "--step", "nope", env=env
+    )
+    assert code == 2 and "no step 'nope'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [(b"{not json", "not valid JSON"), (b"[1, 2]", "a lead must be a JSON object")]
+)
+async def test_try_with_a_bad_lead_file_is_a_clear_error(tmp_path: Path, text: bytes, message: str) -> None:
+    env = seed_env("http://127.0.0.1:9")  # never contacted: the lead is refused first
+    code, out, err = await cli(
+        "try", str(FLOWS / "demo.yaml"), "--lead", lead_file(tmp_path, text=text), env=env
+    )
+    assert code == 2
+    assert "--lead" in err and message in err
+    assert "Traceback" not in err and out == ""
+
+
+# --- test ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flow", sorted(p.name for p in FLOWS.glob("*.cases.yaml")))
+async def test_test_passes_on_the_examples(flow: str) -> None:
+    code, out, err = await cli("test", str(FLOWS / flow.replace(".cases.yaml", ".yaml")))
+    assert code == 0, out + err
+    assert "FAIL" not in out and " 0 failed" in out
+
+
+def copy_demo_with_cases(tmp_path: Path, cases: str) -> Path:
+    flow = tmp_path / "demo.yaml"
+    shutil.copy(FLOWS / "demo.yaml", flow)
+    (tmp_path / "demo.cases.yaml").write_text(cases)
+    return flow
+
+
+WRONG_EXPECTATION = {
+    "settings": {"INTERNAL_API_KEY": "test-key-0001"},
+    "cases": [
+        {
+            "name": "right",
+            "lead": {"id": "a", "email": "ana@mail.example"},
+            "responses": {"check_blacklist": {"json": {"is_blacklisted": False, "risk_score": 12}}},
+            "expect": {"outcome": "success", "lead": {"risk_score": 12}},
+        },
+        {
+            "name": "wrong",
+            "lead": {"id": "b", "email": "ana@mail.example"},
+            "responses": {"check_blacklist": {"json": {"is_blacklisted": False, "risk_score": 12}}},
+            "expect": {"outcome": "failure", "lead": {"risk_score": 13}},
+        },
+    ],
+}
+
+
+async def test_test_exits_1_and_prints_each_mismatch(tmp_path: Path) -> None:
+    flow = copy_demo_with_cases(tmp_path, yaml.safe_dump(WRONG_EXPECTATION, sort_keys=False))
+    code, out, _ = await cli("test", str(flow))
+    assert code == 1
+    lines = [line.strip() for line in out.splitlines()]
+    assert lines == [
+        "PASS right",
+        "FAIL wrong",
+        "outcome: expected failure, got success (None)",
+        "lead.risk_score: expected 13, got 12",
+        "1 passed, 1 failed",
+    ]
+
+
+async def test_test_prints_case_names_with_brackets_as_written(tmp_path: Path) -> None:
+    [case, _] = WRONG_EXPECTATION["cases"]
+    names = ["email [invalid]", "odd [/] name", "[bold]loud"]
+    cases = {**WRONG_EXPECTATION, "cases": [{**case, "name": name} for name in names]}
+    flow = copy_demo_with_cases(tmp_path, yaml.safe_dump(cases, sort_keys=False))
+    code, out, err = await cli("test", str(flow))
+    assert code == 0, err
+    assert [line.strip() for line in out.splitlines()] == [f"PASS {name}" for name in names] + [
+        "3 passed, 0 failed"
+    ]
+
+
+MALFORMED_CASES = """\
+cases:
+  - name: no lead
+    expect: {outcome: success}
+  - name: misspelt expectation
+    lead: {}
+    expect: {outcom: skip}
+"""
+
+
+async def test_test_on_a_malformed_cases_file_exits_2_with_file_and_line(tmp_path: Path) -> None:
+    flow = copy_demo_with_cases(tmp_path, MALFORMED_CASES)
+    code, out, err = await cli("test", str(flow))
+    cases_file = tmp_path / "demo.cases.yaml"
+    assert code == 2 and out == ""
+    assert f"{cases_file}:2: cases.0: 'lead' is a required property" in err
+    assert f"{cases_file}:6: cases.1.expect: " in err
+    assert "Traceback" not in err
+
+
+async def test_test_with_an_explicit_cases_file_that_is_missing_exits_2(tmp_path: Path) -> None:
+    code, _, err = await cli("test", str(FLOWS / "demo.yaml"), "--cases", str(tmp_path / "none.yaml"))
+    assert code == 2 and "cannot read" in err and "Traceback" not in err
