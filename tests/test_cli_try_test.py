@@ -84,6 +84,22 @@ async def try_flow(
             "oauth2-chain.yaml",
             {"create_lead": {"lead_id": 12345}, "verify": {"verified": True, "status": "Success"}},
         ),
+        (
+            "regional-router.yaml",
+            {"validate": {"validation_score": 85, "status": "Success", "region": "west"}},
+        ),
+        ("xml-score.yaml", {"score": {"validation_score": 85, "status": "Success"}}),
+        ("pipe-text.yaml", {"post_lead": {"lead_id": 12345, "price": 45.0}}),
+        ("regex-text.yaml", {"submit": {"lead_id": 12345, "price": 45.0}}),
+        ("hmac-signed.yaml", {"submit": {"buyer_reference": "HX-12345", "price": 45.0}}),
+        (
+            "parallel-validations.yaml",
+            {
+                "email_check": {"email_valid": True},
+                "phone_check": {"phone_valid": True},
+                "address_check": {"address_valid": True},
+            },
+        ),
     ],
 )
 async def test_try_json_runs_the_real_requests(
