@@ -9,6 +9,8 @@ from typing import Any
 from streams.yaml_source import Path
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TYPED = {"true": True, "false": False}
+_NUMBER = re.compile(r"^-?(0|[1-9]\d{0,15})(\.\d+)?$")
 
 
 class MissingVariable(Exception):
@@ -24,7 +26,17 @@ def substitute(value: Any, env: Mapping[str, str], path: Path = ()) -> tuple[Any
 
     def walk(node: Any, where: Path) -> Any:
         if isinstance(node, str):
-            return _REFERENCE.sub(lambda m: lookup(m, where), node)
+            text = _REFERENCE.sub(lambda m: lookup(m, where), node)
+            # Outside settings (which stay text: secrets, ids, zip codes), a value that is
+            # exactly one reference takes its YAML type: `allow_loopback: ${ALLOW:-false}`
+            # is a boolean, `burst: ${BURST:-10}` a number.
+            if where[:1] != ("settings",) and _REFERENCE.fullmatch(node.strip()):
+                word = text.strip()
+                if word.lower() in _TYPED:
+                    return _TYPED[word.lower()]
+                if _NUMBER.fullmatch(word):
+                    return float(word) if "." in word else int(word)
+            return text
         if isinstance(node, dict):
             return {key: walk(item, (*where, key)) for key, item in node.items()}
         if isinstance(node, list):

@@ -8,15 +8,18 @@ from typing import Any
 
 import aiohttp
 
-from streams.auth import AuthError, send_with_auth
+from streams.auth import AuthError
+from streams.cache import CachedResponse, request_fingerprint
+from streams.calling import Call, StepServices, call_partner
+from streams.fallbacks import run_chain
 from streams.flow import Step
 from streams.headers import header_value
 from streams.http_client import ResponseTooLarge
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.outcomes import Outcome, StepResult
 from streams.responses import ResponseParseError, parse_response
-from streams.templates import TemplateRenderError, truthy
-from streams.transport import Transport, current_step
+from streams.templates import TemplateRenderError, Value, truthy
+from streams.transport import current_step
 from streams.urls import add_query, join_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -32,15 +35,19 @@ class Exchange:
     mapped: dict[str, Any] | None = None
 
 
-def build_request(step: Step, context: dict[str, Any], lead_id: str) -> tuple[OutgoingRequest, float]:
-    """The request to send and its timeout (a matching route may change both)."""
+def build_request(
+    step: Step, context: dict[str, Any], lead_id: str, url: Value | None = None
+) -> tuple[OutgoingRequest, float]:
+    """The request to send and its timeout (a matching route may change both; ``url``
+    replaces the URL for a fallback source)."""
     spec = step.request
     integration = step.integration
     url_template, timeout = spec.url, step.effective_timeout
-    for route in step.routes:
+    for route in () if url is not None else step.routes:
         if truthy(route.when.render(context)):
             url_template, timeout = route.url, route.timeout or timeout
             break
+    url_template = url if url is not None else url_template
     if url_template is None:
         raise NoRoute("no route matched and the request has no default url")
     url = join_url(integration.base_url, str(url_template.render(context)))
@@ -64,7 +71,11 @@ class NoRoute(Exception):
 
 
 async def run_step(
-    step: Step, context: dict[str, Any], client: Transport, lead_id: str, exchange: Exchange | None = None
+    step: Step,
+    context: dict[str, Any],
+    services: StepServices,
+    lead_id: str,
+    exchange: Exchange | None = None,
 ) -> StepResult:
     """Never raises for partner or template problems: they become the step's outcome.
 
@@ -75,36 +86,32 @@ async def run_step(
     current_step.set(step.name)
     result = StepResult(name=step.name, outcome=Outcome.ERROR)
     started = time.perf_counter()
-    timeout = step.effective_timeout
     try:
         if step.when is not None and not truthy(step.when.render(context)):
             result.outcome, result.reason = Outcome.SKIP, "condition (when) is false"
             return result
         request, timeout = build_request(step, context, lead_id)
         exchange.request = request
-        result.source = "primary"
+        # Before auth touches it: rotating credentials must not defeat the cache.
+        fingerprint = request_fingerprint(
+            step.integration.name, request.method, str(request.url), request.body
+        )
 
-        async def send(outgoing: OutgoingRequest) -> HttpResult:
+        def record(outgoing: OutgoingRequest) -> None:
             exchange.request = outgoing
-            return await client.send(step.integration, outgoing, timeout)
 
-        response, result.attempts = await send_with_auth(step.integration.auth, request, send)
-        exchange.response = response
-        result.http_status = response.status
-        parsed = exchange.parsed = parse_response(step.response_format, response)
-        context["response"] = parsed
-        context["http"] = {
-            "status": response.status,
-            "headers": response.headers,
-            "elapsed": response.elapsed,
-        }
-        result.outcome, result.reason = decide(step, context, response, parsed)
-        if result.outcome in (Outcome.SUCCESS, Outcome.FAILURE):
-            exchange.mapped = apply_mappings(step, context)
-            result.price = render_price(step, context)
-            if step.reference is not None:
-                reference = step.reference.render(context)
-                result.reference = None if reference in (None, "") else str(reference)
+        call = await call_partner(step, request, timeout, services, record)
+        result.attempts = call.attempts
+        if call.response is not None:
+            exchange.response, result.http_status = call.response, call.response.status
+        if call.answered:
+            assert call.response is not None
+            result.source = "primary"
+            judge(step, context, call.response, result, exchange)
+            if step.caches and call.response.ok and result.outcome is Outcome.SUCCESS:
+                await services.cache.put(fingerprint, CachedResponse.from_result(call.response, time.time()))
+            return result
+        await substitute(step, context, services, lead_id, call, fingerprint, result, exchange)
     except AuthError as exc:
         result.reason = f"auth failed: {exc}"
         exchange.response = exc.response
@@ -114,17 +121,74 @@ async def run_step(
         result.reason = f"template error: {exc}"
     except RequestBuildError as exc:
         result.reason = f"request refused: {exc}"
-    except TimeoutError:
-        result.reason = f"timeout after {timeout:g}s"
-    except ResponseTooLarge as exc:
+    except (ResponseTooLarge, ResponseParseError) as exc:
         result.reason = str(exc)
-    except ResponseParseError as exc:
-        result.reason = str(exc)
-    except aiohttp.ClientError as exc:
+    except aiohttp.ClientError as exc:  # AddressRefused, and the like
         result.reason = f"connection error: {type(exc).__name__}: {exc}"
     finally:
         result.duration_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def judge(
+    step: Step, context: dict[str, Any], response: HttpResult, result: StepResult, exchange: Exchange
+) -> None:
+    """Parse an answer, apply the outcome rules, and on success/failure map, store, price."""
+    parsed = exchange.parsed = parse_response(step.response_format, response)
+    context["response"] = parsed
+    context["http"] = {"status": response.status, "headers": response.headers, "elapsed": response.elapsed}
+    result.outcome, result.reason = decide(step, context, response, parsed)
+    if result.outcome in (Outcome.SUCCESS, Outcome.FAILURE):
+        exchange.mapped = apply_mappings(step, context)
+        result.price = render_price(step, context)
+        if step.reference is not None:
+            reference = step.reference.render(context)
+            result.reference = None if reference in (None, "") else str(reference)
+
+
+async def substitute(
+    step: Step,
+    context: dict[str, Any],
+    services: StepServices,
+    lead_id: str,
+    call: Call,
+    fingerprint: str,
+    result: StepResult,
+    exchange: Exchange,
+) -> None:
+    """The partner could not answer: walk the fallback chain."""
+    why = call.reason
+    answer = await run_chain(
+        step,
+        call,
+        fingerprint,
+        context,
+        services,
+        lambda source: build_request(step, context, lead_id, source.url),
+    )
+    result.attempts += answer.attempts
+    if answer.source is not None and services.metrics is not None:
+        services.metrics.fallbacks.labels(services.flow, step.name, answer.source).inc()
+    if answer.kind == "response":
+        assert answer.response is not None
+        exchange.response, result.http_status, result.source = (
+            answer.response,
+            answer.response.status,
+            answer.source,
+        )
+        judge(step, context, answer.response, result, exchange)
+    elif answer.kind == "default":
+        result.outcome, result.source, result.reason = Outcome.SUCCESS, "default", f"default values ({why})"
+        for name, value in answer.fields.items():
+            set_dotted(context["lead"], name, value)
+        exchange.mapped = answer.fields
+    elif answer.kind == "skip":
+        result.outcome, result.source, result.reason = Outcome.SKIP, "skip", f"skipped ({why})"
+    elif answer.kind == "defer":
+        result.outcome, result.reason = Outcome.ERROR, f"retry later: {why}"
+        result.defer_after = call.decision.delay
+    else:
+        result.outcome, result.reason = Outcome.ERROR, exhausted_reason(step, call)
 
 
 def decide(
@@ -142,6 +206,18 @@ def decide(
     if response.ok:
         return Outcome.SUCCESS, None
     return Outcome.ERROR, f"HTTP {response.status}{_partner_reason(parsed)}"
+
+
+def exhausted_reason(step: Step, call: Call) -> str:
+    """Why nothing answered: the partner's own words when it gave some, and how often we asked."""
+    if call.response is None:
+        return call.reason if call.attempts <= 1 else f"{call.reason} (after {call.attempts} attempts)"
+    try:
+        said = _partner_reason(parse_response(step.response_format, call.response))
+    except ResponseParseError:
+        said = ""
+    tries = f" (after {call.attempts} attempts)" if call.attempts > 1 else ""
+    return f"HTTP {call.response.status}{said}{tries}"
 
 
 def render_price(step: Step, context: dict[str, Any]) -> float | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from streams.auth import Auth, NoAuth
 from streams.bodies import Body
 from streams.outcomes import Outcome
+from streams.retry_policy import RetryConfig
 from streams.templates import Value
 
 
@@ -16,6 +18,31 @@ class Topics:
     input: str
     enriched: str
     errors: str
+    retry: str | None = None  # prefix of the delayed retry topics (one per delay tier)
+
+
+@dataclass(frozen=True)
+class DelayedRetry:
+    """Leads whose partner is down or slow wait on retry topics instead of blocking
+    a partition: the n-th deferral waits ``first * factor**(n-1)`` capped at ``cap``."""
+
+    first: float = 5.0
+    factor: float = 4.0
+    cap: float = 300.0
+    attempts: int = 5  # deferrals before the lead goes to the errors topic
+
+    def delays(self) -> tuple[float, ...]:
+        """The delay of each deferral, 1..attempts."""
+        return tuple(min(self.cap, self.first * self.factor**n) for n in range(self.attempts))
+
+
+@dataclass(frozen=True)
+class CircuitConfig:
+    failure_rate: float = 0.5
+    window: float = 30.0
+    min_calls: int = 20
+    open_for: float = 15.0
+    half_open_probes: int = 1
 
 
 @dataclass(frozen=True)
@@ -30,6 +57,13 @@ class Integration:
     max_response_bytes: int = 1024 * 1024
     headers: dict[str, Value] = field(default_factory=dict)
     auth: Auth = field(default_factory=NoAuth)
+    rate_limit: float | None = None  # requests per second for the whole consumer group
+    burst: int = 0
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    circuit: CircuitConfig | None = None
+    allow_private_networks: bool = False
+    allow_loopback: bool = False
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +73,19 @@ class Route:
     when: Value
     url: Value  # rendered with path encoding
     timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """One source of a step's fallback chain, tried in order when the partner can't answer:
+    ``url`` (the same request elsewhere), ``cache`` (last good answer younger than
+    ``max_age``), ``default`` (fields written onto the lead, outcome success),
+    ``retry_later`` (the delayed retry topic), ``skip``."""
+
+    kind: str
+    url: Value | None = None
+    max_age: float = 0.0
+    default: dict[str, Value] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +133,22 @@ class Step:
     routes: tuple[Route, ...] = ()
     price: Price | None = None
     reference: Value | None = None
+    retry: RetryConfig | None = None  # overrides the integration's
+    fallback: tuple[Fallback, ...] = ()
+
+    @property
+    def retry_config(self) -> RetryConfig:
+        return self.retry or self.integration.retry
+
+    @property
+    def judged_statuses(self) -> frozenset[int]:
+        """Statuses an outcome rule was written for outside 2xx: the flow author decided
+        what they mean, so the status policy does not retry them."""
+        return frozenset().union(*(rule.statuses for rule in self.outcome_rules)) - SUCCESS_STATUSES
+
+    @property
+    def caches(self) -> bool:
+        return any(source.kind == "cache" for source in self.fallback)
 
     @property
     def effective_timeout(self) -> float:
@@ -100,6 +163,7 @@ class Flow:
     integrations: dict[str, Integration]
     stages: tuple[tuple[Step, ...], ...]  # one step, or a parallel group run at once
     source_file: str = "<flow>"
+    delayed_retry: DelayedRetry | None = None  # set when topics.retry is
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -108,4 +172,4 @@ class Flow:
     @property
     def secrets(self) -> list[str]:
         """Setting values worth masking (short values would mask innocent text)."""
-        return [str(v) for v in self.settings.values() if isinstance(v, str) and len(v) >= 4]
+        return [str(v) for v in self.settings.values() if not isinstance(v, bool) and len(str(v)) >= 4]

@@ -9,6 +9,7 @@ import aiohttp
 
 from streams.flow import Integration
 from streams.http_types import HttpResult, OutgoingRequest
+from streams.netguard import AddressPolicy, make_connector
 
 
 class ResponseTooLarge(Exception):
@@ -25,7 +26,13 @@ class HttpClient:
     def _session(self, integration: Integration) -> aiohttp.ClientSession:
         session = self._sessions.get(integration.name)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
+            policy = AddressPolicy(
+                allow_private=integration.allow_private_networks,
+                allow_loopback=integration.allow_loopback,
+                allowed_networks=integration.allowed_networks,
+            )
+            connector = make_connector(
+                policy,
                 limit=integration.pool_size,
                 keepalive_timeout=integration.keepalive,
                 ttl_dns_cache=int(integration.dns_cache),

@@ -5,8 +5,10 @@ Every problem is collected and reported as ``FILE:LINE: path: message``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -21,6 +23,9 @@ from streams.durations import parse_duration
 from streams.envsubst import substitute
 from streams.flow import (
     SUCCESS_STATUSES,
+    CircuitConfig,
+    DelayedRetry,
+    Fallback,
     Flow,
     Integration,
     OutcomeRule,
@@ -30,8 +35,11 @@ from streams.flow import (
     Step,
     Topics,
 )
+from streams.netguard import parse_networks
 from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
+from streams.ratelimit import parse_rate
+from streams.retry_policy import RetryConfig
 from streams.templates import Value, compile_value, environment
 from streams.urls import encode_path_value
 from streams.yaml_source import Path, line_of, load_yaml
@@ -129,6 +137,8 @@ class _Builder:
     def build(self) -> Flow | None:
         data = self.data
         settings = dict(data.get("settings") or {})
+        self.retry_topic = bool(data["topics"].get("retry"))
+        delayed = self.delayed_retry(data.get("delayed_retry"), ("delayed_retry",))
         integrations = {
             name: self.integration(name, raw or {}, settings)
             for name, raw in (data.get("integrations") or {}).items()
@@ -158,6 +168,7 @@ class _Builder:
             integrations=integrations,
             stages=tuple(stages),
             source_file=self.filename,
+            delayed_retry=delayed,
         )
 
     def integration(self, name: str, raw: dict[str, Any], settings: dict[str, Any]) -> Integration:
@@ -187,6 +198,13 @@ class _Builder:
             max_response_bytes=raw.get("max_response_bytes", defaults.max_response_bytes),
             headers=self.compile_map(raw.get("headers"), (*path, "headers")),
             auth=self.auth(auth_spec, (*path, "auth")),
+            rate_limit=self.rate(raw.get("rate_limit"), (*path, "rate_limit")),
+            burst=raw.get("burst", 0),
+            retry=self.retry(raw.get("retry"), (*path, "retry"), RetryConfig(retry_topic=self.retry_topic)),
+            circuit=self.circuit(raw.get("circuit"), (*path, "circuit")),
+            allow_private_networks=raw.get("allow_private_networks", False),
+            allow_loopback=raw.get("allow_loopback", False),
+            allowed_networks=self.networks(raw.get("allowed_networks") or [], (*path, "allowed_networks")),
         )
 
     def step(self, raw: dict[str, Any], path: Path, integrations: dict[str, Integration]) -> Step:
@@ -250,6 +268,8 @@ class _Builder:
             reference=self.compile(raw["reference"], (*path, "reference"), strict)
             if "reference" in raw
             else None,
+            retry=self.retry(raw["retry"], (*path, "retry"), integration.retry) if "retry" in raw else None,
+            fallback=self.fallback(raw.get("fallback") or [], (*path, "fallback"), strict),
         )
 
     def routes(self, raw: list[dict[str, Any]], path: Path, strict: bool) -> tuple[Route, ...]:
@@ -275,6 +295,92 @@ class _Builder:
         except ValueError as exc:
             self.problem(path, str(exc))
             return NoAuth()
+
+    def rate(self, raw: str | None, path: Path) -> float | None:
+        if raw is None:
+            return None
+        try:
+            return parse_rate(raw)
+        except ValueError as exc:
+            self.problem(path, str(exc))
+            return None
+
+    def retry(self, raw: dict[str, Any] | None, path: Path, base: RetryConfig) -> RetryConfig:
+        """``retry:`` over ``base`` (the integration's, or the defaults)."""
+        if not raw:
+            return base
+        changes: dict[str, Any] = {}
+        for key in ("backoff", "max_backoff", "max_inline_wait"):
+            if key in raw:
+                changes[key] = self.duration(raw[key], (*path, key)) or 0.0
+        for key in ("attempts", "timeout_attempts", "on_timeout"):
+            if key in raw:
+                changes[key] = raw[key]
+        for key in ("retry_statuses", "fallback_statuses", "retry_after_statuses"):
+            if key in raw:
+                changes[key] = frozenset(raw[key])
+        try:
+            return dataclasses.replace(base, **changes)
+        except ValueError as exc:
+            self.problem(path, str(exc))
+            return base
+
+    def circuit(self, raw: dict[str, Any] | None, path: Path) -> CircuitConfig | None:
+        if raw is None:
+            return None
+        config = CircuitConfig()
+        return CircuitConfig(
+            failure_rate=raw.get("failure_rate", config.failure_rate),
+            window=self.duration(raw.get("window"), (*path, "window")) or config.window,
+            min_calls=raw.get("min_calls", config.min_calls),
+            open_for=self.duration(raw.get("open_for"), (*path, "open_for")) or config.open_for,
+            half_open_probes=raw.get("half_open_probes", config.half_open_probes),
+        )
+
+    def networks(self, raw: list[str], path: Path) -> tuple[IPv4Network | IPv6Network, ...]:
+        try:
+            return parse_networks(raw)
+        except ValueError as exc:
+            self.problem(path, str(exc))
+            return ()
+
+    def fallback(self, raw: list[dict[str, Any]], path: Path, strict: bool) -> tuple[Fallback, ...]:
+        sources: list[Fallback] = []
+        for i, entry in enumerate(raw):
+            where = (*path, i)
+            if "url" in entry:
+                sources.append(
+                    Fallback("url", url=self.compile(entry["url"], (*where, "url"), strict, url=True))
+                )
+            elif "cache" in entry:
+                sources.append(
+                    Fallback("cache", max_age=self.duration(entry["cache"], (*where, "cache")) or 0.0)
+                )
+            elif "default" in entry:
+                sources.append(
+                    Fallback("default", default=self.compile_map(entry["default"], (*where, "default")))
+                )
+            elif "retry_later" in entry:
+                if not self.retry_topic:
+                    self.problem(where, "retry_later needs topics.retry (the delayed retry topic prefix)")
+                sources.append(Fallback("retry_later"))
+            else:
+                sources.append(Fallback("skip"))
+        return tuple(sources)
+
+    def delayed_retry(self, raw: dict[str, Any] | None, path: Path) -> DelayedRetry | None:
+        if not self.retry_topic:
+            if raw is not None:
+                self.problem(path, "delayed_retry needs topics.retry (the delayed retry topic prefix)")
+            return None
+        raw = raw or {}
+        base = DelayedRetry()
+        return DelayedRetry(
+            first=self.duration(raw.get("first"), (*path, "first")) or base.first,
+            factor=raw.get("factor", base.factor),
+            cap=self.duration(raw.get("cap"), (*path, "cap")) or base.cap,
+            attempts=raw.get("attempts", base.attempts),
+        )
 
 
 def statuses(raw: list[int | str]) -> frozenset[int]:

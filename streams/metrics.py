@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # HTTP calls: milliseconds to tens of seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -35,6 +35,73 @@ class Metrics:
             "leadstreams_leads_written_total",
             "Output messages acknowledged by Kafka, per topic.",
             ["flow", "topic"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "leadstreams_retries_total",
+            "Inline retries of a request.",
+            ["flow", "integration", "reason"],
+            registry=registry,
+        )
+        self.timeouts = Counter(
+            "leadstreams_timeouts_total",
+            "Requests that timed out.",
+            ["flow", "integration"],
+            registry=registry,
+        )
+        self.http_responses = Counter(
+            "leadstreams_http_responses_total",
+            "Partner responses by status class.",
+            ["flow", "integration", "status_class"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "leadstreams_fallbacks_total",
+            "Fallback chain sources that answered.",
+            ["flow", "step", "source"],
+            registry=registry,
+        )
+        self.cache_lookups = Counter(
+            "leadstreams_cache_lookups_total",
+            "Fallback cache lookups.",
+            ["flow", "step", "result"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "leadstreams_auth_failures_total",
+            "401/403 after the auth flow's own retry, and token failures.",
+            ["flow", "integration"],
+            registry=registry,
+        )
+        self.deferred = Counter(
+            "leadstreams_deferred_total",
+            "Leads sent to the delayed retry topics.",
+            ["flow"],
+            registry=registry,
+        )
+        self.limiter_wait = Histogram(
+            "leadstreams_rate_limit_wait_seconds",
+            "Time a request waited for the rate limiter.",
+            ["flow", "integration"],
+            buckets=(0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "leadstreams_requests_in_flight",
+            "Requests sent and not yet answered.",
+            ["flow", "integration"],
+            registry=registry,
+        )
+        self.circuit_state = Gauge(
+            "leadstreams_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["flow", "integration"],
+            registry=registry,
+        )
+        self.circuit_transitions = Counter(
+            "leadstreams_circuit_transitions_total",
+            "Circuit breaker state changes.",
+            ["flow", "integration", "to"],
             registry=registry,
         )
         self.bad_inputs = Counter(

@@ -36,6 +36,7 @@ class StepResult:
     source: str | None = None  # who answered: "primary" (fallbacks add more)
     price: float | None = None
     reference: str | None = None
+    defer_after: float | None = None  # set when the lead should come back via the retry topic
 
     def as_event(self) -> dict[str, Any]:
         event: dict[str, Any] = {
@@ -61,6 +62,7 @@ class FlowResult:
     lead: dict[str, Any]
     steps: list[StepResult] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
+    defer_after: float | None = None  # the lead is to be retried later, not before this many seconds
 
 
 def flow_outcome(steps: list[tuple[StepResult, frozenset[Outcome]]]) -> tuple[Outcome, str | None]:

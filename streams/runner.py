@@ -8,18 +8,37 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.cache import InMemoryCache, ResponseCache
+from streams.calling import StepServices
 from streams.execution import Exchange, run_step
 from streams.flow import Flow, Step
+from streams.guards import Guards
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome, StepResult, flow_outcome
 from streams.transport import Transport
 
 
 class FlowRunner:
-    def __init__(self, flow: Flow, client: Transport, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        client: Transport,
+        metrics: Metrics | None = None,
+        guards: Guards | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.flow = flow
         self.client = client
         self.metrics = metrics
+        self.guards = guards or Guards(flow, metrics)
+        self.services = StepServices(
+            client=client,
+            guards=self.guards,
+            flow=flow.name,
+            metrics=metrics,
+            cache=cache or InMemoryCache(),
+            can_defer=flow.delayed_retry is not None,
+        )
 
     async def run(
         self,
@@ -67,7 +86,8 @@ class FlowRunner:
             if until_step is not None and any(step.name == until_step for step in stage):
                 break
         outcome, reason = flow_outcome(done)
-        return FlowResult(outcome, reason, lead, [r for r, _ in done], context["vars"])
+        defer_after = stopped_by.defer_after if stopped_by is not None else None
+        return FlowResult(outcome, reason, lead, [r for r, _ in done], context["vars"], defer_after)
 
     async def _run_step(
         self, step: Step, context: dict[str, Any], lead_id: str, exchanges: dict[str, Exchange] | None
@@ -76,7 +96,7 @@ class FlowRunner:
         if exchanges is not None:
             exchanges[step.name] = exchange
         started = time.perf_counter()
-        result = await run_step(step, context, self.client, lead_id, exchange)
+        result = await run_step(step, context, self.services, lead_id, exchange)
         if self.metrics is not None:
             flow = self.flow.name
             if result.outcome is not Outcome.SKIP:

@@ -33,7 +33,7 @@ __all__ = ["API_KEY", "DEMO_FLOW", "REQUESTS", "create_partner_app"]
 
 
 def demo_flow(base_url: str, api_key: str = API_KEY) -> Flow:
-    env = {"INTERNAL_API_KEY": api_key, "PARTNER_URL": base_url}
+    env = {"INTERNAL_API_KEY": api_key, "PARTNER_URL": base_url, "PARTNER_ALLOW_LOOPBACK": "true"}
     return parse_flow(DEMO_FLOW.read_text(encoding="utf-8"), str(DEMO_FLOW), env)
 
 
@@ -50,7 +50,7 @@ def make_flow(
         "name": "test-flow",
         "topics": {"input": "in", "enriched": "out", "errors": "err"},
         "settings": settings or {},
-        "integrations": {"api": {"base_url": base_url, **(integration or {})}},
+        "integrations": {"api": {"base_url": base_url, "allow_loopback": True, **(integration or {})}},
         "steps": [{"integration": "api", **step} for step in steps],
     }
     return parse_flow(yaml.safe_dump(document, sort_keys=False), "test.yaml", {})
@@ -141,6 +141,7 @@ def seed_env(base_url: str) -> dict[str, str]:
     sp = seed_partner
     return {
         "PARTNER_URL": base_url,
+        "PARTNER_ALLOW_LOOPBACK": "true",
         "INTERNAL_API_KEY": sp.INTERNAL_KEY,
         "ROUTER_KEY": sp.ROUTER_KEY,
         "PARTNER_TOKEN": sp.PARTNER_TOKEN,

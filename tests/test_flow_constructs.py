@@ -74,8 +74,9 @@ async def test_matching_route_sets_the_timeout(aiohttp_server: AiohttpServer) ->
     result, received = await run_steps(
         aiohttp_server, stall, [ROUTED_STEP], lead, integration={"timeout": "10s"}
     )
-    assert entered.is_set() and [r.path for r in received] == ["/slow"]
-    assert outcomes(result) == [("route_me", Outcome.ERROR, "timeout after 0.2s")]
+    # The status policy retries a timeout once, on the same route.
+    assert entered.is_set() and [r.path for r in received] == ["/slow", "/slow"]
+    assert outcomes(result) == [("route_me", Outcome.ERROR, "timeout after 0.2s (after 2 attempts)")]
     assert result.steps[0].duration_ms < 5000
 
 
@@ -156,7 +157,7 @@ def make_group_flow(base_url: str, steps: list[dict[str, Any]]) -> Flow:
         "version": 1,
         "name": "group-flow",
         "topics": {"input": "in", "enriched": "out", "errors": "err"},
-        "integrations": {"api": {"base_url": base_url, "timeout": "10s"}},
+        "integrations": {"api": {"base_url": base_url, "timeout": "10s", "allow_loopback": True}},
         "steps": [stage if "parallel" in stage else {"integration": "api", **stage} for stage in steps],
     }
     return parse_flow(yaml.safe_dump(document, sort_keys=False), "group.yaml", {})
@@ -274,7 +275,7 @@ async def test_plain_template_price_without_default_is_none_when_missing(
         ([409], 200, Outcome.SUCCESS, None),
         ([409], 410, Outcome.ERROR, "HTTP 410: dupe"),
         (["4xx"], 418, Outcome.FAILURE, "duplicate lead"),
-        (["4xx"], 500, Outcome.ERROR, "HTTP 500: dupe"),
+        (["4xx"], 500, Outcome.ERROR, "HTTP 500: dupe (after 3 attempts)"),  # 5xx: retried, then error
     ],
 )
 async def test_outcome_rules_apply_to_their_statuses(

@@ -329,7 +329,7 @@ async def test_fifty_concurrent_leads_on_a_cold_cache_make_one_token_request(
 ) -> None:
     server = AuthServer()
     token_url, api_url = await server.start(aiohttp_server)
-    integration = Integration(name="partner", auth=oauth(token_url=token_url))
+    integration = Integration(name="partner", allow_loopback=True, auth=oauth(token_url=token_url))
     server.release_tokens.clear()
     leads = [asyncio.create_task(call(client, integration, api_url, n)) for n in range(50)]
     # All 50 tasks ran up to their token fetch in the loop turn they were scheduled in, long
@@ -353,7 +353,9 @@ async def test_expired_token_is_refreshed(aiohttp_server: AiohttpServer, client:
     server = AuthServer(expires_in=120)
     token_url, api_url = await server.start(aiohttp_server)
     clock = FakeClock(0.0)
-    integration = Integration(name="partner", auth=oauth(clock, token_url=token_url, refresh_margin=30.0))
+    integration = Integration(
+        name="partner", allow_loopback=True, auth=oauth(clock, token_url=token_url, refresh_margin=30.0)
+    )
     await call(client, integration, api_url, 1)
     clock.now = 90.0  # 30 s left: reuse
     await call(client, integration, api_url, 2)
@@ -370,7 +372,7 @@ async def test_unauthorized_triggers_one_new_token_and_one_retry(
 ) -> None:
     server = AuthServer()
     token_url, api_url = await server.start(aiohttp_server)
-    integration = Integration(name="partner", auth=oauth(token_url=token_url))
+    integration = Integration(name="partner", allow_loopback=True, auth=oauth(token_url=token_url))
     await call(client, integration, api_url, 1)
     server.revoked.add("tok-1")  # the partner revokes the cached token early
     response, attempts = await call(client, integration, api_url, 2)
@@ -385,7 +387,7 @@ async def test_second_unauthorized_is_returned_as_is(
     server = AuthServer()
     token_url, api_url = await server.start(aiohttp_server)
     server.revoked.update({"tok-1", "tok-2", "tok-3"})
-    integration = Integration(name="partner", auth=oauth(token_url=token_url))
+    integration = Integration(name="partner", allow_loopback=True, auth=oauth(token_url=token_url))
     response, attempts = await call(client, integration, api_url, 1)
     assert (response.status, attempts) == (401, 2)
     assert len(server.token_forms) == 2 and server.api_tokens == ["tok-1", "tok-2"]
@@ -396,7 +398,7 @@ async def test_token_endpoint_error_gives_auth_error(
 ) -> None:
     server = AuthServer(token_status=500)
     token_url, api_url = await server.start(aiohttp_server)
-    integration = Integration(name="partner", auth=oauth(token_url=token_url))
+    integration = Integration(name="partner", allow_loopback=True, auth=oauth(token_url=token_url))
     with pytest.raises(AuthError) as caught:
         await call(client, integration, api_url, 1)
     assert str(caught.value) == f"token request to {token_url} failed: HTTP 500: server_error"

@@ -123,21 +123,33 @@ def one_call_flow() -> Flow:
     return make_flow("http://partner.invalid", [{"name": "call", "timeout": "3s", "request": {"url": "/c"}}])
 
 
+NO_RECORDING = (
+    "connection error: ClientConnectionError: no recorded response left for step 'call' (after 3 attempts)"
+)
+
+
 @pytest.mark.parametrize(
     ("responses", "reason"),
     [
-        ({"call": {"timeout": True}}, "timeout after 3s"),
-        ({"call": {"connection_error": "refused"}}, "connection error: ClientConnectionError: refused"),
-        ({}, "connection error: ClientConnectionError: no recorded response left for step 'call'"),
+        # The status policy retries: a timeout once, a connection error up to 3 attempts.
+        ({"call": [{"timeout": True}] * 2}, "timeout after 3s (after 2 attempts)"),
         (
-            {"other": {"json": {}}},
-            "connection error: ClientConnectionError: no recorded response left for step 'call'",
+            {"call": [{"connection_error": "refused"}] * 3},
+            "connection error: ClientConnectionError: refused (after 3 attempts)",
+        ),
+        (
+            {},
+            NO_RECORDING,
+        ),
+        (
+            {"other": [{"json": {}}]},
+            NO_RECORDING,
         ),
     ],
     ids=["timeout", "connection-error", "no-recording", "recording-for-another-step"],
 )
-async def test_recorded_failures_become_error_outcomes(responses: dict[str, Any], reason: str) -> None:
-    case = Case("c", {"id": "L1"}, {k: [v] for k, v in responses.items()}, {"outcome": "error"})
+async def test_recorded_failures_become_error_outcomes(responses: dict[str, list[Any]], reason: str) -> None:
+    case = Case("c", {"id": "L1"}, responses, {"outcome": "error"})
     report = await run_case(one_call_flow(), case)
     assert report.passed, report.mismatches
     assert report.result is not None

@@ -59,7 +59,12 @@ async def run(bootstrap: str) -> int:
     await partner.setup()
     partner_port = free_port()
     await web.TCPSite(partner, "127.0.0.1", partner_port).start()
-    env = {**os.environ, "INTERNAL_API_KEY": API_KEY, "PARTNER_URL": f"http://127.0.0.1:{partner_port}"}
+    env = {
+        **os.environ,
+        "INTERNAL_API_KEY": API_KEY,
+        "PARTNER_URL": f"http://127.0.0.1:{partner_port}",
+        "PARTNER_ALLOW_LOOPBACK": "true",
+    }
     flow = load_flow(FLOW, env)
     topics = flow.topics
     await ensure_topics(bootstrap, [topics.input, topics.enriched, topics.errors], partitions=4)

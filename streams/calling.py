@@ -1,0 +1,149 @@
+"""Call a partner under the integration's protections: circuit breaker, rate limiter,
+auth flow, and the status policy's inline retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from streams.auth import send_with_auth
+from streams.cache import InMemoryCache, ResponseCache
+from streams.flow import Step
+from streams.guards import Guards
+from streams.http_types import HttpResult, OutgoingRequest
+from streams.metrics import Metrics
+from streams.netguard import AddressRefused
+from streams.responses.xml_format import parse_xml
+from streams.retry_policy import Action, Decision, decide, parse_retry_after
+from streams.transport import Transport
+
+SendHook = Callable[[OutgoingRequest], None]
+
+
+@dataclass
+class StepServices:
+    """What a step needs beyond its own definition; one per worker (or test)."""
+
+    client: Transport
+    guards: Guards
+    flow: str
+    metrics: Metrics | None = None
+    cache: ResponseCache = field(default_factory=InMemoryCache)
+    can_defer: bool = False  # the flow has delayed retry topics
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass
+class Call:
+    """The partner's last answer (None when there was none) and what the policy made of it."""
+
+    response: HttpResult | None
+    decision: Decision
+    attempts: int
+    reason: str
+
+    @property
+    def answered(self) -> bool:
+        """An answer the outcome rules should judge (as opposed to "go elsewhere")."""
+        return self.response is not None and self.decision.action in (Action.DONE, Action.FAIL)
+
+
+async def call_partner(
+    step: Step,
+    request: OutgoingRequest,
+    timeout: float,
+    services: StepServices,
+    on_send: SendHook | None = None,
+) -> Call:
+    """Raises AddressRefused (a refused network is a configuration error, not a reason to
+    retry) and AuthError; everything else is judged by the status policy."""
+    integration = step.integration
+    guard = services.guards.for_integration(integration)
+    metrics, flow = services.metrics, services.flow
+    attempts = 0
+
+    async def send(outgoing: OutgoingRequest) -> HttpResult:
+        if on_send is not None:
+            on_send(outgoing)
+        waited = await guard.limiter.acquire()
+        if metrics is not None:
+            metrics.limiter_wait.labels(flow, integration.name).observe(waited)
+            metrics.in_flight.labels(flow, integration.name).inc()
+        try:
+            answer = await services.client.send(integration, outgoing, timeout)
+        finally:
+            if metrics is not None:
+                metrics.in_flight.labels(flow, integration.name).dec()
+        if metrics is not None:
+            metrics.http_responses.labels(flow, integration.name, f"{answer.status // 100}xx").inc()
+        return answer
+
+    attempt = 0
+    while True:
+        attempt += 1
+        if guard.circuit is not None and not guard.circuit.allow():
+            return Call(None, Decision(Action.FALLBACK, reason="circuit open"), attempts, "circuit open")
+        response: HttpResult | None = None
+        reason = ""
+        try:
+            response, sent = await send_with_auth(integration.auth, request, send)
+            attempts += sent
+            if definitive(step, response):
+                decision = Decision(Action.DONE, reason=f"HTTP {response.status}")
+            else:
+                decision = decide(
+                    step.retry_config, attempt, status=response.status,
+                    retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
+                    rng=services.rng,
+                )  # fmt: skip
+        except AddressRefused:
+            raise
+        except TimeoutError:
+            attempts += 1
+            reason = f"timeout after {timeout:g}s"
+            if metrics is not None:
+                metrics.timeouts.labels(flow, integration.name).inc()
+            decision = decide(step.retry_config, attempt, error="timeout", rng=services.rng)
+        except aiohttp.ClientError as exc:
+            attempts += 1
+            reason = f"connection error: {type(exc).__name__}: {exc}"
+            decision = decide(step.retry_config, attempt, error="connection", rng=services.rng)
+        if guard.circuit is not None:
+            guard.circuit.record(response is not None and response.status < 500)
+        if decision.auth_failure and metrics is not None:
+            metrics.auth_failures.labels(flow, integration.name).inc()
+        if decision.action is Action.RETRY:
+            if metrics is not None:
+                metrics.retries.labels(flow, integration.name, reason_label(response, reason)).inc()
+            await asyncio.sleep(decision.delay)  # the policy's backoff, with jitter
+            continue
+        return Call(response, decision, attempts, reason or decision.reason)
+
+
+def definitive(step: Step, response: HttpResult) -> bool:
+    """An error status that is an answer, not a passing failure: one an outcome rule is
+    written for, or a SOAP Fault (SOAP 1.1 sends faults with HTTP 500)."""
+    if response.status in step.judged_statuses:
+        return True
+    if (
+        response.status >= 500
+        and response.content_type.endswith("xml")
+        and step.response_format in ("auto", "xml")
+    ):
+        try:
+            return parse_xml(response.body).fault is not None
+        except ValueError:
+            return False
+    return False
+
+
+def reason_label(response: HttpResult | None, reason: str) -> str:
+    """A bounded label: the status, or the kind of transport failure."""
+    if response is not None:
+        return str(response.status)
+    return "timeout" if reason.startswith("timeout") else "connection"

@@ -1,0 +1,65 @@
+"""Per-integration protections shared by every step and lead of a worker:
+the rate limiter (this worker's share of the group's limit) and the circuit breaker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.circuit import CircuitBreaker, State
+from streams.flow import Flow, Integration
+from streams.metrics import Metrics
+from streams.ratelimit import Limiter, limiter_for
+
+
+@dataclass
+class IntegrationGuard:
+    limiter: Limiter
+    circuit: CircuitBreaker | None
+
+
+class Guards:
+    def __init__(self, flow: Flow, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+        self._flow = flow.name
+        self._share = 1.0
+        self._guards: dict[str, IntegrationGuard] = {}
+        for integration in flow.integrations.values():
+            self._guards[integration.name] = self._build(integration)
+
+    def for_integration(self, integration: Integration) -> IntegrationGuard:
+        guard = self._guards.get(integration.name)
+        if guard is None:  # a step without a named integration
+            guard = self._guards[integration.name] = self._build(integration)
+        return guard
+
+    def set_share(self, fraction: float) -> None:
+        """This worker's share of the consumer group's partitions, hence of every rate limit."""
+        self._share = fraction
+        for guard in self._guards.values():
+            guard.limiter.set_share(fraction)
+
+    def _build(self, integration: Integration) -> IntegrationGuard:
+        limiter = limiter_for(integration.rate_limit, integration.burst)
+        limiter.set_share(self._share)
+        circuit = None
+        if integration.circuit is not None:
+            config = integration.circuit
+            circuit = CircuitBreaker(
+                failure_rate=config.failure_rate,
+                window=config.window,
+                min_calls=config.min_calls,
+                open_for=config.open_for,
+                half_open_probes=config.half_open_probes,
+                on_change=self._on_change(integration.name),
+            )
+            if self._metrics is not None:
+                self._metrics.circuit_state.labels(self._flow, integration.name).set(State.CLOSED.value)
+        return IntegrationGuard(limiter, circuit)
+
+    def _on_change(self, name: str):  # type: ignore[no-untyped-def]
+        def changed(old: State, new: State) -> None:
+            if self._metrics is not None:
+                self._metrics.circuit_state.labels(self._flow, name).set(new.value)
+                self._metrics.circuit_transitions.labels(self._flow, name, new.name.lower()).inc()
+
+        return changed
