@@ -1,11 +1,15 @@
-"""The Faust app: one agent that runs the flow on every lead of the input topic."""
+"""The Faust app: the agent that runs the flow on every lead of the input topic, and
+one agent per delayed-retry tier that re-runs deferred leads when they are due."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +17,15 @@ import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
-from streams.events import Source
+from agents.table_cache import TableCache
+from streams.cache import InMemoryCache, ResponseCache
+from streams.delayed import RetryState, tier_label, tier_topics
+from streams.events import MAX_LEAD_BYTES, Source
 from streams.flow import Flow
+from streams.guards import Guards
 from streams.http_client import HttpClient
 from streams.metrics import Metrics
-from streams.pipeline import Destination, LeadPipeline
+from streams.pipeline import Destination, LeadPipeline, Output
 from streams.runner import FlowRunner
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,8 @@ class WorkerOptions:
     shutdown_grace: float = 30.0  # seconds to finish an in-flight batch on shutdown
     group_id: str | None = None
     data_dir: str | None = None
+    input_partitions: int | None = None  # to take this worker's share of the rate limits
+    max_lead_bytes: int = MAX_LEAD_BYTES
 
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
@@ -51,32 +61,50 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         stream_buffer_maxsize=max(4096, options.batch_size * 2),
     )
     metrics = Metrics(registry)
-    source = app.topic(
-        flow.topics.input, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+    guards = Guards(flow, metrics)
+    client = HttpClient()
+    cache: ResponseCache = InMemoryCache()
+    if any(step.caches for step in flow.steps):
+        # Every worker holds the whole cache (a cache key is not the lead's key), and
+        # the changelog brings it back after a restart.
+        cache = TableCache(
+            app.GlobalTable(
+                "response-cache",
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=1,
+                use_partitioner=True,
+            )
+        )
+    pipeline = LeadPipeline(FlowRunner(flow, client, metrics, guards, cache), metrics, options.max_lead_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
+    writer = OutputWriter(app.producer, topics, flow.name, metrics)
 
-    @app.agent(source, name="leads")
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(raw_topic(flow.topics.input), name="leads")
     async def process_leads(stream: faust.StreamT) -> None:
-        client = HttpClient()
-        pipeline = LeadPipeline(FlowRunner(flow, client, metrics), metrics)
-        writer = OutputWriter(app.producer, topics, flow.name, metrics)
         try:
-            # take_events acks a batch only after this body returns, so every
-            # output is acknowledged by Kafka before its input can be committed.
             async for events in stream.take_events(options.batch_size, within=options.batch_within):
-                batch = asyncio.ensure_future(handle(pipeline, writer, events))
-                try:
-                    await asyncio.shield(batch)
-                except asyncio.CancelledError:
-                    # A clean stop lets the current batch finish (seen in
-                    # test_shutdown_mid_batch_loses_no_lead); if the agent is
-                    # cancelled instead, take_events would ack the batch as this
-                    # body exits, so its outputs must be written first.
-                    await finish_or_exit(batch, options.shutdown_grace)
-                    raise
+                await run_batch(functools.partial(handle, pipeline, writer, events), options.shutdown_grace)
         finally:
             await client.close()
+
+    if flow.delayed_retry is not None and flow.topics.retry:
+        for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
+            add_retry_agent(app, raw_topic(topic), delay, pipeline, writer, options)
+
+    if options.input_partitions:
+
+        @app.on_partitions_assigned.connect
+        async def take_share(sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:
+            owned = sum(1 for tp in assigned if tp.topic == flow.topics.input)
+            share = max(owned, 1) / options.input_partitions  # type: ignore[operator]
+            guards.set_share(min(share, 1.0))
+            log.info("rate limits: this worker owns %d/%d input partitions", owned, options.input_partitions)
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
@@ -85,23 +113,85 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     return app
 
 
-async def handle(pipeline: LeadPipeline, writer: OutputWriter, events: list[faust.EventT]) -> None:
+def add_retry_agent(
+    app: faust.App,
+    channel: faust.TopicT,
+    delay: float,
+    pipeline: LeadPipeline,
+    writer: OutputWriter,
+    options: WorkerOptions,
+) -> None:
+    """The agent of one retry tier: waits until its batch is due, then re-runs the leads.
+    On shutdown while waiting, the batch is put back on its topic (it would be acked)."""
+
+    @app.agent(channel, name=f"retry-{tier_label(delay)}")
+    async def retry_leads(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(options.batch_size, within=options.batch_within):
+            states = [retry_state(event) for event in events]
+            if not await wait_until(max(state.due for state in states), app):
+                await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
+                continue
+
+            await run_batch(
+                functools.partial(rerun, pipeline, writer, events, states), options.shutdown_grace
+            )
+
+
+async def rerun(
+    pipeline: LeadPipeline, writer: OutputWriter, events: Sequence[faust.EventT], states: list[RetryState]
+) -> None:
     outputs = await asyncio.gather(
         *(
-            pipeline.process(
-                event.message.value,
-                Source(event.message.topic, event.message.partition, event.message.offset),
-            )
-            for event in events
+            pipeline.process(event.message.value, source_of(event), state)
+            for event, state in zip(events, states, strict=True)
         )
     )
     await writer.write_all(outputs)
 
 
-async def finish_or_exit(batch: asyncio.Future[None], grace: float) -> None:
-    """Let an in-flight batch finish; if it cannot, exit before its events are committed."""
+async def handle(pipeline: LeadPipeline, writer: OutputWriter, events: Sequence[faust.EventT]) -> None:
+    outputs = await asyncio.gather(
+        *(pipeline.process(event.message.value, source_of(event)) for event in events)
+    )
+    await writer.write_all(outputs)
+
+
+async def run_batch(work: Callable[[], Awaitable[None]], grace: float) -> None:
+    """Run a batch to completion before take_events may ack it. A clean stop lets the
+    current batch finish (see test_shutdown_mid_batch_loses_no_lead); if the agent is
+    cancelled instead, take_events would ack the batch as the body exits, so its
+    outputs must be written first, or the process must exit uncommitted."""
+    batch = asyncio.ensure_future(work())
     try:
-        await asyncio.wait_for(asyncio.shield(batch), grace)
-    except (TimeoutError, asyncio.CancelledError):
-        log.critical("in-flight batch not written within %.0fs of shutdown; exiting uncommitted", grace)
-        os._exit(EXIT_OUTPUT_FAILED)
+        await asyncio.shield(batch)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait_for(asyncio.shield(batch), grace)
+        except (TimeoutError, asyncio.CancelledError):
+            log.critical("in-flight batch not written within %.0fs of shutdown; exiting uncommitted", grace)
+            os._exit(EXIT_OUTPUT_FAILED)
+        raise
+
+
+async def wait_until(due: float, app: faust.App) -> bool:
+    """Sleep until ``due`` (unix time); False if the app started stopping meanwhile."""
+    while (remaining := due - time.time()) > 0:
+        if app.should_stop:
+            return False
+        await asyncio.sleep(min(remaining, 0.5))  # wake up to notice a shutdown
+    return not app.should_stop
+
+
+def source_of(event: faust.EventT) -> Source:
+    return Source(event.message.topic, event.message.partition, event.message.offset)
+
+
+def retry_state(event: faust.EventT) -> RetryState:
+    return RetryState.from_headers(event.message.headers or [], source_of(event))
+
+
+def requeued(event: faust.EventT, topic: str) -> Output:
+    headers = event.message.headers or []
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    return Output(Destination.RETRY, event.message.key or b"", event.message.value or b"", "requeued",
+                  topic=topic, headers=pairs)  # fmt: skip

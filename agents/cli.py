@@ -143,6 +143,12 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     show_default=True,
     help="Create the flow's topics if missing.",
 )
+@click.option(
+    "--max-lead-bytes",
+    default=1024 * 1024,
+    show_default=True,
+    help="Larger input messages go to the errors topic.",
+)
 @click.option("--loglevel", default="info", show_default=True)
 def worker(
     flow: str,
@@ -153,6 +159,7 @@ def worker(
     group_id: str | None,
     partitions: int,
     create_topics: bool,
+    max_lead_bytes: int,
     loglevel: str,
 ) -> None:
     """Run the Faust worker for FLOW (consume, call APIs, produce results)."""
@@ -160,23 +167,33 @@ def worker(
     from prometheus_client import CollectorRegistry
 
     from agents.app import WorkerOptions, create_app
-    from agents.kafka_io import ensure_topics
+    from agents.kafka_io import ensure_topics, partition_count
+    from agents.logs import mask_log_records
+    from streams.delayed import tier_topics
+    from streams.masking import Masker
 
     loaded = _load(flow)
+    mask_log_records(Masker(loaded.secrets))
+    topics = loaded.topics
+    names = [topics.input, topics.enriched, topics.errors]
+    if loaded.delayed_retry is not None and topics.retry:
+        names += tier_topics(topics.retry, loaded.delayed_retry).values()
     if create_topics:
-        topics = loaded.topics
-        created = asyncio.run(
-            ensure_topics(bootstrap, [topics.input, topics.enriched, topics.errors], partitions)
-        )
+        created = asyncio.run(ensure_topics(bootstrap, names, partitions))
         if created:
             err.print(f"created topics: {', '.join(created)}")
     options = WorkerOptions(
-        bootstrap=bootstrap, web_host=web_host, web_port=web_port, batch_size=batch_size, group_id=group_id
+        bootstrap=bootstrap,
+        web_host=web_host,
+        web_port=web_port,
+        batch_size=batch_size,
+        group_id=group_id,
+        input_partitions=asyncio.run(partition_count(bootstrap, topics.input)),
+        max_lead_bytes=max_lead_bytes,
     )
     app = create_app(loaded, options, CollectorRegistry())
     err.print(
-        f"worker for flow {loaded.name!r}: {loaded.topics.input} -> "
-        f"{loaded.topics.enriched} / {loaded.topics.errors}; "
+        f"worker for flow {loaded.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}; "
         f"metrics at http://{web_host}:{web_port}/metrics"
     )
     runner = faust.Worker(app, loglevel=loglevel.upper(), redirect_stdouts=False)

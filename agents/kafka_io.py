@@ -126,3 +126,17 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
         return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
     finally:
         await consumer.stop()
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """Partitions of ``topic``, or None when it does not exist (yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry.get("topic") == topic and not entry.get("error_code"):
+            return len(entry.get("partitions") or []) or None
+    return None

@@ -43,7 +43,7 @@ class OutputWriter:
             failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
             for output, result in zip(pending, results, strict=True):
                 if not isinstance(result, BaseException) and self.metrics is not None:
-                    self.metrics.leads_written.labels(self.flow, self.topics[output.destination]).inc()
+                    self.metrics.leads_written.labels(self.flow, self.topic_of(output)).inc()
             if not failed:
                 return
             errors = {repr(r) for r in results if isinstance(r, BaseException)}
@@ -55,8 +55,12 @@ class OutputWriter:
         )
         os._exit(EXIT_OUTPUT_FAILED)
 
+    def topic_of(self, output: Output) -> str:
+        return output.topic or self.topics[output.destination]
+
     async def _send(self, output: Output) -> Any:
+        headers = output.headers or None
         future = await self.producer.send(
-            self.topics[output.destination], output.key, output.value, None, None, None
+            self.topic_of(output), output.key, output.value, None, None, headers
         )
         return await future

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import orjson
 
+from streams.delayed import RetryState, next_deferral
 from streams.events import (
+    MAX_LEAD_BYTES,
     BadInput,
     Source,
     bad_input_event,
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 class Destination(StrEnum):
     ENRICHED = "enriched"
     ERRORS = "errors"
+    RETRY = "retry"  # a delayed retry topic, named in ``Output.topic``
 
 
 @dataclass(frozen=True)
@@ -37,23 +40,32 @@ class Output:
     key: bytes
     value: bytes
     outcome: str
+    topic: str | None = None  # for RETRY
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class LeadPipeline:
-    def __init__(self, runner: FlowRunner, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, runner: FlowRunner, metrics: Metrics | None = None, max_lead_bytes: int = MAX_LEAD_BYTES
+    ) -> None:
         self.runner = runner
+        self.max_lead_bytes = max_lead_bytes
         self.flow = runner.flow
         self.metrics = metrics
         self.masker = Masker(self.flow.secrets)
 
-    async def process(self, raw: bytes | None, source: Source) -> Output:
-        """Never raises: anything unexpected becomes an errors-topic event for this lead."""
+    async def process(self, raw: bytes | None, source: Source, retry: RetryState | None = None) -> Output:
+        """Never raises: anything unexpected becomes an errors-topic event for this lead.
+
+        ``retry`` is set when the message comes from a delayed retry topic: the lead
+        keeps the id and ``input`` of where it first arrived."""
         received_at = timestamp()
         started = time.perf_counter()
+        source = retry.origin if retry is not None else source
         lead_id = lead_id_for(None, source)
         try:
             try:
-                lead = decode_lead(raw)
+                lead = decode_lead(raw, self.max_lead_bytes)
             except BadInput as exc:
                 if self.metrics is not None:
                     self.metrics.bad_inputs.labels(self.flow.name).inc()
@@ -64,6 +76,13 @@ class LeadPipeline:
                 )
             lead_id = lead_id_for(lead, source)
             result = await self.runner.run(lead, lead_id)
+            if result.defer_after is not None:
+                deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
+                if deferred is not None:
+                    return deferred
+                result.reason = (
+                    f"gave up after {retry.attempt if retry else 0} delayed retries: {result.reason}"
+                )
             event = processed_event(self.flow.name, lead_id, result, source, received_at)
             destination = Destination.ERRORS if result.outcome is Outcome.ERROR else Destination.ENRICHED
             if self.metrics is not None:
@@ -77,6 +96,27 @@ class LeadPipeline:
             return self._output(
                 Destination.ERRORS, lead_id, bad_input_event(self.flow.name, raw, source, reason, received_at)
             )
+
+    def _defer(
+        self,
+        raw: bytes | None,
+        lead_id: str,
+        source: Source,
+        retry: RetryState | None,
+        at_least: float,
+        why: str,
+    ) -> Output | None:
+        policy, prefix = self.flow.delayed_retry, self.flow.topics.retry
+        if policy is None or prefix is None:
+            return None
+        deferral = next_deferral(policy, prefix, retry, source, at_least, self.masker.text(why))
+        if deferral is None:
+            return None
+        topic, state = deferral
+        if self.metrics is not None:
+            self.metrics.deferred.labels(self.flow.name).inc()
+        key = self.masker.text(lead_id).encode()
+        return Output(Destination.RETRY, key, raw or b"", "deferred", topic=topic, headers=state.headers())
 
     def _output(self, destination: Destination, lead_id: str, event: dict[str, object]) -> Output:
         value = self.masker.json_bytes(orjson.dumps(event, default=str))

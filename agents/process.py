@@ -1,0 +1,59 @@
+"""A `leadstreams worker` subprocess, for the demo, fault-injection runs and tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class WorkerProcess:
+    flow: Path
+    bootstrap: str
+    web_port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # extra worker options, e.g. --group-id
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agents.cli", "worker", str(self.flow), "--bootstrap", self.bootstrap,
+                 "--web-port", str(self.web_port), "--loglevel", "warning", *self.args],
+                env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 60) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout``); the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no commit; what was in flight is replayed on restart."""
+        if self.alive:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
