@@ -68,14 +68,8 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         # Every worker holds the whole cache (a cache key is not the lead's key), and
         # the changelog brings it back after a restart.
         cache = TableCache(
-            app.GlobalTable(
-                "response-cache",
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=1,
-                use_partitioner=True,
+            app.GlobalTable(  # bytes in, bytes out: the app's serializers are "raw"
+                "response-cache", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True
             )
         )
     pipeline = LeadPipeline(FlowRunner(flow, client, metrics, guards, cache), metrics, options.max_lead_bytes)

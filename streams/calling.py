@@ -59,26 +59,34 @@ async def call_partner(
     timeout: float,
     services: StepServices,
     on_send: SendHook | None = None,
+    use_circuit: bool = True,
 ) -> Call:
     """Raises AddressRefused (a refused network is a configuration error, not a reason to
-    retry) and AuthError; everything else is judged by the status policy."""
+    retry) and AuthError; everything else is judged by the status policy.
+
+    ``use_circuit=False`` for a fallback ``url``: another source is not behind the partner's
+    circuit, and its answers must not open or close it."""
     integration = step.integration
     guard = services.guards.for_integration(integration)
+    circuit = guard.circuit if use_circuit else None
     metrics, flow = services.metrics, services.flow
     attempts = 0
 
     async def send(outgoing: OutgoingRequest) -> HttpResult:
         if on_send is not None:
             on_send(outgoing)
-        waited = await guard.limiter.acquire()
-        if metrics is not None:
-            metrics.limiter_wait.labels(flow, integration.name).observe(waited)
-            metrics.in_flight.labels(flow, integration.name).inc()
-        try:
-            answer = await services.client.send(integration, outgoing, timeout)
-        finally:
+        # The limiter is asked only once a concurrency slot is free, so the slot's
+        # wait cannot bunch sends that the limiter had spaced out.
+        async with guard.slots:
+            waited = await guard.limiter.acquire()
             if metrics is not None:
-                metrics.in_flight.labels(flow, integration.name).dec()
+                metrics.limiter_wait.labels(flow, integration.name).observe(waited)
+                metrics.in_flight.labels(flow, integration.name).inc()
+            try:
+                answer = await services.client.send(integration, outgoing, timeout)
+            finally:
+                if metrics is not None:
+                    metrics.in_flight.labels(flow, integration.name).dec()
         if metrics is not None:
             metrics.http_responses.labels(flow, integration.name, f"{answer.status // 100}xx").inc()
         return answer
@@ -86,7 +94,7 @@ async def call_partner(
     attempt = 0
     while True:
         attempt += 1
-        if guard.circuit is not None and not guard.circuit.allow():
+        if circuit is not None and not circuit.allow():
             return Call(None, Decision(Action.FALLBACK, reason="circuit open"), attempts, "circuit open")
         response: HttpResult | None = None
         reason = ""
@@ -113,8 +121,8 @@ async def call_partner(
             attempts += 1
             reason = f"connection error: {type(exc).__name__}: {exc}"
             decision = decide(step.retry_config, attempt, error="connection", rng=services.rng)
-        if guard.circuit is not None:
-            guard.circuit.record(response is not None and response.status < 500)
+        if circuit is not None:
+            circuit.record(response is not None and response.status < 500)
         if decision.auth_failure and metrics is not None:
             metrics.auth_failures.labels(flow, integration.name).inc()
         if decision.action is Action.RETRY:

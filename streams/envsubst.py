@@ -10,7 +10,6 @@ from streams.yaml_source import Path
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TYPED = {"true": True, "false": False}
-_NUMBER = re.compile(r"^-?(0|[1-9]\d{0,15})(\.\d+)?$")
 
 
 class MissingVariable(Exception):
@@ -27,15 +26,13 @@ def substitute(value: Any, env: Mapping[str, str], path: Path = ()) -> tuple[Any
     def walk(node: Any, where: Path) -> Any:
         if isinstance(node, str):
             text = _REFERENCE.sub(lambda m: lookup(m, where), node)
-            # Outside settings (which stay text: secrets, ids, zip codes), a value that is
-            # exactly one reference takes its YAML type: `allow_loopback: ${ALLOW:-false}`
-            # is a boolean, `burst: ${BURST:-10}` a number.
+            # Outside settings, a value that is exactly one reference and reads true or
+            # false is a boolean (`allow_loopback: ${ALLOW:-false}`). Nothing else is
+            # typed: ids, keys and zip codes that look numeric must stay text.
             if where[:1] != ("settings",) and _REFERENCE.fullmatch(node.strip()):
-                word = text.strip()
-                if word.lower() in _TYPED:
-                    return _TYPED[word.lower()]
-                if _NUMBER.fullmatch(word):
-                    return float(word) if "." in word else int(word)
+                word = text.strip().lower()
+                if word in _TYPED:
+                    return _TYPED[word]
             return text
         if isinstance(node, dict):
             return {key: walk(item, (*where, key)) for key, item in node.items()}

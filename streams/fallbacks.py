@@ -38,7 +38,7 @@ async def run_chain(
     for position, source in enumerate(step.fallback, start=1):
         if source.kind == "url":
             request, timeout = request_for_url(source)
-            call = await call_partner(step, request, timeout, services)
+            call = await call_partner(step, request, timeout, services, use_circuit=False)
             attempts += call.attempts
             if call.answered:
                 return Substitute("response", f"fallback_url_{position}", call.response, attempts=attempts)
@@ -55,7 +55,9 @@ async def run_chain(
             return Substitute("defer", attempts=attempts)
         elif source.kind == "skip":
             return Substitute("skip", "skip", attempts=attempts)
-    if why.decision.action is Action.DEFER and services.can_defer:
+    # FALLBACK and DEFER both mean "this source cannot answer now" (503, exhausted 5xx,
+    # timeouts, an open circuit): with nothing else in the chain, try again later.
+    if why.decision.action in (Action.DEFER, Action.FALLBACK) and services.can_defer:
         return Substitute("defer", attempts=attempts)
     return Substitute("none", attempts=attempts)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiohttp
@@ -21,7 +20,6 @@ class HttpClient:
 
     def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._limits: dict[str, asyncio.Semaphore] = {}
 
     def _session(self, integration: Integration) -> aiohttp.ClientSession:
         session = self._sessions.get(integration.name)
@@ -43,28 +41,27 @@ class HttpClient:
                 headers={"User-Agent": "leadstreams/0.1"},
             )
             self._sessions[integration.name] = session
-            self._limits[integration.name] = asyncio.Semaphore(integration.concurrency)
         return session
 
     async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
         """Send one request; raises asyncio.TimeoutError, aiohttp.ClientError or ResponseTooLarge."""
         session = self._session(integration)
-        async with self._limits[integration.name]:
-            started = time.perf_counter()
-            async with session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
-                body = await _read_capped(response, integration.max_response_bytes)
-                return HttpResult(
-                    status=response.status,
-                    headers={k.lower(): v for k, v in response.headers.items()},
-                    body=body,
-                    elapsed=time.perf_counter() - started,
-                )
+        # The concurrency cap is the caller's (streams.guards), around the rate limiter.
+        started = time.perf_counter()
+        async with session.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            data=request.body,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            body = await _read_capped(response, integration.max_response_bytes)
+            return HttpResult(
+                status=response.status,
+                headers={k.lower(): v for k, v in response.headers.items()},
+                body=body,
+                elapsed=time.perf_counter() - started,
+            )
 
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}

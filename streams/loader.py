@@ -211,7 +211,9 @@ class _Builder:
         strict = bool(raw.get("strict", False))
         name = raw.get("integration")
         if name is None:
-            integration = Integration(name=f"step:{raw['name']}")
+            integration = Integration(
+                name=f"step:{raw['name']}", retry=RetryConfig(retry_topic=self.retry_topic)
+            )
         elif name in integrations:
             integration = integrations[name]
         else:
@@ -333,7 +335,7 @@ class _Builder:
             failure_rate=raw.get("failure_rate", config.failure_rate),
             window=self.duration(raw.get("window"), (*path, "window")) or config.window,
             min_calls=raw.get("min_calls", config.min_calls),
-            open_for=self.duration(raw.get("open_for"), (*path, "open_for")) or config.open_for,
+            open_for=_given(self.duration(raw.get("open_for"), (*path, "open_for")), config.open_for),
             half_open_probes=raw.get("half_open_probes", config.half_open_probes),
         )
 
@@ -376,11 +378,16 @@ class _Builder:
         raw = raw or {}
         base = DelayedRetry()
         return DelayedRetry(
-            first=self.duration(raw.get("first"), (*path, "first")) or base.first,
+            first=_given(self.duration(raw.get("first"), (*path, "first")), base.first),
             factor=raw.get("factor", base.factor),
             cap=self.duration(raw.get("cap"), (*path, "cap")) or base.cap,
             attempts=raw.get("attempts", base.attempts),
         )
+
+
+def _given(value: float | None, default: float) -> float:
+    """A duration the file gave, zero included (``or default`` would turn ``0s`` into the default)."""
+    return default if value is None else value
 
 
 def statuses(raw: list[int | str]) -> frozenset[int]:

@@ -36,7 +36,7 @@ class FlowRunner:
             guards=self.guards,
             flow=flow.name,
             metrics=metrics,
-            cache=cache or InMemoryCache(),
+            cache=cache if cache is not None else InMemoryCache(),
             can_defer=flow.delayed_retry is not None,
         )
 

@@ -1,0 +1,80 @@
+"""An integration's ``rate_limit`` through a whole flow: many leads at once through one FlowRunner
+against a real local server that notes when each request arrives.
+
+The limiter's bound (at most ``ceil(rate) + burst`` sends in any ``[t, t + 1)``) is tight and holds for
+the booked send times. What the server sees is later by a latency that varies: the first request also
+opens the connection (a few ms) and every sleeping sender wakes a little late. So the server's count is
+taken over windows ``JITTER`` shorter than a second; any overshoot of the spacing itself (20/s spaced at
+49 ms, a burst on top of a full second's rate) still shows."""
+
+from __future__ import annotations
+
+import time
+
+from pytest_aiohttp import AiohttpServer
+from resilience_helpers import LEAD, SCORE_STEP, Harness, answer, build_flow, busiest_window, harness, partner
+
+from streams.outcomes import Outcome
+
+JITTER = 0.01  # seconds of arrival-time jitter the server-side count tolerates
+
+
+def busiest_second(times: list[float]) -> int:
+    return busiest_window(times, 1.0 - JITTER)
+
+
+def test_busiest_window_counts_half_open_windows() -> None:
+    assert busiest_window([]) == 0
+    assert busiest_window([0.0, 0.5, 0.999, 1.0, 1.5]) == 3  # [0, 1) holds three; 1.0 starts the next
+    assert busiest_window([2.0, 0.0, 1.0]) == 1
+    assert busiest_window([0.0, 0.5, 0.995], 0.99) == 2
+
+
+async def run_leads(h: Harness, count: int) -> float:
+    """Run ``count`` leads at once; return the seconds they took."""
+    started = time.monotonic()
+    results = await h.run_many({**LEAD, "id": f"L{n}"} for n in range(count))
+    elapsed = time.monotonic() - started
+    assert all(result.outcome is Outcome.SUCCESS for result in results)
+    return elapsed
+
+
+async def test_the_rate_limit_spreads_concurrent_leads(aiohttp_server: AiohttpServer) -> None:
+    api = await partner(aiohttp_server)
+    async with harness(build_flow(api.url, [SCORE_STEP], integration={"rate_limit": "20/s"})) as h:
+        elapsed = await run_leads(h, 50)
+        assert api.requests == 50
+        assert busiest_second(api.script.times) <= 20
+        assert elapsed >= 2.2  # 49 gaps of 50 ms: the limit was applied
+        waits = h.sample("leadstreams_rate_limit_wait_seconds_count", integration="api")
+        assert waits == 50
+
+
+async def test_burst_lets_that_many_more_through_at_once(aiohttp_server: AiohttpServer) -> None:
+    api = await partner(aiohttp_server)
+    flow = build_flow(api.url, [SCORE_STEP], integration={"rate_limit": "20/s", "burst": 10})
+    async with harness(flow) as h:
+        elapsed = await run_leads(h, 40)
+    assert busiest_second(api.script.times) <= 30
+    assert elapsed >= 1.3  # 40 - 1 - 10 gaps of 50 ms
+
+
+async def test_a_worker_share_scales_the_limit(aiohttp_server: AiohttpServer) -> None:
+    api = await partner(aiohttp_server)
+    async with harness(build_flow(api.url, [SCORE_STEP], integration={"rate_limit": "20/s"})) as h:
+        h.runner.guards.set_share(0.5)
+        elapsed = await run_leads(h, 25)
+    assert busiest_second(api.script.times) <= 10
+    assert elapsed >= 2.2  # 24 gaps of 100 ms
+
+
+async def test_retries_wait_for_the_limiter_too(aiohttp_server: AiohttpServer) -> None:
+    api = await partner(aiohttp_server, answer(502))
+    async with harness(build_flow(api.url, [SCORE_STEP], integration={"rate_limit": "10/s"})) as h:
+        started = time.monotonic()
+        result = await h.run()
+        elapsed = time.monotonic() - started
+    assert api.requests == 3 and result.outcome is Outcome.ERROR
+    assert elapsed >= 0.18  # three sends 100 ms apart, though the backoff is 1 ms
+    first, _, last = api.script.times
+    assert last - first >= 0.18
