@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka
 
-.PHONY: install demo test lint unit kafka-up kafka-down kafka-fetch clean
+.PHONY: install demo test lint unit reliability kafka-up kafka-down kafka-fetch clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ test: install kafka-fetch lint
 ## Engine tests only (no broker needed).
 unit: install
 	$(BIN)/python -m pytest -m "not kafka" $(PYTEST_ARGS)
+
+## Fault injection on a real broker (kill -9, broker restart, partner faults, fuzz, secrets).
+reliability: install kafka-fetch
+	$(KAFKA)/with-kafka.sh $(BIN)/python examples/reliability/run_reliability.py $(RELIABILITY_ARGS)
 
 demo: install kafka-fetch
 	$(KAFKA)/with-kafka.sh $(BIN)/python examples/demo/run_demo.py

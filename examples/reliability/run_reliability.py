@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import logging
 import math
 import os
 import random
@@ -284,9 +285,12 @@ async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[st
     return ("" if ok else "FAILED ") + line, run, tally
 
 
-def scenario_secrets(runs: list[tuple[Run, Tally]]) -> str:
-    """Every message of every topic, and every worker log, searched for every secret."""
+def scenario_secrets(runs: list[tuple[Run, Tally]], broker_log: Path | None = None) -> str:
+    """Every message of every topic, every worker log and the broker's log, searched for every secret."""
     hits = scanned = log_bytes = 0
+    broker = broker_log.read_bytes() if broker_log and broker_log.exists() else b""
+    log_bytes += len(broker)
+    hits += sum(broker.count(run.api_key.encode()) for run, _ in runs)
     for run, tally in runs:
         secret = run.api_key.encode()
         for record in tally.records:
@@ -337,7 +341,7 @@ async def run_all(bootstrap: str, state: str, sizes: Sizes, workdir: Path) -> tu
         print(lines[-1], flush=True)
         runs.append((run, tally))
         del name
-    lines.append(scenario_secrets(runs))
+    lines.append(scenario_secrets(runs, Path(state) / "broker.log"))
     print(lines[-1], flush=True)
     total_in = sum(len(t.inputs) for _, t in runs)
     total_out = sum(len(set(t.outputs)) for _, t in runs)
@@ -349,6 +353,7 @@ async def run_all(bootstrap: str, state: str, sizes: Sizes, workdir: Path) -> tu
 
 
 def main() -> None:
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # the resets we inject on purpose
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
