@@ -16,6 +16,7 @@ from pathlib import Path
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from agents.table_cache import TableCache
 from streams.cache import InMemoryCache, ResponseCache
@@ -75,6 +76,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     pipeline = LeadPipeline(FlowRunner(flow, client, metrics, guards, cache), metrics, options.max_lead_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
     writer = OutputWriter(app.producer, topics, flow.name, metrics)
+    observer = BatchObserver(app, metrics, flow.name, writer.topic_of)
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -83,13 +85,14 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     async def process_leads(stream: faust.StreamT) -> None:
         try:
             async for events in stream.take_events(options.batch_size, within=options.batch_within):
-                await run_batch(functools.partial(handle, pipeline, writer, events), options.shutdown_grace)
+                work = functools.partial(handle, pipeline, writer, observer, events)
+                await run_batch(work, options.shutdown_grace)
         finally:
             await client.close()
 
     if flow.delayed_retry is not None and flow.topics.retry:
         for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
-            add_retry_agent(app, raw_topic(topic), delay, pipeline, writer, options)
+            add_retry_agent(app, raw_topic(topic), delay, pipeline, writer, observer, options)
 
     if options.input_partitions:
 
@@ -99,6 +102,11 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
             share = max(owned, 1) / options.input_partitions  # type: ignore[operator]
             guards.set_share(min(share, 1.0))
             log.info("rate limits: this worker owns %d/%d input partitions", owned, options.input_partitions)
+
+    @app.page("/healthz")
+    async def health_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        """Liveness: the worker's event loop answers."""
+        return web.json({"status": "ok", "flow": flow.name})
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
@@ -113,6 +121,7 @@ def add_retry_agent(
     delay: float,
     pipeline: LeadPipeline,
     writer: OutputWriter,
+    observer: BatchObserver,
     options: WorkerOptions,
 ) -> None:
     """The agent of one retry tier: waits until its batch is due, then re-runs the leads.
@@ -126,14 +135,19 @@ def add_retry_agent(
                 await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
                 continue
 
-            await run_batch(
-                functools.partial(rerun, pipeline, writer, events, states), options.shutdown_grace
-            )
+            work = functools.partial(handle, pipeline, writer, observer, events, states)
+            await run_batch(work, options.shutdown_grace)
 
 
-async def rerun(
-    pipeline: LeadPipeline, writer: OutputWriter, events: Sequence[faust.EventT], states: list[RetryState]
+async def handle(
+    pipeline: LeadPipeline,
+    writer: OutputWriter,
+    observer: BatchObserver,
+    events: Sequence[faust.EventT],
+    states: Sequence[RetryState | None] | None = None,
 ) -> None:
+    """Run the batch's leads concurrently and write their outputs (acknowledged)."""
+    states = states or [None] * len(events)
     outputs = await asyncio.gather(
         *(
             pipeline.process(event.message.value, source_of(event), state)
@@ -141,13 +155,7 @@ async def rerun(
         )
     )
     await writer.write_all(outputs)
-
-
-async def handle(pipeline: LeadPipeline, writer: OutputWriter, events: Sequence[faust.EventT]) -> None:
-    outputs = await asyncio.gather(
-        *(pipeline.process(event.message.value, source_of(event)) for event in events)
-    )
-    await writer.write_all(outputs)
+    observer.written(events, outputs)
 
 
 async def run_batch(work: Callable[[], Awaitable[None]], grace: float) -> None:

@@ -25,6 +25,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.end_to_end = Histogram(
+            "leadstreams_end_to_end_seconds",
+            "From the input message's Kafka timestamp to its output acknowledged by Kafka.",
+            ["flow", "topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "leadstreams_consumer_lag",
+            "Messages behind the partition's high watermark after the last written batch.",
+            ["flow", "topic", "partition"],
+            registry=registry,
+        )
         self.step_outcomes = Counter(
             "leadstreams_step_outcomes_total",
             "Step outcomes.",

@@ -1,0 +1,39 @@
+"""Metrics only the Kafka layer can see: end-to-end latency and consumer lag."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+import faust
+
+from streams.metrics import Metrics
+from streams.pipeline import Output
+
+
+class BatchObserver:
+    def __init__(
+        self, app: faust.App, metrics: Metrics, flow: str, topic_of: Callable[[Output], str]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.flow = flow
+        self.topic_of = topic_of
+
+    def written(self, events: Sequence[faust.EventT], outputs: Sequence[Output]) -> None:
+        """Called once Kafka acknowledged the batch's outputs."""
+        now = time.time()
+        last: dict[faust.types.TP, int] = {}
+        for event, output in zip(events, outputs, strict=True):
+            message = event.message
+            if message.timestamp:  # the input's Kafka timestamp (producer or broker time)
+                latency = max(0.0, now - message.timestamp)
+                self.metrics.end_to_end.labels(self.flow, self.topic_of(output)).observe(latency)
+            last[message.tp] = max(last.get(message.tp, -1), message.offset)
+        for tp, offset in last.items():
+            with contextlib.suppress(Exception):  # no highwater yet: no lag to report
+                highwater = self.app.consumer.highwater(tp)
+                if highwater is not None:
+                    lag = max(0, highwater - offset - 1)
+                    self.metrics.consumer_lag.labels(self.flow, tp.topic, str(tp.partition)).set(lag)
