@@ -149,7 +149,9 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     show_default=True,
     help="Larger input messages go to the errors topic.",
 )
-@click.option("--loglevel", default="info", show_default=True)
+@click.option("--loglevel", default="info", show_default=True, help="debug logs every partner request.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-bodies", is_flag=True, help="With --loglevel debug, also log request/response bodies.")
 def worker(
     flow: str,
     bootstrap: str,
@@ -161,6 +163,8 @@ def worker(
     create_topics: bool,
     max_lead_bytes: int,
     loglevel: str,
+    log_format: str,
+    log_bodies: bool,
 ) -> None:
     """Run the Faust worker for FLOW (consume, call APIs, produce results)."""
     import faust
@@ -168,7 +172,7 @@ def worker(
 
     from agents.app import WorkerOptions, create_app
     from agents.kafka_io import ensure_topics, partition_count
-    from agents.logs import mask_log_records
+    from agents.logs import logging_config, mask_log_records
     from streams.delayed import tier_topics
     from streams.masking import Masker
 
@@ -196,7 +200,12 @@ def worker(
         f"worker for flow {loaded.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}; "
         f"metrics at http://{web_host}:{web_port}/metrics"
     )
-    runner = faust.Worker(app, loglevel=loglevel.upper(), redirect_stdouts=False)
+    runner = faust.Worker(
+        app,
+        loglevel=loglevel.upper(),
+        redirect_stdouts=False,
+        logging_config=logging_config(log_format, loglevel, log_bodies),
+    )
     if not sys.stdout.isatty():
         runner.spinner = None  # its escape codes only garble log files
     runner.execute_from_commandline()

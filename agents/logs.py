@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+
+import orjson
 
 from streams.masking import Masker
 
@@ -16,9 +19,52 @@ def mask_log_records(masker: Masker) -> None:
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = base(*args, **kwargs)  # type: ignore[arg-type]
         message = masker.text(record.getMessage())
-        record.msg, record.args = message, None
+        record.msg, record.args = message, ()  # already formatted: nothing to interpolate
         if record.exc_info and not record.exc_text:
             record.exc_text = masker.text("".join(traceback.format_exception(*record.exc_info)).rstrip())
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+# Fields the engine attaches to its request log records (streams.calling).
+EXTRA_FIELDS = ("flow", "step", "integration", "method", "url", "status", "elapsed_ms", "attempt", "body")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: time, level, logger, message, and
+    the request fields when the record has them."""
+
+    converter = time.gmtime  # the timestamps say Z
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({name: getattr(record, name) for name in EXTRA_FIELDS if hasattr(record, name)})
+        if record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def logging_config(fmt: str, level: str, bodies: bool) -> dict[str, object]:
+    """A dictConfig for the worker: text or JSON lines on stderr; request logs at
+    DEBUG (``leadstreams.http``), with bodies only when asked (``leadstreams.http.bodies``)."""
+    formatter = (
+        {"()": JsonFormatter}
+        if fmt == "json"
+        else {"format": "[%(asctime)s] %(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": formatter},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {"leadstreams.http.bodies": {"level": "DEBUG" if bodies else "WARNING"}},
+    }

@@ -4,6 +4,7 @@ auth flow, and the status policy's inline retries."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from streams.retry_policy import Action, Decision, decide, parse_retry_after
 from streams.transport import Transport
 
 SendHook = Callable[[OutgoingRequest], None]
+http_log = logging.getLogger("leadstreams.http")
+body_log = logging.getLogger("leadstreams.http.bodies")
 
 
 @dataclass
@@ -89,6 +92,7 @@ async def call_partner(
                     metrics.in_flight.labels(flow, integration.name).dec()
         if metrics is not None:
             metrics.http_responses.labels(flow, integration.name, f"{answer.status // 100}xx").inc()
+        log_exchange(step, flow, outgoing, answer)
         return answer
 
     attempt = 0
@@ -131,6 +135,28 @@ async def call_partner(
             await asyncio.sleep(decision.delay)  # the policy's backoff, with jitter
             continue
         return Call(response, decision, attempts, reason or decision.reason)
+
+
+def log_exchange(step: Step, flow: str, request: OutgoingRequest, answer: HttpResult) -> None:
+    """One DEBUG record per partner request (no headers: they hold credentials); bodies
+    only on the ``leadstreams.http.bodies`` logger. The worker masks settings in every record."""
+    if not http_log.isEnabledFor(logging.DEBUG):
+        return
+    fields = {
+        "flow": flow,
+        "step": step.name,
+        "integration": step.integration.name,
+        "method": request.method,
+        "url": str(request.url),
+        "status": answer.status,
+        "elapsed_ms": round(answer.elapsed * 1000, 1),
+    }
+    http_log.debug("%s %s -> %s in %.1f ms", request.method, request.url, answer.status, fields["elapsed_ms"],
+                   extra=fields)  # fmt: skip
+    if body_log.isEnabledFor(logging.DEBUG):
+        sent = (request.body or b"").decode("utf-8", errors="replace")
+        got = answer.body.decode("utf-8", errors="replace")
+        body_log.debug("request body: %s | response body: %s", sent[:4000], got[:4000], extra=fields)
 
 
 def definitive(step: Step, response: HttpResult) -> bool:
