@@ -100,6 +100,8 @@ async def collect(
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp_records in batch.values():
                 for msg in tp_records:
+                    if start and msg.offset < start.get((msg.topic, msg.partition), 0):
+                        continue  # fetched before the seek took effect
                     record = Record(
                         msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", msg.timestamp
                     )
@@ -113,15 +115,14 @@ async def collect(
 
 async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """The next offset of every partition of the existing ``topics``."""
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in range(await partition_count(bootstrap, topic) or 0)
+    ]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
         offsets = await consumer.end_offsets(partitions) if partitions else {}
         return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
     finally:

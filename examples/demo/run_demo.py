@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,10 +17,10 @@ import uuid
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,6 +30,7 @@ from leads import sample_leads
 from partner_api import create_partner_app
 
 from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish
+from agents.process import WorkerProcess, free_port, serve_app
 from streams.loader import load_flow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,12 +40,6 @@ API_KEY = "demo-" + uuid.uuid4().hex[:12]
 console = Console(width=None if sys.stdout.isatty() else 110)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -55,16 +47,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(bootstrap: str) -> int:
     started = time.monotonic()
-    partner = web.AppRunner(create_partner_app(API_KEY))
-    await partner.setup()
-    partner_port = free_port()
-    await web.TCPSite(partner, "127.0.0.1", partner_port).start()
-    env = {
-        **os.environ,
-        "INTERNAL_API_KEY": API_KEY,
-        "PARTNER_URL": f"http://127.0.0.1:{partner_port}",
-        "PARTNER_ALLOW_LOOPBACK": "true",
-    }
+    partner, partner_url = await serve_app(create_partner_app(API_KEY))
+    env = {"INTERNAL_API_KEY": API_KEY, "PARTNER_URL": partner_url, "PARTNER_ALLOW_LOOPBACK": "true"}
     flow = load_flow(FLOW, env)
     topics = flow.topics
     await ensure_topics(bootstrap, [topics.input, topics.enriched, topics.errors], partitions=4)
@@ -72,40 +56,19 @@ async def run(bootstrap: str) -> int:
 
     web_port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"leadstreams-demo-worker-{web_port}.log"
-    console.print(f"partner API on 127.0.0.1:{partner_port}; starting worker (log: {log_path})")
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agents.cli",
-                "worker",
-                str(FLOW),
-                "--bootstrap",
-                bootstrap,
-                "--web-port",
-                str(web_port),
-                "--loglevel",
-                "warning",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    console.print(f"partner API at {partner_url}; starting worker (log: {log_path})")
+    worker = WorkerProcess(FLOW, bootstrap, web_port, log_path, env)
+    worker.start()
     try:
         return await drive(bootstrap, flow.topics, start, web_port, worker, log_path, started)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop(timeout=30)
         await partner.cleanup()
 
 
 async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -> int:  # type: ignore[no-untyped-def]
-    leads = sample_leads(LEADS, run_id=uuid.uuid4().hex[:8])
+    run_id = uuid.uuid4().hex[:8]
+    leads = sample_leads(LEADS, run_id=run_id)
     outputs: dict[str, Record] = {}
     duplicates = 0
     with Progress(
@@ -124,19 +87,27 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
             on_sent=lambda n: progress.update(sent, completed=n),
         )
 
+        def ours(event: dict[str, Any], origin: dict[str, Any]) -> bool:
+            if event.get("lead") is not None:
+                return str(event["id"]).startswith(run_id)
+            return bool(origin["offset"] >= start.get((origin["topic"], origin["partition"]), 0))
+
         def on_record(record: Record) -> None:
             nonlocal duplicates
             if record.topic == topics.input:
                 return
             event = orjson.loads(record.value)
-            marker = event["id"] if event.get("lead") is not None else str(event["input"])
+            origin = event["input"]
+            if not ours(event, origin):
+                return  # a lead of an earlier run on a reused broker
+            marker = event["id"] if event.get("lead") is not None else str(origin)
             duplicates += marker in outputs
             outputs[marker] = record
             progress.update(done, completed=len(outputs))
 
         def finished(_: list[Record]) -> bool:
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
+            if not worker.alive:
+                raise RuntimeError(f"the worker exited; see {log_path}:\n{worker.log_tail()}")
             return len(outputs) >= len(leads)
 
         records = await collect(

@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,14 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faulty_partner import STATS, Faults, create_faulty_partner
 
 from agents.kafka_io import Record, collect, ensure_topics, publish
-from agents.process import ROOT, WorkerProcess
+from agents.process import ROOT, WorkerProcess, free_port, serve_app
 from streams.delayed import tier_topics
 from streams.loader import load_flow
 
@@ -133,12 +131,6 @@ def worker_args(group: str) -> list[str]:
     return ["--group-id", group, "--partitions", str(PARTITIONS), "--max-lead-bytes", str(MAX_LEAD)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def leads(count: int, tag: str) -> list[tuple[bytes, bytes]]:
     rng = random.Random(tag)
     out = []
@@ -167,14 +159,6 @@ def fuzzed_inputs(count: int, seed: int = 5) -> list[bytes]:
     return [makers[index % len(makers)]() if index % 97 else makers[-1]() for index in range(count)]
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
-
-
 async def track(run: Run, expected: int, deadline: float, tally: Tally) -> None:
     topics = run.topics
     final = {topics[1], topics[2]}
@@ -189,7 +173,7 @@ async def scenario_faults(bootstrap: str, state: str, workdir: Path, sizes: Size
     """Partner faults; SIGKILL the worker `kills` times; restart the broker once."""
     run = Run(bootstrap, workdir, sizes.rate, Faults())
     partner = create_faulty_partner(run.api_key, run.faults)
-    runner, url = await serve(partner)
+    runner, url = await serve_app(partner)
     tally = Tally()
     try:
         await run.start(url)
@@ -228,7 +212,7 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
     """Two workers in one group: together they stay under the integration's limit."""
     run = Run(bootstrap, workdir, sizes.shared_rate, Faults(0, 0, 0, 0), workers=2)
     partner = create_faulty_partner(run.api_key, run.faults)
-    runner, url = await serve(partner)
+    runner, url = await serve_app(partner)
     tally = Tally()
     try:
         await run.start(url)
@@ -257,7 +241,7 @@ async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[st
     """Unusable inputs all land on the errors topic with their raw bytes; the worker lives."""
     run = Run(bootstrap, workdir, sizes.rate, Faults(0, 0, 0, 0))
     partner = create_faulty_partner(run.api_key, run.faults)
-    runner, url = await serve(partner)
+    runner, url = await serve_app(partner)
     tally = Tally()
     payloads = fuzzed_inputs(sizes.fuzz)
     try:

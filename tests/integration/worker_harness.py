@@ -4,11 +4,7 @@ and a real aiohttp partner, on topics of its own."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,14 +13,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agents.process import WorkerProcess, free_port, serve_app
+
+__all__ = ["WorkerRun", "free_port", "start_partner", "wait_until"]
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_FLOW = ROOT / "examples" / "flows" / "demo.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -37,7 +31,7 @@ class WorkerRun:
     workdir: Path
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     web_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
 
     @property
     def topics(self) -> dict[str, str]:
@@ -46,6 +40,10 @@ class WorkerRun:
     @property
     def log_path(self) -> Path:
         return self.workdir / f"worker-{self.suffix}.log"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.worker.process if self.worker else None
 
     def flow_file(self) -> Path:
         text = DEMO_FLOW.read_text()
@@ -57,63 +55,26 @@ class WorkerRun:
 
     def start(self) -> None:
         env = {
-            **os.environ,
             "INTERNAL_API_KEY": self.api_key,
             "PARTNER_URL": self.partner_url,
             "PARTNER_ALLOW_LOOPBACK": "true",
         }
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agents.cli",
-                    "worker",
-                    str(self.flow_file()),
-                    "--bootstrap",
-                    self.bootstrap,
-                    "--web-port",
-                    str(self.web_port),
-                    "--group-id",
-                    f"it-{self.suffix}",
-                    "--partitions",
-                    "3",
-                    "--loglevel",
-                    "warning",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+        args = ["--group-id", f"it-{self.suffix}", "--partitions", "3"]
+        self.worker = WorkerProcess(self.flow_file(), self.bootstrap, self.web_port, self.log_path, env, args)
+        self.worker.start()
 
     def assert_alive(self) -> None:
-        assert self.process is not None and self.process.poll() is None, (
-            f"worker exited with {self.process and self.process.returncode}:\n{self.log_tail()}"
-        )
+        assert self.worker is not None and self.worker.alive, f"worker exited:\n{self.log_tail()}"
 
     def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return self.worker.stop() if self.worker else None
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.worker.log_tail(lines) if self.worker else "(not started)"
 
 
 async def start_partner(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_app(app)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
