@@ -88,6 +88,7 @@ class RateLimiter:
         # Send times booked within the last second (or later), in booking order: the sends a new
         # spacing must respect when the rate changes.
         self._recent: deque[int] = deque()
+        self._sent: deque[float] = deque()  # actual send times of the last second (clock seconds)
         self._interval, self._tolerance = self._spacing()
 
     @property
@@ -115,11 +116,27 @@ class RateLimiter:
 
     async def acquire(self) -> float:
         """Wait for a slot; returns the wait (for a metric). A cancelled wait leaves its slot unused,
-        which only ever errs on the slow side."""
+        which only ever errs on the slow side.
+
+        GCRA books slots in advance; a caller that wakes up late (a busy event loop) would
+        send a slot booked for the previous second in this one. So the actual send times
+        are also held to the bound: at most ``floor(rate) + burst`` in any one second."""
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
-        return wait
+        while True:
+            now = self._clock()
+            while self._sent and self._sent[0] <= now - 1.0:
+                self._sent.popleft()
+            if len(self._sent) < self._cap():
+                self._sent.append(now)
+                return wait
+            pause = self._sent[0] + 1.0 - now
+            wait += pause
+            await asyncio.sleep(pause)
+
+    def _cap(self) -> int:
+        return max(1, math.floor(self.rate + 1e-9) + self.burst)
 
     def set_rate(self, rate: float) -> None:
         """Change the configured (group-wide) rate, e.g. after a flow reload."""

@@ -284,3 +284,21 @@ async def test_acquire_returns_the_wait() -> None:
     limiter = RateLimiter(1000, clock=clock)
     assert await limiter.acquire() == 0.0
     assert await limiter.acquire() == pytest.approx(0.001, abs=1e-6)
+
+
+async def test_a_stalled_event_loop_cannot_push_late_slots_into_the_next_second() -> None:
+    """Slots due while the loop is blocked wake up late, together; without the cap on actual
+    send times the second after the stall would hold them plus its own slots (about 80 here)."""
+    limiter = RateLimiter(50.0)
+    sent: list[float] = []
+
+    async def caller() -> None:
+        await limiter.acquire()
+        sent.append(time.monotonic())
+
+    async def stall() -> None:
+        await asyncio.sleep(0.5)
+        time.sleep(0.6)  # blocks the event loop on purpose: a busy worker
+
+    await asyncio.gather(stall(), *(caller() for _ in range(100)))
+    assert max_in_window(sent) <= 50
