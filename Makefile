@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka
 
-.PHONY: install demo test lint unit reliability kafka-up kafka-down kafka-fetch clean
+.PHONY: install demo test lint unit reliability tools kafka-up kafka-down kafka-fetch clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 kafka-fetch:
 	$(KAFKA)/fetch.sh >/dev/null
+
+## promtool and prometheus (Debian's package) for the rule tests and the end-to-end check.
+tools:
+	deploy/prometheus/ensure-promtool.sh
 
 ## Start a local broker in .kafka/ (prints its bootstrap address); stop it with kafka-down.
 kafka-up:
@@ -31,11 +35,11 @@ lint: install
 
 ## Everything: lint, engine unit tests and the real-broker integration tests.
 ## Kafka tests are never skipped: a missing broker fails them.
-test: install kafka-fetch lint
+test: install kafka-fetch tools lint
 	$(KAFKA)/with-kafka.sh $(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 
 ## Engine tests only (no broker needed).
-unit: install
+unit: install tools
 	$(BIN)/python -m pytest -m "not kafka" $(PYTEST_ARGS)
 
 ## Fault injection on a real broker (kill -9, broker restart, partner faults, fuzz, secrets).
