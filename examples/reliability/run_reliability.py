@@ -154,9 +154,10 @@ def fuzzed_inputs(count: int, seed: int = 5) -> list[bytes]:
         lambda: b"[" * 40 + b"]" * 40,  # deep array
         lambda: b'{"a":' * 40 + b"1" + b"}" * 40,  # object nested past the depth limit
         lambda: orjson.dumps({"id": {"not": "a string"}, "email": "x@y.z"}),  # unusable id
-        lambda: b'{"id": "big", "pad": "' + b"x" * (MAX_LEAD + rng.randint(1, 100)) + b'"}',  # over the limit
     ]
-    return [makers[index % len(makers)]() if index % 97 else makers[-1]() for index in range(count)]
+    oversized = b'{"id": "big", "pad": "' + b"x" * (MAX_LEAD + 1) + b'"}'  # over the worker's limit
+    # One in 97 is oversized (a few dozen MB in all), the rest rotate through the kinds above.
+    return [makers[index % len(makers)]() if index % 97 else oversized for index in range(count)]
 
 
 async def track(run: Run, expected: int, deadline: float, tally: Tally) -> None:
