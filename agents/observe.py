@@ -24,6 +24,7 @@ class BatchObserver:
     def written(self, events: Sequence[faust.EventT], outputs: Sequence[Output]) -> None:
         """Called once Kafka acknowledged the batch's outputs."""
         now = time.time()
+        self.metrics.batch_size.labels(self.flow, "fetch").observe(len(events))
         last: dict[faust.types.TP, int] = {}
         for event, output in zip(events, outputs, strict=True):
             message = event.message

@@ -87,12 +87,15 @@ async def call_partner(
                 metrics.in_flight.labels(flow, integration.name).inc()
             try:
                 answer = await services.client.send(integration, outgoing, timeout)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                log_exchange(step, flow, outgoing, None, attempt, f"{type(exc).__name__}: {exc}")
+                raise
             finally:
                 if metrics is not None:
                     metrics.in_flight.labels(flow, integration.name).dec()
         if metrics is not None:
             metrics.http_responses.labels(flow, integration.name, f"{answer.status // 100}xx").inc()
-        log_exchange(step, flow, outgoing, answer)
+        log_exchange(step, flow, outgoing, answer, attempt)
         return answer
 
     attempt = 0
@@ -137,22 +140,30 @@ async def call_partner(
         return Call(response, decision, attempts, reason or decision.reason)
 
 
-def log_exchange(step: Step, flow: str, request: OutgoingRequest, answer: HttpResult) -> None:
-    """One DEBUG record per partner request (no headers: they hold credentials); bodies
-    only on the ``leadstreams.http.bodies`` logger. The worker masks settings in every record."""
+def log_exchange(
+    step: Step, flow: str, request: OutgoingRequest, answer: HttpResult | None, attempt: int, error: str = ""
+) -> None:
+    """One DEBUG record per partner request, answered or failed (no headers: they hold
+    credentials); bodies only on the ``leadstreams.http.bodies`` logger. The worker masks
+    settings in every record."""
     if not http_log.isEnabledFor(logging.DEBUG):
         return
-    fields = {
+    fields: dict[str, object] = {
         "flow": flow,
         "step": step.name,
         "integration": step.integration.name,
         "method": request.method,
         "url": str(request.url),
-        "status": answer.status,
-        "elapsed_ms": round(answer.elapsed * 1000, 1),
+        "attempt": attempt,
     }
-    http_log.debug("%s %s -> %s in %.1f ms", request.method, request.url, answer.status, fields["elapsed_ms"],
-                   extra=fields)  # fmt: skip
+    if answer is None:
+        http_log.debug(
+            "%s %s failed (attempt %d): %s", request.method, request.url, attempt, error, extra=fields
+        )
+        return
+    fields.update(status=answer.status, elapsed_ms=round(answer.elapsed * 1000, 1))
+    http_log.debug("%s %s -> %s in %.1f ms (attempt %d)", request.method, request.url, answer.status,
+                   fields["elapsed_ms"], attempt, extra=fields)  # fmt: skip
     if body_log.isEnabledFor(logging.DEBUG):
         sent = (request.body or b"").decode("utf-8", errors="replace")
         got = answer.body.decode("utf-8", errors="replace")

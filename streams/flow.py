@@ -12,6 +12,8 @@ from streams.outcomes import Outcome
 from streams.retry_policy import RetryConfig
 from streams.templates import Value
 
+MIN_SECRET = 6  # characters
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -171,5 +173,8 @@ class Flow:
 
     @property
     def secrets(self) -> list[str]:
-        """Setting values worth masking (short values would mask innocent text)."""
-        return [str(v) for v in self.settings.values() if not isinstance(v, bool) and len(str(v)) >= 4]
+        """Setting values to mask. Values under 6 characters are left alone: masking them
+        would rewrite innocent lead data (a phone number containing "1234")."""
+        return [
+            str(v) for v in self.settings.values() if not isinstance(v, bool) and len(str(v)) >= MIN_SECRET
+        ]

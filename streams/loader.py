@@ -51,6 +51,10 @@ def load_flow(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
         text = FsPath(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise FlowFileError([Problem(filename, 0, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise FlowFileError(
+            [Problem(filename, 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
+        ) from None
     return parse_flow(text, filename, os.environ if env is None else env)
 
 
@@ -191,10 +195,12 @@ class _Builder:
             timeout=self.duration(raw.get("timeout"), (*path, "timeout")) or defaults.timeout,
             concurrency=raw.get("concurrency", defaults.concurrency),
             pool_size=pool.get("size", defaults.pool_size),
-            keepalive=self.duration(pool.get("keepalive"), (*path, "pool", "keepalive"))
-            or defaults.keepalive,
-            dns_cache=self.duration(pool.get("dns_cache"), (*path, "pool", "dns_cache"))
-            or defaults.dns_cache,
+            keepalive=_given(
+                self.duration(pool.get("keepalive"), (*path, "pool", "keepalive")), defaults.keepalive
+            ),
+            dns_cache=_given(
+                self.duration(pool.get("dns_cache"), (*path, "pool", "dns_cache")), defaults.dns_cache
+            ),
             max_response_bytes=raw.get("max_response_bytes", defaults.max_response_bytes),
             headers=self.compile_map(raw.get("headers"), (*path, "headers")),
             auth=self.auth(auth_spec, (*path, "auth")),

@@ -38,6 +38,13 @@ class Metrics:
             ["flow", "topic", "partition"],
             registry=registry,
         )
+        self.batch_size = Histogram(
+            "leadstreams_batch_size",
+            "Leads per batch: `fetch` = taken from Kafka and processed together.",
+            ["flow", "kind"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=registry,
+        )
         self.step_outcomes = Counter(
             "leadstreams_step_outcomes_total",
             "Step outcomes.",

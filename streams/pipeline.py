@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass, field
@@ -93,9 +94,20 @@ class LeadPipeline:
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            return self._output(
-                Destination.ERRORS, lead_id, bad_input_event(self.flow.name, raw, source, reason, received_at)
-            )
+            try:
+                return self._output(
+                    Destination.ERRORS,
+                    lead_id,
+                    bad_input_event(self.flow.name, raw, source, reason, received_at),
+                )
+            except Exception:  # even the error event failed: the smallest event that can't
+                minimal = {
+                    "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
+                    "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
+                    "raw": base64.b64encode(raw or b"").decode(), "received_at": received_at,
+                    "completed_at": received_at,
+                }  # fmt: skip
+                return Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error")
 
     def _defer(
         self,

@@ -59,6 +59,10 @@ def load_cases(path: str | os.PathLike[str]) -> tuple[list[Case], dict[str, str]
         text = FsPath(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise FlowFileError([Problem(filename, 0, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise FlowFileError(
+            [Problem(filename, 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
+        ) from None
     data, lines = load_yaml(text, filename)
     problems = [
         Problem(filename, line_of(lines, tuple(e.absolute_path)), dotted(tuple(e.absolute_path)), e.message)
@@ -172,6 +176,10 @@ def load_flow_for_cases(flow_path: str | os.PathLike[str], env: Mapping[str, str
         text = FsPath(flow_path).read_text(encoding="utf-8")
     except OSError as exc:
         raise FlowFileError([Problem(str(flow_path), 0, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise FlowFileError(
+            [Problem(str(flow_path), 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
+        ) from None
     return parse_flow(text, str(flow_path), {**os.environ, **env})
 
 
