@@ -67,6 +67,7 @@ class Run:
     rate: int
     faults: Faults
     workers: int = 1
+    verbose: bool = False
     prefix: str = field(default_factory=lambda: f"rel-{uuid.uuid4().hex[:8]}")
     api_key: str = field(default_factory=lambda: f"rel-secret-{uuid.uuid4().hex}")
     processes: list[WorkerProcess] = field(default_factory=list)
@@ -87,7 +88,7 @@ class Run:
         for index in range(self.workers):
             worker = WorkerProcess(
                 FLOW, self.bootstrap, free_port(), self.workdir / f"{self.prefix}-worker{index}.log",
-                env=self.env(partner_url), args=worker_args(self.prefix),
+                env=self.env(partner_url), args=worker_args(self.prefix, self.verbose),
             )  # fmt: skip
             worker.start()
             self.processes.append(worker)
@@ -105,6 +106,7 @@ class Tally:
     outputs: Counter[tuple[int, int]] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     records: list[Record] = field(default_factory=list)
+    without_reason: int = 0  # error events must say why
 
     def add(self, record: Record, input_topic: str, final_topics: set[str]) -> None:
         self.records.append(record)
@@ -113,6 +115,7 @@ class Tally:
         elif record.topic in final_topics:
             event = orjson.loads(record.value)
             self.outputs[(event["input"]["partition"], event["input"]["offset"])] += 1
+            self.without_reason += event["outcome"] == "error" and not event.get("reason")
             self.outcomes[f"{record.topic.rsplit('.', 1)[-1]}:{event['outcome']}"] += 1
 
     def accounted(self, expected: int) -> bool:
@@ -127,8 +130,9 @@ class Tally:
         return sum(count - 1 for count in self.outputs.values() if count > 1)
 
 
-def worker_args(group: str) -> list[str]:
-    return ["--group-id", group, "--partitions", str(PARTITIONS), "--max-lead-bytes", str(MAX_LEAD)]
+def worker_args(group: str, verbose: bool = False) -> list[str]:
+    args = ["--group-id", group, "--partitions", str(PARTITIONS), "--max-lead-bytes", str(MAX_LEAD)]
+    return args + (["--loglevel", "debug", "--log-bodies"] if verbose else [])
 
 
 def leads(count: int, tag: str) -> list[tuple[bytes, bytes]]:
@@ -202,16 +206,18 @@ async def scenario_faults(bootstrap: str, state: str, workdir: Path, sizes: Size
     peak = max(stats.per_second.values(), default=0)
     line = (
         f"faults: in={len(tally.inputs)} out={len(set(tally.outputs))} lost={tally.lost} "
+        f"errors_without_reason={tally.without_reason} "
         f"duplicates={tally.duplicates} kills={sizes.kills} broker_restarts=1 worker_alive={alive} "
         f"max_rps={peak} limit={sizes.rate} partner={dict(stats.outcomes)} outcomes={dict(tally.outcomes)}"
     )
-    ok = tally.lost == 0 and peak <= math.ceil(sizes.rate) and alive
+    ok = tally.lost == 0 and tally.without_reason == 0 and peak <= math.ceil(sizes.rate) and alive
     return ("" if ok else "FAILED ") + line, run, tally
 
 
 async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, Run, Tally]:
     """Two workers in one group: together they stay under the integration's limit."""
-    run = Run(bootstrap, workdir, sizes.shared_rate, Faults(0, 0, 0, 0), workers=2)
+    # Debug logs with bodies: the secrets scan then reads every request the workers made.
+    run = Run(bootstrap, workdir, sizes.shared_rate, Faults(0, 0, 0, 0), workers=2, verbose=True)
     partner = create_faulty_partner(run.api_key, run.faults)
     runner, url = await serve_app(partner)
     tally = Tally()
@@ -234,7 +240,8 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
         f"shared_limit: workers=2 in={len(tally.inputs)} lost={tally.lost} max_rps={peak} "
         f"mean_rps={mean:.0f} limit={sizes.shared_rate} elapsed={elapsed:.1f}s"
     )
-    ok = tally.lost == 0 and peak <= sizes.shared_rate
+    # Together under the limit in every second, and close to it on average.
+    ok = tally.lost == 0 and peak <= sizes.shared_rate and mean >= 0.8 * sizes.shared_rate
     return ("" if ok else "FAILED ") + line, run, tally
 
 
