@@ -56,7 +56,7 @@ async def run(bootstrap: str) -> int:
 
     web_port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"leadstreams-demo-worker-{web_port}.log"
-    console.print(f"partner API at {partner_url}; starting worker (log: {log_path})")
+    console.print(f"partner API at {partner_url}; starting worker (log: {log_path})", soft_wrap=True)
     worker = WorkerProcess(FLOW, bootstrap, web_port, log_path, env)
     worker.start()
     try:
@@ -145,17 +145,21 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
     ]
     console.print(f"metrics served at {metrics_url}:")
     for line in shown:
-        console.print(f"  {line}")
+        console.print(f"  {line}", soft_wrap=True)
     accounted = len(outputs)
+    console.print(f"accounted for {accounted} of {len(leads)} leads (duplicates {duplicates})")
     console.print(
-        f"accounted for {accounted} of {len(leads)} leads (duplicates {duplicates}); "
-        f"processing latency p50 {percentile(processing, 0.5):.1f} ms, "
-        f"p99 {percentile(processing, 0.99):.1f} ms; "
+        f"processing latency (received -> completed) p50 {percentile(processing, 0.5):.1f} ms, "
+        f"p99 {percentile(processing, 0.99):.1f} ms",
+        soft_wrap=True,
+    )
+    console.print(
         f"publish-to-output p50 {percentile(latencies, 0.5):.0f} ms, "
         f"p99 {percentile(latencies, 0.99):.0f} ms "
-        "(includes the worker joining its group: leads are published as it starts); "
-        f"total {time.monotonic() - started:.1f}s"
+        "(includes the worker joining its group: leads are published while it starts)",
+        soft_wrap=True,
     )
+    console.print(f"total {time.monotonic() - started:.1f}s")
     return 0 if accounted == len(leads) else 1
 
 
