@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import logging
 import math
 import os
@@ -72,8 +73,9 @@ class Run:
     api_key: str = field(default_factory=lambda: f"rel-secret-{uuid.uuid4().hex}")
     processes: list[WorkerProcess] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def topics(self) -> list[str]:
+        """Input, enriched, errors, then the retry tiers (the flow file is parsed once)."""
         flow = load_flow(FLOW, self.env("http://127.0.0.1:1"))
         assert flow.delayed_retry is not None and flow.topics.retry
         tiers = tier_topics(flow.topics.retry, flow.delayed_retry).values()
