@@ -5,6 +5,7 @@ Every problem is collected and reported as ``FILE:LINE: path: message``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -68,13 +69,19 @@ def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:
         for p, message in _schema_problems(data)
         if p not in unset
     )
-    if problems:
-        raise FlowFileError(problems)
     builder = _Builder(data, lines, filename)
-    flow = builder.build()
-    problems.extend(builder.problems)
     if problems:
+        # Still look for what only the builder sees (unknown integrations, template
+        # syntax, duplicate names), so one `check` lists every problem; the data is
+        # known to be off-schema, so a builder that trips over it just stops early.
+        with contextlib.suppress(Exception):
+            builder.build()
+        seen = {problem.path for problem in problems}
+        problems.extend(p for p in builder.problems if p.path not in seen)
         raise FlowFileError(problems)
+    flow = builder.build()
+    if builder.problems:
+        raise FlowFileError(builder.problems)
     assert flow is not None
     return flow
 

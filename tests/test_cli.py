@@ -61,3 +61,30 @@ def test_every_command_has_help() -> None:
     for command in ("check", "worker", "publish", "tail"):
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_check_lists_builder_problems_even_when_the_schema_fails(tmp_path: Path) -> None:
+    flow = tmp_path / "broken.yaml"
+    flow.write_text(
+        "version: 1\nname: b\ntopics: {input: a, enriched: b, errors: c}\nsteps:\n"
+        "  - name: one\n    integration: nope\n    timeout: fast\n    request:\n"
+        '      url: "/x/{{ lead.id "\n  - name: one\n    request: {url: /y}\n'
+    )
+    result = run_cli("check", str(flow))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[:4] == [
+        f"{flow}:6: steps.0.integration: unknown integration 'nope' (known: none defined)",
+        f"{flow}:7: steps.0.timeout: 'fast' is not valid under any of the given schemas",
+        f"{flow}:9: steps.0.request.url: template syntax: unexpected end of template, "
+        "expected 'end of print statement'.",
+        f"{flow}:10: steps.1.name: duplicate step name 'one'",
+    ]
+
+
+def test_check_of_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    flow = tmp_path / "latin1.yaml"
+    flow.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    result = run_cli("check", str(flow))
+    assert result.returncode == 2
+    assert "not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
