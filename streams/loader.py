@@ -10,7 +10,6 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
-from pathlib import Path as FsPath
 from typing import Any
 
 import jinja2
@@ -43,19 +42,12 @@ from streams.ratelimit import parse_rate
 from streams.retry_policy import RetryConfig
 from streams.templates import Value, compile_value, environment
 from streams.urls import encode_path_value
-from streams.yaml_source import Path, line_of, load_yaml
+from streams.yaml_source import Path, line_of, load_yaml, read_source
 
 
 def load_flow(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Flow:
     filename = str(path)
-    try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowFileError([Problem(filename, 0, "", f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise FlowFileError(
-            [Problem(filename, 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
-        ) from None
+    text = read_source(path)
     return parse_flow(text, filename, os.environ if env is None else env)
 
 

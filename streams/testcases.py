@@ -24,7 +24,7 @@ from streams.outcomes import FlowResult
 from streams.problems import FlowFileError, Problem, dotted
 from streams.runner import FlowRunner
 from streams.transport import current_step
-from streams.yaml_source import line_of, load_yaml
+from streams.yaml_source import line_of, load_yaml, read_source
 
 
 @dataclass
@@ -55,14 +55,7 @@ def cases_path_for(flow_path: str | os.PathLike[str]) -> FsPath:
 def load_cases(path: str | os.PathLike[str]) -> tuple[list[Case], dict[str, str]]:
     """The cases and the ``settings`` environment they run with."""
     filename = str(path)
-    try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowFileError([Problem(filename, 0, "", f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise FlowFileError(
-            [Problem(filename, 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
-        ) from None
+    text = read_source(path)
     data, lines = load_yaml(text, filename)
     problems = [
         Problem(filename, line_of(lines, tuple(e.absolute_path)), dotted(tuple(e.absolute_path)), e.message)
@@ -172,14 +165,7 @@ def _dig(data: Any, dotted_name: str) -> Any:
 
 def load_flow_for_cases(flow_path: str | os.PathLike[str], env: Mapping[str, str]) -> Flow:
     """The flow with the cases' settings; raises FlowFileError like ``load_flow``."""
-    try:
-        text = FsPath(flow_path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowFileError([Problem(str(flow_path), 0, "", f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise FlowFileError(
-            [Problem(str(flow_path), 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
-        ) from None
+    text = read_source(flow_path)
     return parse_flow(text, str(flow_path), {**os.environ, **env})
 
 

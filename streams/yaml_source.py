@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
@@ -13,6 +15,18 @@ Path = tuple[str | int, ...]
 
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def read_source(path: str | os.PathLike[str]) -> str:
+    """A flow or cases file as text; unreadable or non-UTF-8 files are FlowFileErrors."""
+    filename = str(path)
+    try:
+        return FsPath(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowFileError([Problem(filename, 0, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        problem = Problem(filename, 0, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+        raise FlowFileError([problem]) from None
 
 
 def load_yaml(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
