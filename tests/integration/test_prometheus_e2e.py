@@ -8,8 +8,7 @@ import math
 import shutil
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -18,8 +17,7 @@ import aiohttp
 import pytest
 import yaml
 from leads import sample_leads
-from partner_api import create_partner_app
-from worker_harness import WorkerRun, free_port, start_partner
+from worker_harness import WorkerRun, free_port
 
 from agents.kafka_io import publish
 
@@ -47,19 +45,6 @@ class PrometheusRun:
 
     def assert_alive(self) -> None:
         assert self.process.poll() is None, f"prometheus exited:\n{self.log_tail()}"
-
-
-@pytest.fixture
-async def worker(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[WorkerRun]:
-    api_key = "prom-key-" + uuid.uuid4().hex
-    runner, url = await start_partner(create_partner_app(api_key))
-    run = WorkerRun(kafka_bootstrap, url, api_key, tmp_path)
-    run.start()
-    try:
-        yield run
-    finally:
-        run.stop()
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-from worker_harness import free_port, start_partner
+from worker_harness import free_port
 
 from agents.kafka_io import Record, collect, publish
-from agents.process import ROOT, WorkerProcess
+from agents.process import ROOT, WorkerProcess, serve_app
 
 pytestmark = pytest.mark.kafka
 sys.path.insert(0, str(ROOT / "examples" / "reliability"))
@@ -74,7 +74,7 @@ class Setup:
 @pytest.fixture
 async def setup(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Setup]:
     partner = Switchable()
-    runner, url = await start_partner(partner.app())
+    runner, url = await serve_app(partner.app())
     prefix = f"res-{uuid.uuid4().hex[:8]}"
     flow = tmp_path / "flow.yaml"
     flow.write_text(FLOW.format(p=prefix))

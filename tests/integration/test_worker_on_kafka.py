@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import jsonschema
 import orjson
 import pytest
 from leads import sample_leads
-from partner_api import REQUESTS, create_partner_app
-from worker_harness import WorkerRun, start_partner, wait_until
+from partner_api import REQUESTS
+from worker_harness import WorkerRun
 
 import schemas
 from agents.kafka_io import Record, collect, publish
+from agents.process import wait_for
 
 pytestmark = pytest.mark.kafka
 LEADS = 600
 MALFORMED = 20
-
-
-@pytest.fixture
-def partner_delay() -> float:
-    return 0.0
-
-
-@pytest.fixture
-async def worker(kafka_bootstrap: str, tmp_path: Path, partner_delay: float) -> AsyncIterator[WorkerRun]:
-    api_key = "it-key-" + uuid.uuid4().hex
-    partner = create_partner_app(api_key, delay=partner_delay)
-    runner, url = await start_partner(partner)
-    run = WorkerRun(kafka_bootstrap, url, api_key, tmp_path)
-    run.partner = partner  # type: ignore[attr-defined]
-    run.start()
-    try:
-        yield run
-    finally:
-        run.stop()
-        await runner.cleanup()
 
 
 async def test_every_lead_lands_once_on_the_expected_topic(worker: WorkerRun) -> None:
@@ -95,7 +73,7 @@ async def test_every_lead_lands_once_on_the_expected_topic(worker: WorkerRun) ->
 
     # Skipped leads (no email) never reached the partner; all others did once.
     calls = sum(1 for lead in leads if lead.lead_id and lead.outcome != "skip")
-    assert worker.partner[REQUESTS]["total"] == calls  # type: ignore[attr-defined]
+    assert worker.partner[REQUESTS]["total"] == calls
 
     metrics = await scrape(worker.web_port)
     assert (
@@ -159,8 +137,8 @@ async def test_shutdown_mid_batch_loses_no_lead(worker: WorkerRun) -> None:
     written before its offsets are committed, or replayed after restart."""
     leads = sample_leads(150, run_id=worker.suffix, malformed=0)
     await publish(worker.bootstrap, worker.topics["incoming"], ((lead.key, lead.value) for lead in leads))
-    requests = worker.partner[REQUESTS]  # type: ignore[attr-defined]
-    await wait_until(lambda: requests["total"] > 0, 60, "the first partner request")
+    requests = worker.partner[REQUESTS]
+    await wait_for(lambda: requests["total"] > 0, 60, "the first partner request")
     assert worker.stop() == 0, worker.log_tail()
     worker.start()
     await outputs_until(worker, {lead.lead_id for lead in leads})

@@ -3,19 +3,16 @@ and a real aiohttp partner, on topics of its own."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from agents.process import WorkerProcess, free_port, serve_app
+from agents.process import WorkerProcess, free_port
 
-__all__ = ["WorkerRun", "free_port", "start_partner", "wait_until"]
+__all__ = ["WorkerRun", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_FLOW = ROOT / "examples" / "flows" / "demo.yaml"
@@ -31,6 +28,7 @@ class WorkerRun:
     workdir: Path
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     web_port: int = field(default_factory=free_port)
+    partner: web.Application | None = None  # the partner app, to read what it counted
     worker: WorkerProcess | None = None
 
     @property
@@ -71,15 +69,3 @@ class WorkerRun:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.worker.log_tail(lines) if self.worker else "(not started)"
-
-
-async def start_partner(app: web.Application) -> tuple[web.AppRunner, str]:
-    return await serve_app(app)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a condition until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.05)
