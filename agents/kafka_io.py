@@ -115,11 +115,8 @@ async def collect(
 
 async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """The next offset of every partition of the existing ``topics``."""
-    partitions = [
-        TopicPartition(topic, p)
-        for topic in topics
-        for p in range(await partition_count(bootstrap, topic) or 0)
-    ]
+    counts = await partition_counts(bootstrap, topics)
+    partitions = [TopicPartition(topic, p) for topic, count in counts.items() for p in range(count)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -129,15 +126,21 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
         await consumer.stop()
 
 
-async def partition_count(bootstrap: str, topic: str) -> int | None:
-    """Partitions of ``topic``, or None when it does not exist (yet)."""
+async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Partitions of each of ``topics`` that exists (one metadata request)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics([topic])
+        described = await admin.describe_topics(topics)
     finally:
         await admin.close()
-    for entry in described:
-        if entry.get("topic") == topic and not entry.get("error_code"):
-            return len(entry.get("partitions") or []) or None
-    return None
+    return {
+        entry["topic"]: len(entry["partitions"])
+        for entry in described
+        if entry.get("topic") in topics and not entry.get("error_code") and entry.get("partitions")
+    }
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """Partitions of ``topic``, or None when it does not exist (yet)."""
+    return (await partition_counts(bootstrap, [topic])).get(topic)
