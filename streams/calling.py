@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -22,6 +23,9 @@ from streams.netguard import AddressRefused
 from streams.responses.xml_format import parse_xml
 from streams.retry_policy import Action, Decision, decide, parse_retry_after
 from streams.transport import Transport
+
+if TYPE_CHECKING:
+    from streams.batching import Batcher
 
 SendHook = Callable[[OutgoingRequest], None]
 http_log = logging.getLogger("leadstreams.http")
@@ -39,6 +43,7 @@ class StepServices:
     cache: ResponseCache = field(default_factory=InMemoryCache)
     can_defer: bool = False  # the flow has delayed retry topics
     rng: random.Random = field(default_factory=random.Random)
+    batcher: Batcher | None = None  # windows of the flow's `batch:` steps
 
 
 @dataclass

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from streams.auth import AuthError
 from streams.cache import CachedResponse, request_fingerprint
 from streams.calling import Call, StepServices, call_partner
-from streams.fallbacks import run_chain
+from streams.fallbacks import Substitute, run_chain
 from streams.flow import Step
 from streams.headers import header_value
 from streams.http_client import ResponseTooLarge
@@ -21,6 +21,9 @@ from streams.responses import ResponseParseError, parse_response
 from streams.templates import TemplateRenderError, Value, truthy
 from streams.transport import current_step
 from streams.urls import add_query, join_url
+
+if TYPE_CHECKING:
+    from streams.batching import BatchReply
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -90,6 +93,10 @@ async def run_step(
         if step.when is not None and not truthy(step.when.render(context)):
             result.outcome, result.reason = Outcome.SKIP, "condition (when) is false"
             return result
+        if step.batch is not None and services.batcher is not None:
+            take_batch_reply(step, context, await services.batcher.submit(step, context, lead_id), lead_id,
+                             result, exchange)  # fmt: skip
+            return result
         request, timeout = build_request(step, context, lead_id)
         exchange.request = request
         # Before auth touches it: rotating credentials must not defeat the cache.
@@ -112,29 +119,84 @@ async def run_step(
                 await services.cache.put(fingerprint, CachedResponse.from_result(call.response, time.time()))
             return result
         await substitute(step, context, services, lead_id, call, fingerprint, result, exchange)
-    except AuthError as exc:
-        result.reason = f"auth failed: {exc}"
-        exchange.response = exc.response
-    except NoRoute as exc:
-        result.outcome, result.reason = Outcome.SKIP, str(exc)
-    except TemplateRenderError as exc:
-        result.reason = f"template error: {exc}"
-    except RequestBuildError as exc:
-        result.reason = f"request refused: {exc}"
-    except (ResponseTooLarge, ResponseParseError) as exc:
-        result.reason = str(exc)
-    except aiohttp.ClientError as exc:  # AddressRefused, and the like
-        result.reason = f"connection error: {type(exc).__name__}: {exc}"
+    except STEP_ERRORS as exc:
+        result.outcome, result.reason = failure_of(exc)
+        if isinstance(exc, AuthError):
+            exchange.response = exc.response
     finally:
         result.duration_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+# What a partner, a template or the network can do to a step; anything else is a bug.
+STEP_ERRORS = (
+    AuthError, NoRoute, TemplateRenderError, RequestBuildError, ResponseTooLarge, ResponseParseError,
+    aiohttp.ClientError,  # AddressRefused, and the like
+)  # fmt: skip
+
+
+def failure_of(exc: Exception) -> tuple[Outcome, str]:
+    """The outcome and reason of one of ``STEP_ERRORS``."""
+    if isinstance(exc, AuthError):
+        return Outcome.ERROR, f"auth failed: {exc}"
+    if isinstance(exc, NoRoute):
+        return Outcome.SKIP, str(exc)
+    if isinstance(exc, TemplateRenderError):
+        return Outcome.ERROR, f"template error: {exc}"
+    if isinstance(exc, RequestBuildError):
+        return Outcome.ERROR, f"request refused: {exc}"
+    if isinstance(exc, aiohttp.ClientError):
+        return Outcome.ERROR, f"connection error: {type(exc).__name__}: {exc}"
+    return Outcome.ERROR, str(exc)
+
+
+def take_batch_reply(
+    step: Step,
+    context: dict[str, Any],
+    reply: BatchReply,
+    lead_id: str,
+    result: StepResult,
+    exchange: Exchange,
+) -> None:
+    """One lead's share of its window's answer: its own result from a 2xx response
+    (``response`` is that result; ``batch`` holds the id and size), the whole answer
+    otherwise, or what the fallback chain produced for the batch."""
+    exchange.request = reply.request
+    result.attempts = reply.attempts
+    context["batch"] = {"id": reply.batch_id, "size": reply.size}
+    if reply.failure is not None:
+        result.outcome, result.reason = reply.failure
+        return
+    if reply.response is None:
+        assert reply.call is not None and reply.substitute is not None
+        take_substitute(step, context, reply.call, reply.substitute, result, exchange)
+        return
+    exchange.response, result.http_status, result.source = reply.response, reply.response.status, reply.source
+    parsed = reply.parsed
+    if reply.results is not None:
+        if lead_id not in reply.results:
+            result.outcome, result.reason = Outcome.ERROR, "no result in batch response"
+            return
+        parsed = reply.results[lead_id]
+    judge_parsed(step, context, reply.response, parsed, result, exchange)
 
 
 def judge(
     step: Step, context: dict[str, Any], response: HttpResult, result: StepResult, exchange: Exchange
 ) -> None:
     """Parse an answer, apply the outcome rules, and on success/failure map, store, price."""
-    parsed = exchange.parsed = parse_response(step.response_format, response)
+    judge_parsed(step, context, response, parse_response(step.response_format, response), result, exchange)
+
+
+def judge_parsed(
+    step: Step,
+    context: dict[str, Any],
+    response: HttpResult,
+    parsed: Any,
+    result: StepResult,
+    exchange: Exchange,
+) -> None:
+    exchange.parsed = parsed
     context["response"] = parsed
     context["http"] = {"status": response.status, "headers": response.headers, "elapsed": response.elapsed}
     result.outcome, result.reason = decide(step, context, response, parsed)
@@ -157,7 +219,6 @@ async def substitute(
     exchange: Exchange,
 ) -> None:
     """The partner could not answer: walk the fallback chain."""
-    why = call.reason
     answer = await run_chain(
         step,
         call,
@@ -167,8 +228,24 @@ async def substitute(
         lambda source: build_request(step, context, lead_id, source.url),
     )
     result.attempts += answer.attempts
+    count_fallback(services, step, answer)
+    take_substitute(step, context, call, answer, result, exchange)
+
+
+def count_fallback(services: StepServices, step: Step, answer: Substitute) -> None:
     if answer.source is not None and services.metrics is not None:
         services.metrics.fallbacks.labels(services.flow, step.name, answer.source).inc()
+
+
+def take_substitute(
+    step: Step,
+    context: dict[str, Any],
+    call: Call,
+    answer: Substitute,
+    result: StepResult,
+    exchange: Exchange,
+) -> None:
+    why = call.reason
     if answer.kind == "response":
         assert answer.response is not None
         exchange.response, result.http_status, result.source = (

@@ -109,6 +109,19 @@ SUCCESS_STATUSES = frozenset(range(200, 300))
 
 
 @dataclass(frozen=True)
+class BatchSpec:
+    """``batch:`` of a step: one request per tumbling window of leads. A window opens with
+    its first lead and closes ``window`` seconds later or when it holds ``max_leads``.
+    ``results`` and ``match`` are dotted paths: the per-lead list in the response
+    ("" = the response is the list) and the lead id inside each result."""
+
+    max_leads: int
+    window: float
+    results: str = "results"
+    match: str = "id"
+
+
+@dataclass(frozen=True)
 class OutcomeRule:
     """Rules see 2xx responses unless ``statuses`` says otherwise; other
     statuses go by the status policy (e.g. ``HTTP 422: invalid email``)."""
@@ -137,6 +150,7 @@ class Step:
     reference: Value | None = None
     retry: RetryConfig | None = None  # overrides the integration's
     fallback: tuple[Fallback, ...] = ()
+    batch: BatchSpec | None = None
 
     @property
     def retry_config(self) -> RetryConfig:

@@ -23,6 +23,7 @@ from streams.durations import parse_duration
 from streams.envsubst import substitute
 from streams.flow import (
     SUCCESS_STATUSES,
+    BatchSpec,
     CircuitConfig,
     DelayedRetry,
     Fallback,
@@ -123,6 +124,9 @@ class _Builder:
             return compile_value(raw, env, self.where(path))
         except jinja2.TemplateSyntaxError as exc:
             self.problem(path, f"template syntax: {exc.message}")
+            return compile_value("", env)
+        except ValueError as exc:
+            self.problem(path, str(exc))
             return compile_value("", env)
 
     def compile_map(self, raw: dict[str, Any] | None, path: Path, strict: bool = False) -> dict[str, Value]:
@@ -277,6 +281,18 @@ class _Builder:
             else None,
             retry=self.retry(raw["retry"], (*path, "retry"), integration.retry) if "retry" in raw else None,
             fallback=self.fallback(raw.get("fallback") or [], (*path, "fallback"), strict),
+            batch=self.batch(raw["batch"], (*path, "batch")) if "batch" in raw else None,
+        )
+
+    def batch(self, raw: dict[str, Any], path: Path) -> BatchSpec:
+        window = self.duration(raw["window"], (*path, "window")) or 0.0
+        if window <= 0:
+            self.problem((*path, "window"), "a batch window must be longer than 0")
+        return BatchSpec(
+            max_leads=raw["max_leads"],
+            window=window,
+            results=raw.get("results", "results"),
+            match=raw.get("match", "id"),
         )
 
     def routes(self, raw: list[dict[str, Any]], path: Path, strict: bool) -> tuple[Route, ...]:

@@ -130,3 +130,25 @@ class Metrics:
             ["flow"],
             registry=registry,
         )
+        self.batch_leads = Histogram(
+            "leadstreams_batch_window_leads",
+            "Leads per batch request of a `batch:` step (one tumbling window).",
+            ["flow", "step"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000),
+            registry=registry,
+        )
+        self.batch_fill = Histogram(
+            "leadstreams_batch_window_fill_seconds",
+            "From a window's first lead to its close (full, timed out or flushed).",
+            ["flow", "step"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+            registry=registry,
+        )
+        self.batch_request_duration = Histogram(
+            "leadstreams_batch_request_duration_seconds",
+            "A batch request as a whole (retries, waits and fallbacks included), by result: "
+            "`answered`, `substituted` (fallback chain) or `failed`.",
+            ["flow", "step", "integration", "result"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
 from streams.calling import StepServices
 from streams.execution import Exchange, run_step
@@ -26,7 +27,10 @@ class FlowRunner:
         metrics: Metrics | None = None,
         guards: Guards | None = None,
         cache: ResponseCache | None = None,
+        batch_windows: bool = False,
     ) -> None:
+        """``batch_windows``: `batch:` steps collect leads in real windows (the worker);
+        without, each lead is sent as a batch of one at once (test console, saved cases)."""
         self.flow = flow
         self.client = client
         self.metrics = metrics
@@ -39,6 +43,9 @@ class FlowRunner:
             cache=cache if cache is not None else InMemoryCache(),
             can_defer=flow.delayed_retry is not None,
         )
+        base_context = {"settings": flow.settings, "flow": {"name": flow.name}}
+        self.batcher = Batcher(self.services, base_context, windowed=batch_windows)
+        self.services.batcher = self.batcher
 
     async def run(
         self,

@@ -144,11 +144,35 @@ def compile_value(raw: Any, env: LeadEnvironment, where: str = "") -> Value:
         if lone and env.finalize is None:
             return Expression(env, raw, lone.group("expr"), where)
         return Text(env, raw, where)
+    if isinstance(raw, dict) and {"for_each", "item"} <= raw.keys() <= {"for_each", "as", "item"}:
+        name = str(raw.get("as", "item"))
+        if not name.isidentifier():
+            raise ValueError(f"for_each: `as: {name}` must be a name")
+        items, item = compile_value(raw["for_each"], env, where), compile_value(raw["item"], env, where)
+        return EachValue(items, name, item)
     if isinstance(raw, dict):
         return MappingValue({str(key): compile_value(value, env, where) for key, value in raw.items()})
     if isinstance(raw, list):
         return ListValue([compile_value(value, env, where) for value in raw])
     return Literal(raw)
+
+
+class EachValue:
+    """``{for_each: "{{ batch.leads }}", as: lead, item: {...}}``: a list with one rendered
+    ``item`` per element, so a body can list leads without string concatenation."""
+
+    __slots__ = ("item", "items", "name")
+
+    def __init__(self, items: Value, name: str, item: Value) -> None:
+        self.items, self.name, self.item = items, name, item
+
+    def render(self, context: Context) -> list[Any]:
+        elements = self.items.render(context)
+        if elements is None:
+            return []
+        if isinstance(elements, (str, bytes, dict)) or not hasattr(elements, "__iter__"):
+            raise TemplateRenderError(f"for_each needs a list, got {type(elements).__name__}")
+        return [self.item.render({**context, self.name: element}) for element in elements]
 
 
 def truthy(value: Any) -> bool:
