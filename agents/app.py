@@ -16,9 +16,11 @@ from pathlib import Path
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agents.inflight import LeadLoop
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from agents.table_cache import TableCache
+from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
 from streams.delayed import RetryState, tier_label, tier_topics
 from streams.events import MAX_LEAD_BYTES, Source
@@ -37,7 +39,8 @@ class WorkerOptions:
     bootstrap: str
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    batch_size: int = 500  # leads taken per fetch and processed concurrently
+    batch_size: int = 500  # leads taken per fetch
+    max_in_flight: int = 2000  # leads taken and not yet written (held by slow calls or batch windows)
     batch_within: float = 0.05  # seconds to wait for a batch to fill
     shutdown_grace: float = 30.0  # seconds to finish an in-flight batch on shutdown
     group_id: str | None = None
@@ -60,6 +63,8 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         key_serializer="raw",
         value_serializer="raw",
         stream_buffer_maxsize=max(4096, options.batch_size * 2),
+        # A lead waiting in a batch window is legitimately unacked for the whole window.
+        broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
     )
     metrics = Metrics(registry)
     guards = Guards(flow, metrics)
@@ -73,7 +78,8 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
                 "response-cache", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True
             )
         )
-    pipeline = LeadPipeline(FlowRunner(flow, client, metrics, guards, cache), metrics, options.max_lead_bytes)
+    runner = FlowRunner(flow, client, metrics, guards, cache, batch_windows=True)
+    pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
     writer = OutputWriter(app.producer, topics, flow.name, metrics)
     observer = BatchObserver(app, metrics, flow.name, writer.topic_of)
@@ -83,11 +89,21 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
 
     @app.agent(raw_topic(flow.topics.input), name="leads")
     async def process_leads(stream: faust.StreamT) -> None:
+        async def process(event: faust.EventT) -> Output:
+            return await pipeline.process(event.message.value, source_of(event))
+
+        leads = LeadLoop(process, stream.ack, writer, observer, options.max_in_flight)
+        helpers = [asyncio.ensure_future(leads.write_forever())]
+        if any(step.batch for step in flow.steps):
+            helpers.append(asyncio.ensure_future(close_windows_on_handover(app, runner.batcher)))
         try:
-            async for events in stream.take_events(options.batch_size, within=options.batch_within):
-                work = functools.partial(handle, pipeline, writer, observer, events)
-                await run_batch(work, options.shutdown_grace)
+            async for events in stream.noack_take(options.batch_size, within=options.batch_within):
+                await leads.admit(events)
         finally:
+            await runner.batcher.flush()
+            await leads.drain(options.shutdown_grace)
+            for helper in helpers:
+                helper.cancel()
             await client.close()
 
     if flow.delayed_retry is not None and flow.topics.retry:
@@ -147,6 +163,7 @@ async def handle(
     states: Sequence[RetryState | None] | None = None,
 ) -> None:
     """Run the batch's leads concurrently and write their outputs (acknowledged)."""
+    observer.fetched(len(events))
     states = states or [None] * len(events)
     outputs = await asyncio.gather(
         *(
@@ -156,6 +173,20 @@ async def handle(
     )
     await writer.write_all(outputs)
     observer.written(events, outputs)
+
+
+async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
+    """Before Faust commits and lets partitions go (rebalance, stop) it waits for every
+    taken lead to be acked, so open batch windows are closed at once then. Polled: Faust
+    offers no awaitable for the start of a rebalance."""
+    while True:
+        await asyncio.sleep(0.1)
+        if (app.should_stop or app.rebalancing) and batcher.pending:
+            await batcher.flush()
+
+
+def longest_window(flow: Flow) -> float:
+    return max((step.batch.window for step in flow.steps if step.batch is not None), default=0.0)
 
 
 async def run_batch(work: Callable[[], Awaitable[None]], grace: float) -> None:

@@ -134,7 +134,14 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 @bootstrap_option
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Host of /metrics.")
 @click.option("--web-port", default=6066, show_default=True, help="Port of /metrics (one per worker).")
-@click.option("--batch-size", default=500, show_default=True, help="Leads processed concurrently per fetch.")
+@click.option("--batch-size", default=500, show_default=True, help="Leads taken from Kafka per fetch.")
+@click.option(
+    "--max-in-flight",
+    default=2000,
+    show_default=True,
+    help="Leads taken and not yet written (running, or waiting in a batch window). At least "
+    "max_leads x owned partitions for batch steps, or windows close by time only.",
+)
 @click.option("--group-id", default=None, help="Consumer group (default leadstreams-FLOWNAME).")
 @click.option("--partitions", default=4, show_default=True, help="Partitions for topics it creates.")
 @click.option(
@@ -158,6 +165,7 @@ def worker(
     web_host: str,
     web_port: int,
     batch_size: int,
+    max_in_flight: int,
     group_id: str | None,
     partitions: int,
     create_topics: bool,
@@ -191,6 +199,7 @@ def worker(
         web_host=web_host,
         web_port=web_port,
         batch_size=batch_size,
+        max_in_flight=max_in_flight,
         group_id=group_id,
         input_partitions=asyncio.run(partition_count(bootstrap, topics.input)),
         max_lead_bytes=max_lead_bytes,

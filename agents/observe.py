@@ -21,10 +21,12 @@ class BatchObserver:
         self.flow = flow
         self.topic_of = topic_of
 
+    def fetched(self, count: int) -> None:
+        self.metrics.batch_size.labels(self.flow, "fetch").observe(count)
+
     def written(self, events: Sequence[faust.EventT], outputs: Sequence[Output]) -> None:
-        """Called once Kafka acknowledged the batch's outputs."""
+        """Called once Kafka acknowledged these events' outputs."""
         now = time.time()
-        self.metrics.batch_size.labels(self.flow, "fetch").observe(len(events))
         last: dict[faust.types.TP, int] = {}
         for event, output in zip(events, outputs, strict=True):
             message = event.message

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 import orjson
 
+from streams.batching import batch_group
 from streams.delayed import RetryState, next_deferral
 from streams.events import (
     MAX_LEAD_BYTES,
@@ -62,6 +63,7 @@ class LeadPipeline:
         keeps the id and ``input`` of where it first arrived."""
         received_at = timestamp()
         started = time.perf_counter()
+        batch_group.set(f"{source.topic}:{source.partition}")  # windows never mix partitions
         source = retry.origin if retry is not None else source
         lead_id = lead_id_for(None, source)
         try:
