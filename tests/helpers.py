@@ -110,6 +110,7 @@ FLOWS = ROOT / "examples" / "flows"
 if str(ROOT / "examples" / "partners") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples" / "partners"))
 
+import batch_buyer  # noqa: E402
 import seed_partner  # noqa: E402
 
 
@@ -153,4 +154,5 @@ def seed_env(base_url: str) -> dict[str, str]:
         "CRM_CLIENT_SECRET": sp.CLIENT_SECRET,
         "HMAC_KEY_ID": sp.HMAC_KEY_ID,
         "HMAC_SECRET": sp.HMAC_SECRET,
+        "BUYER_TOKEN": batch_buyer.BUYER_TOKEN,
     }

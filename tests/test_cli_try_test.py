@@ -16,6 +16,8 @@ import yaml
 from helpers import FLOWS, ROOT, seed_env, seed_partner, serve
 from pytest_aiohttp import AiohttpServer
 
+from streams.batching import batch_id_for
+
 SEED_SECRETS = [
     seed_partner.INTERNAL_KEY,
     seed_partner.ROUTER_KEY,
@@ -92,6 +94,15 @@ async def try_flow(
         ("pipe-text.yaml", {"post_lead": {"lead_id": 12345, "price": 45.0}}),
         ("regex-text.yaml", {"submit": {"lead_id": 12345, "price": 45.0}}),
         ("hmac-signed.yaml", {"submit": {"buyer_reference": "HX-12345", "price": 45.0}}),
+        (  # a batch of one: the console does not wait for a window
+            "batch-submission.yaml",
+            {
+                "submit_batch": {
+                    "buyer_status": "accepted",
+                    "buyer_batch": batch_id_for("batch-submission", "submit_batch", ["cli-1"]),
+                }
+            },
+        ),
         (
             "parallel-validations.yaml",
             {

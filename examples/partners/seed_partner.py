@@ -18,6 +18,7 @@ import time
 from collections import Counter
 
 from aiohttp import web
+from batch_buyer import add_batch_routes
 from lxml import etree
 
 INTERNAL_KEY = "internal-key-123"
@@ -225,7 +226,7 @@ def create_seed_partner_app() -> web.Application:
     app.router.add_get("/validate/email", validator("email", "@"))
     app.router.add_get("/validate/phone", validator("phone", "555"))
     app.router.add_get("/validate/address", validator("zip", "9"))
-    return app
+    return add_batch_routes(app)
 
 
 def main() -> None:
