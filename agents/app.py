@@ -176,12 +176,14 @@ async def handle(
 
 
 async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
-    """Before Faust commits and lets partitions go (rebalance, stop) it waits for every
-    taken lead to be acked, so open batch windows are closed at once then. Polled: Faust
-    offers no awaitable for the start of a rebalance."""
+    """Before Faust commits and lets partitions go (rebalance, stop) it suspends its flow
+    control and waits for every taken lead to be acked, so open batch windows are closed
+    at once then. Polled: Faust offers no awaitable for the start of a revocation."""
     while True:
         await asyncio.sleep(0.1)
-        if (app.should_stop or app.rebalancing) and batcher.pending:
+        handing_over = app.should_stop or not app.flow_control.is_active()  # suspended: revoking
+        if handing_over and batcher.pending:
+            log.info("closing open batch windows (%d leads): partitions are handed over", batcher.pending)
             await batcher.flush()
 
 

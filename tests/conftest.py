@@ -16,6 +16,7 @@ settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "demo"))
+sys.path.insert(0, str(ROOT / "examples" / "partners"))
 
 _skipped: list[str] = []
 
