@@ -65,7 +65,7 @@ class LeadPipeline:
         started = time.perf_counter()
         batch_group.set(f"{source.topic}:{source.partition}")  # windows never mix partitions
         source = retry.origin if retry is not None else source
-        lead_id = lead_id_for(None, source)
+        lead_id = ""  # derived from the source only when needed (uuid5 costs)
         try:
             try:
                 lead = decode_lead(raw, self.max_lead_bytes)
@@ -74,11 +74,11 @@ class LeadPipeline:
                     self.metrics.bad_inputs.labels(self.flow.name).inc()
                 return self._output(
                     Destination.ERRORS,
-                    lead_id,
+                    lead_id_for(None, source),
                     bad_input_event(self.flow.name, raw, source, str(exc), received_at),
                 )
             lead_id = lead_id_for(lead, source)
-            result = await self.runner.run(lead, lead_id)
+            result = await self.runner.run(lead, lead_id, copy_lead=False)
             if result.defer_after is not None:
                 deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
                 if deferred is not None:
@@ -95,6 +95,7 @@ class LeadPipeline:
             return self._output(destination, lead_id, event)
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
+            lead_id = lead_id or lead_id_for(None, source)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             try:
                 return self._output(

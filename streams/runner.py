@@ -53,11 +53,14 @@ class FlowRunner:
         lead_id: str,
         exchanges: dict[str, Exchange] | None = None,
         until_step: str | None = None,
+        copy_lead: bool = True,
     ) -> FlowResult:
         """Stages run in order (a parallel group's steps at once); after a failure
         or error that its step does not ``continue_on``, the remaining steps are
-        skipped. ``until_step`` stops after the named step (test console)."""
-        lead = copy.deepcopy(lead)  # the caller's lead stays as it came in
+        skipped. ``until_step`` stops after the named step (test console).
+        ``copy_lead=False`` lets the flow write onto ``lead`` (one just decoded)."""
+        if copy_lead:
+            lead = copy.deepcopy(lead)  # the caller's lead stays as it came in
         context: dict[str, Any] = {
             "lead": lead,
             "settings": self.flow.settings,
@@ -75,9 +78,12 @@ class FlowRunner:
                     (StepResult(s.name, Outcome.SKIP, reason), frozenset({Outcome.SKIP})) for s in stage
                 )
                 continue
-            results = await asyncio.gather(
-                *(self._run_step(step, context, lead_id, exchanges) for step in stage)
-            )
+            if len(stage) == 1:  # no task for a lone step: most stages are one step
+                results = [await self._run_step(stage[0], context, lead_id, exchanges)]
+            else:
+                results = await asyncio.gather(
+                    *(self._run_step(step, context, lead_id, exchanges) for step in stage)
+                )
             for step, result in zip(stage, results, strict=True):
                 done.append((result, step.continue_on))
                 context["steps"][step.name] = {

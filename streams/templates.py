@@ -71,17 +71,27 @@ class Literal:
 
 
 class Expression:
-    """A lone ``{{ expr }}``: returns the native value; undefined becomes None."""
+    """A lone ``{{ expr }}``: returns the native value; undefined becomes None.
 
-    __slots__ = ("expression", "source")
+    A plain dotted name (``lead.email``, most of a flow) skips Jinja's per-call context
+    set-up and does exactly what Jinja's compiled code does: the name from the context
+    or the globals, then ``environment.getattr`` per part (sandbox and undefined rules
+    included). ``tests/test_templates.py`` holds both ways to the same results."""
+
+    __slots__ = ("env", "expression", "path", "source")
 
     def __init__(self, env: LeadEnvironment, source: str, expr: str, where: str = "") -> None:
         self.source = f"{where}: {source}" if where else source
+        self.env = env
         self.expression = env.compile_expression(expr, undefined_to_none=False)
+        dotted = _DOTTED_NAME.match(expr)
+        self.path: tuple[str, ...] | None = None
+        if dotted and dotted.group(1) not in _LITERAL_NAMES:
+            self.path = tuple(part.strip() for part in expr.split("."))
 
     def render(self, context: Context) -> Any:
         try:
-            result = self.expression(**context)
+            result = self._lookup(context) if self.path is not None else self.expression(**context)
             if isinstance(result, jinja2.Undefined):
                 if isinstance(result, jinja2.StrictUndefined):
                     str(result)  # raises UndefinedError with the missing name
@@ -91,6 +101,24 @@ class Expression:
         except Exception as exc:  # user expressions can raise anything (e.g. 1/0)
             raise TemplateRenderError(f"{self.source}: {type(exc).__name__}: {exc}") from exc
         return result
+
+    def _lookup(self, context: Context) -> Any:
+        assert self.path is not None
+        root, *parts = self.path
+        env = self.env
+        value = context.get(root, _MISSING)
+        if value is _MISSING:
+            value = env.globals.get(root, _MISSING)
+            if value is _MISSING:
+                value = env.undefined(name=root)
+        for part in parts:
+            value = env.getattr(value, part)
+        return value
+
+
+_DOTTED_NAME = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s*\.\s*[A-Za-z_]\w*)*\s*$")
+_LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+_MISSING = object()
 
 
 class Text:

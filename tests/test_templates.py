@@ -127,3 +127,42 @@ def test_truthy_false_values(value: Any) -> None:
 @pytest.mark.parametrize("value", ["yes", "true", "x", "00x", 1, True, [0], {"a": 1}, "ann@example.com"])
 def test_truthy_true_values(value: Any) -> None:
     assert truthy(value) is True
+
+
+# --- the dotted-name fast path does what Jinja does ---------------------------------------------
+
+FAST_PATHS = ["lead.email", "lead.items", "lead.a.b.c", "lead . a . b", "missing", "missing.x",
+              "lead.nothing.x", "lead.none_value.x", "range", "lead.__class__", "settings.key"]  # fmt: skip
+FAST_CONTEXTS: list[dict[str, Any]] = [
+    {
+        "lead": {"email": "a@b", "items": [1], "a": {"b": {"c": 3}}, "none_value": None},
+        "settings": {"key": "k"},
+    },
+    {"lead": None},
+    {"lead": "text"},
+    {},
+]
+
+
+def _outcome(value: Any, context: dict[str, Any]) -> tuple[str, str]:
+    try:
+        return "ok", repr(value.render(context))
+    except TemplateRenderError as exc:
+        return "error", str(exc)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("expr", FAST_PATHS)
+def test_the_dotted_name_fast_path_matches_jinja(expr: str, strict: bool) -> None:
+    env = environment(strict)
+    fast = Expression(env, "{{ " + expr + " }}", expr)
+    slow = Expression(env, "{{ " + expr + " }}", expr)
+    slow.path = None  # Jinja's own compiled expression
+    assert fast.path is not None
+    for context in FAST_CONTEXTS:
+        assert _outcome(fast, context) == _outcome(slow, context), (expr, context)
+
+
+@pytest.mark.parametrize("expr", ["true", "none", "lead.a + 1", "lead['a']", "lead.a | upper", "not lead.a"])
+def test_other_expressions_go_through_jinja(expr: str) -> None:
+    assert Expression(environment(False), "{{ " + expr + " }}", expr).path is None
