@@ -18,8 +18,8 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def _pcts(figures: dict[str, float]) -> str:
-    return " / ".join(f"{figures[p]:.1f}" for p in ("p50", "p95", "p99"))
+def _pcts(figures: dict[str, float], digits: int = 1) -> str:
+    return " / ".join(f"{figures[p]:.{digits}f}" for p in ("p50", "p95", "p99"))
 
 
 def _p1(r: dict[str, Any]) -> list[Row]:
@@ -55,10 +55,10 @@ def _p3(r: dict[str, Any]) -> list[Row]:
 
 def _p4(r: dict[str, Any]) -> list[Row]:
     b, w = r["baseline"], r["worker"]
-    rates = f"paced at {b['rate']:.0f}/s (baseline), {w['rate']:.0f}/s (worker): half of each side's P1"
+    rates = f"paced at {b['rate']:.0f}/s (baseline), {w['rate']:.0f}/s (worker): {r['rate_basis']}"
     return [
         ("P4 latency", "e2e p50/p95/p99 ms", _pcts(b["e2e_ms"]), _pcts(w["e2e_ms"]), rates),
-        ("P4 latency", "partner p50/p95/p99 ms", _pcts(b["partner_ms"]), _pcts(w["partner_ms"]),
+        ("P4 latency", "partner p50/p95/p99 ms", _pcts(b["partner_ms"], 3), _pcts(w["partner_ms"], 3),
          "time spent in the partner, measured there"),
         ("P4 latency", "added p50/p95/p99 ms", _pcts(b["added_ms"]), _pcts(w["added_ms"]),
          f"e2e - partner per lead; {b['leads']:,} / {w['leads']:,} leads; CreateTime has 1 ms resolution"),
@@ -79,7 +79,7 @@ def _p5(r: dict[str, Any]) -> list[Row]:
          f"warm-up value taken at {b['warmup_s']:g} s"),
         ("P5 memory", "flat (final within ±10 %)", flat(b), flat(w), ""),
         ("P5 memory", "leads processed", _num(b["leads"]), _num(w["leads"]),
-         f"published at {b['rate']:.0f}/s (baseline), {w['rate']:.0f}/s (worker)"),
+         f"published at {b['rate']:.0f}/s (baseline), {w['rate']:.0f}/s (worker): {r['rate_basis']}"),
     ]  # fmt: skip
 
 

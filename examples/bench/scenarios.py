@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,14 @@ class Bench:
         if given is not None:
             return given
         return self.p1[kind] * share if kind in self.p1 else self.sizes.fallback_rate
+
+    def rate_basis(self, given: float | None, share: float) -> str:
+        """Where ``rate_for`` takes the rate from, for the report."""
+        if given is not None:
+            return "given"
+        if len(self.p1) == len(KINDS):
+            return f"{share:g} x each side's P1 leads/s"
+        return f"fallback {self.sizes.fallback_rate:g}/s (P1 not run)"
 
 
 def leads(tag: str, count: int | None = None) -> Iterator[Message]:
@@ -236,7 +244,8 @@ async def added_latency(bench: Bench, kind: str) -> dict[str, Any]:
 
 
 async def p4_latency(bench: Bench) -> dict[str, Any]:
-    return {kind: await added_latency(bench, kind) for kind in KINDS}
+    sides = {kind: await added_latency(bench, kind) for kind in KINDS}
+    return {"rate_basis": bench.rate_basis(bench.sizes.p4_rate, 0.5), **sides}
 
 
 async def memory(bench: Bench, kind: str) -> dict[str, Any]:
@@ -268,11 +277,8 @@ async def memory(bench: Bench, kind: str) -> dict[str, Any]:
 
 
 async def p5_memory(bench: Bench) -> dict[str, Any]:
-    return {kind: await memory(bench, kind) for kind in KINDS}
+    sides = {kind: await memory(bench, kind) for kind in KINDS}
+    return {"rate_basis": bench.rate_basis(bench.sizes.p5_rate, 1.0), **sides}
 
 
 SCENARIOS = {"P1": p1_overhead, "P2": p2_latency, "P3": p3_rate_limit, "P4": p4_latency, "P5": p5_memory}
-
-
-def sizes_dict(sizes: Sizes) -> dict[str, Any]:
-    return asdict(sizes)
