@@ -4,9 +4,11 @@ the leadstreams worker (``leadstreams worker FLOW``) and the hand-written baseli
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 FLOW_TEMPLATE = HERE / "flows" / "bench.yaml"
 BASELINE = HERE / "baseline.py"
 WORKER, BASE = "worker", "baseline"
+OWNS = re.compile(r"this worker owns (\d+)/\d+ input partitions")
 
 
 @dataclass(frozen=True)
@@ -88,18 +91,23 @@ class Processor:
                 self.process.kill()
                 self.process.wait()
 
+    def owned_partitions(self) -> int | None:
+        """Input partitions this worker owned at its last rebalance (needs --loglevel info)."""
+        found = OWNS.findall(self.log_path.read_text(errors="replace")) if self.log_path.exists() else []
+        return int(found[-1]) if found else None
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_worker(setup: Setup, workdir: Path, index: int = 0) -> Processor:
+def start_worker(setup: Setup, workdir: Path, index: int = 0, extra: Sequence[str] = ()) -> Processor:
     flow = render_flow(setup, workdir)
     log_path = workdir / f"{setup.topic}-worker{index}.log"
     env = {"BENCH_TOPIC": setup.topic, "PARTNER_URL": setup.partner_url}
     args = ["--group-id", setup.group, "--batch-size", str(setup.batch_size),
-            "--partitions", str(setup.partitions), "--no-create-topics"]  # fmt: skip
+            "--partitions", str(setup.partitions), "--no-create-topics", *extra]  # fmt: skip
     worker = WorkerProcess(flow, setup.bootstrap, free_port(), log_path, env, args)
     worker.start()
     return Processor(WORKER, log_path, worker=worker)

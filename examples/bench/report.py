@@ -45,7 +45,7 @@ def _p3(r: dict[str, Any]) -> list[Row]:
         label = f"P3 limit {r['limit']:g}/s, {run['workers']} worker(s)"
         note = (
             f"worker only (the baseline has no limiter); {run['leads']:,} leads over "
-            f"{run['seconds']:g} s, {run['partitions']} partitions"
+            f"{run['seconds']:g} s; partitions owned {run['owned_partitions']} of {run['partitions']}"
         )
         rows.append((label, "max requests in any 1 s", NA, str(run["max_1s"]), note))
         rows.append((label, "mean rate / limit", NA, f"{run['mean_over_limit']:.3f}",

@@ -167,7 +167,8 @@ async def rate_precision(bench: Bench, workers: int) -> dict[str, Any]:
     await bench.topics(setup)
     await publish_fast(bench.bootstrap, setup.input, leads(setup.topic, count))
     done = bench.task(f"P3 {workers} worker(s) at {sizes.p3_rate:g}/s: outputs", count)
-    processors = [start_worker(setup, bench.workdir, index) for index in range(workers)]
+    # --loglevel info: each worker logs the share of the input partitions it takes.
+    processors = [start_worker(setup, bench.workdir, i, ["--loglevel", "info"]) for i in range(workers)]
     try:
         async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
             await counter.wait_for(count, bench.sizes.deadline, lambda: all(p.alive for p in processors),
@@ -178,9 +179,10 @@ async def rate_precision(bench: Bench, workers: int) -> dict[str, Any]:
         for processor in processors:
             processor.stop()
     times = bench.partner.arrivals
+    owned = [processor.owned_partitions() for processor in processors]
     busiest, mean = max_in_window(times), mean_rate(times)
     return {"workers": workers, "partitions": partitions, "leads": count, "requests": len(times),
-            "max_1s": busiest, "max_over_limit": round(busiest / sizes.p3_rate, 3),
+            "owned_partitions": owned, "max_1s": busiest, "max_over_limit": round(busiest / sizes.p3_rate, 3),
             "mean_rate": round(mean, 1), "mean_over_limit": round(mean / sizes.p3_rate, 3),
             "seconds": round(max(times) - min(times), 1)}  # fmt: skip
 
