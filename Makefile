@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka
 
-.PHONY: install demo test lint unit reliability tools kafka-up kafka-down kafka-fetch clean
+.PHONY: install demo test lint unit reliability bench tools kafka-up kafka-down kafka-fetch clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ unit: install tools
 ## Fault injection on a real broker (kill -9, broker restart, partner faults, fuzz, secrets).
 reliability: install kafka-fetch
 	$(KAFKA)/with-kafka.sh $(BIN)/python examples/reliability/run_reliability.py $(RELIABILITY_ARGS)
+
+## Throughput, latency, rate-limit precision and memory: the worker vs a hand-written
+## aiokafka + aiohttp baseline (examples/bench/); e.g. BENCH_ARGS="--quick" or "--only P1,P4".
+bench: install kafka-fetch
+	$(KAFKA)/with-kafka.sh $(BIN)/python examples/bench/run_bench.py $(BENCH_ARGS)
 
 demo: install kafka-fetch
 	$(KAFKA)/with-kafka.sh $(BIN)/python examples/demo/run_demo.py

@@ -1,0 +1,109 @@
+"""The bench's table (rich) and its one-line JSON summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+Row = tuple[str, str, str, str, str]
+NA = "—"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _pcts(figures: dict[str, float], digits: int = 1) -> str:
+    return " / ".join(f"{figures[p]:.{digits}f}" for p in ("p50", "p95", "p99"))
+
+
+def _p1(r: dict[str, Any]) -> list[Row]:
+    note = (
+        f"worker/baseline {r['ratio']:.3f}; {r['leads']:,} leads, concurrency {r['concurrency']}, no latency"
+    )
+    return [("P1 overhead", "leads/s", _num(r["baseline_leads_s"]), _num(r["worker_leads_s"]), note)]
+
+
+def _p2(r: dict[str, Any]) -> list[Row]:
+    latency_bound = _num(r["latency_bound_leads_s"], 0)
+    note = (
+        f"bound = min({r['concurrency']} / {r['partner_latency_ms']:g} ms = {latency_bound}, baseline) = "
+        f"{_num(r['bound_leads_s'])}; worker/bound {r['ratio_to_bound']:.3f}; {r['leads']:,} leads"
+    )
+    return [("P2 latency 50 ms", "leads/s", _num(r["baseline_leads_s"]), _num(r["worker_leads_s"]), note)]
+
+
+def _p3(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for key in ("one_worker", "two_workers"):
+        run = r[key]
+        label = f"P3 limit {r['limit']:g}/s, {run['workers']} worker(s)"
+        note = (
+            f"worker only (the baseline has no limiter); {run['leads']:,} leads over "
+            f"{run['seconds']:g} s; partitions owned {run['owned_partitions']} of {run['partitions']}"
+        )
+        rows.append((label, "max requests in any 1 s", NA, str(run["max_1s"]), note))
+        rows.append((label, "mean rate / limit", NA, f"{run['mean_over_limit']:.3f}",
+                     f"mean {run['mean_rate']:.1f}/s; max/limit {run['max_over_limit']:.3f}"))  # fmt: skip
+    return rows
+
+
+def _p4(r: dict[str, Any]) -> list[Row]:
+    b, w = r["baseline"], r["worker"]
+    rates = f"paced at {b['rate']:.0f}/s (baseline), {w['rate']:.0f}/s (worker): {r['rate_basis']}"
+    return [
+        ("P4 latency", "e2e p50/p95/p99 ms", _pcts(b["e2e_ms"]), _pcts(w["e2e_ms"]), rates),
+        ("P4 latency", "partner p50/p95/p99 ms", _pcts(b["partner_ms"], 3), _pcts(w["partner_ms"], 3),
+         "time spent in the partner, measured there"),
+        ("P4 latency", "added p50/p95/p99 ms", _pcts(b["added_ms"]), _pcts(w["added_ms"]),
+         f"e2e - partner per lead; {b['leads']:,} / {w['leads']:,} leads; CreateTime has 1 ms resolution"),
+    ]  # fmt: skip
+
+
+def _p5(r: dict[str, Any]) -> list[Row]:
+    b, w = r["baseline"], r["worker"]
+
+    def flat(s: dict[str, Any]) -> str:
+        verdict = "flat" if s["flat"] else "NOT flat"
+        return f"{verdict} ({s['final_over_warm']:.2f}x of {s['warm_rss_mib']:.0f})"
+
+    return [
+        ("P5 memory", "peak RSS MiB", _num(b["peak_rss_mib"]), _num(w["peak_rss_mib"]),
+         f"{b['seconds']:g} s each, sampled every 0.5 s"),
+        ("P5 memory", "final RSS MiB", _num(b["final_rss_mib"]), _num(w["final_rss_mib"]),
+         f"warm-up value taken at {b['warmup_s']:g} s"),
+        ("P5 memory", "flat (final within ±10 %)", flat(b), flat(w), ""),
+        ("P5 memory", "leads processed", _num(b["leads"]), _num(w["leads"]),
+         f"published at {b['rate']:.0f}/s (baseline), {w['rate']:.0f}/s (worker): {r['rate_basis']}"),
+    ]  # fmt: skip
+
+
+ROWS = {"P1": _p1, "P2": _p2, "P3": _p3, "P4": _p4, "P5": _p5}
+
+
+def table(results: dict[str, Any]) -> Table:
+    out = Table(title="leadstreams bench: hand-written baseline vs leadstreams worker", show_lines=True)
+    for column, justify in (("scenario", "left"), ("figure", "left"), ("baseline", "right"),
+                            ("worker", "right"), ("notes", "left")):  # fmt: skip
+        out.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for name, rows in ROWS.items():
+        result = results.get(name)
+        if result is None:
+            continue
+        if "error" in result:
+            out.add_row(name, "FAILED", NA, NA, str(result["error"]).splitlines()[0][:200])
+            continue
+        for row in rows(result):
+            out.add_row(*row)
+    return out
+
+
+def print_report(console: Console, results: dict[str, Any]) -> None:
+    console.print(table(results))
+    # The last line of stdout: every figure, one JSON document (not wrapped by rich).
+    print(orjson.dumps(results).decode(), flush=True)

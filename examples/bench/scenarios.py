@@ -1,0 +1,286 @@
+"""The bench scenarios P1-P5. Each run gets fresh topics and a fresh consumer group;
+leads/s come from the output records' CreateTime (N / (last - first)), so process
+start-up is excluded; every wait polls end offsets against a deadline."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka_tools import Message, OutputCounter, publish_fast, publish_paced, read_all
+from partner import PartnerState
+from processors import BASE, WORKER, Processor, Setup, start, start_worker
+from rich.progress import Progress, TaskID
+from stats import RssSampler, max_in_window, mean_rate, percentiles_ms
+
+from agents.kafka_io import ensure_topics
+
+KINDS = (BASE, WORKER)
+WARMUP_KEY = b"warmup"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    p1_leads: int = 100_000
+    p2_leads: int = 30_000
+    p2_latency: float = 0.050  # seconds
+    p2_concurrency: int = 500
+    p3_rate: float = 500.0  # requests/s for the whole group
+    p3_seconds: float = 30.0  # leads published: rate x seconds
+    p3_partitions: int = 4
+    p4_seconds: float = 20.0
+    p4_rate: float | None = None  # default: half of each side's P1 leads/s
+    p5_seconds: float = 120.0
+    p5_rate: float | None = None  # default: each side's P1 leads/s (kept busy)
+    concurrency: int = 100  # P1, P4, P5 (both sides)
+    batch_size: int = 500  # worker --batch-size, baseline getmany max_records
+    partitions: int = 4  # input and output topics
+    error_rate: float = 0.0  # share of partner answers that are HTTP 422
+    deadline: float = 900.0  # seconds to wait for one run's outputs
+    fallback_rate: float = 500.0  # P4/P5 rate when P1 did not run and no rate is given
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(p1_leads=3000, p2_leads=2000, p3_rate=100, p3_seconds=4, p4_seconds=4,
+                   p5_seconds=8, deadline=180)  # fmt: skip
+
+
+@dataclass
+class Bench:
+    """What every scenario needs: the broker, the partner, sizes, progress display."""
+
+    bootstrap: str
+    partner: PartnerState
+    partner_url: str
+    workdir: Path
+    sizes: Sizes
+    progress: Progress
+    p1: dict[str, float] = field(default_factory=dict)  # side -> leads/s found in P1
+    run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    def setup(self, label: str, kind: str, concurrency: int, **overrides: Any) -> Setup:
+        name = f"bench-{self.run_tag}-{label.lower()}-{kind}-{uuid.uuid4().hex[:4]}"
+        values: dict[str, Any] = {
+            "bootstrap": self.bootstrap, "partner_url": self.partner_url, "topic": name, "group": name,
+            "concurrency": concurrency, "batch_size": self.sizes.batch_size,
+            "partitions": self.sizes.partitions,
+        }  # fmt: skip
+        return Setup(**{**values, **overrides})
+
+    async def topics(self, setup: Setup) -> None:
+        await ensure_topics(self.bootstrap, [setup.input, *setup.outputs], setup.partitions)
+
+    def task(self, description: str, total: float | None) -> TaskID:
+        return self.progress.add_task(description, total=total)
+
+    def rate_for(self, kind: str, given: float | None, share: float) -> float:
+        if given is not None:
+            return given
+        return self.p1[kind] * share if kind in self.p1 else self.sizes.fallback_rate
+
+    def rate_basis(self, given: float | None, share: float) -> str:
+        """Where ``rate_for`` takes the rate from, for the report."""
+        if given is not None:
+            return "given"
+        if len(self.p1) == len(KINDS):
+            return f"{share:g} x each side's P1 leads/s"
+        return f"fallback {self.sizes.fallback_rate:g}/s (P1 not run)"
+
+
+def leads(tag: str, count: int | None = None) -> Iterator[Message]:
+    """Sample leads (about 200 bytes each), key = id; endless when ``count`` is None."""
+    index = 0
+    while count is None or index < count:
+        lead_id = f"{tag}-{index}"
+        lead = {"id": lead_id, "email": f"user{index}@mail{index % 97}.example", "phone": f"555{index:07d}",
+                "first_name": "Ana", "last_name": "Lima", "state": "CA", "zip": "94105",
+                "source": {"id": "bench", "campaign": "c-7"}, "consent": True}  # fmt: skip
+        yield lead_id.encode(), orjson.dumps(lead)
+        index += 1
+
+
+def failed(processor: Processor, exc: BaseException) -> RuntimeError:
+    return RuntimeError(f"{processor.kind}: {exc}; log {processor.log_path}:\n{processor.log_tail()}")
+
+
+async def throughput(
+    bench: Bench, label: str, kind: str, count: int, concurrency: int, latency: float
+) -> float:
+    """Pre-publish ``count`` leads, start the processor, leads/s from output timestamps."""
+    setup = bench.setup(label, kind, concurrency)
+    bench.partner.reset(latency, bench.sizes.error_rate)
+    await bench.topics(setup)
+    sent = bench.task(f"{label} {kind}: publish", count)
+    await publish_fast(bench.bootstrap, setup.input, leads(setup.topic, count),
+                       lambda n: bench.progress.update(sent, completed=n))  # fmt: skip
+    done = bench.task(f"{label} {kind}: outputs", count)
+    processor = start(kind, setup, bench.workdir)
+    try:
+        async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
+            await counter.wait_for(count, bench.sizes.deadline, lambda: processor.alive,
+                                   lambda n: bench.progress.update(done, completed=n))  # fmt: skip
+            first, last = await counter.edge_timestamps()
+    except (RuntimeError, TimeoutError) as exc:
+        raise failed(processor, exc) from exc
+    finally:
+        processor.stop()
+    return count / max((last - first) / 1000, 0.001)
+
+
+async def p1_overhead(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    for kind in KINDS:
+        bench.p1[kind] = await throughput(bench, "P1", kind, sizes.p1_leads, sizes.concurrency, 0.0)
+    return {"leads": sizes.p1_leads, "concurrency": sizes.concurrency,
+            "baseline_leads_s": round(bench.p1[BASE], 1), "worker_leads_s": round(bench.p1[WORKER], 1),
+            "ratio": round(bench.p1[WORKER] / bench.p1[BASE], 3)}  # fmt: skip
+
+
+async def p2_latency(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    rates = {
+        kind: await throughput(bench, "P2", kind, sizes.p2_leads, sizes.p2_concurrency, sizes.p2_latency)
+        for kind in KINDS
+    }
+    latency_bound = sizes.p2_concurrency / sizes.p2_latency
+    bound = min(latency_bound, rates[BASE])
+    return {"leads": sizes.p2_leads, "concurrency": sizes.p2_concurrency,
+            "partner_latency_ms": round(sizes.p2_latency * 1000, 1),
+            "baseline_leads_s": round(rates[BASE], 1), "worker_leads_s": round(rates[WORKER], 1),
+            "latency_bound_leads_s": round(latency_bound, 1), "bound_leads_s": round(bound, 1),
+            "ratio_to_bound": round(rates[WORKER] / bound, 3)}  # fmt: skip
+
+
+async def rate_precision(bench: Bench, workers: int) -> dict[str, Any]:
+    """Worker(s) with a group-wide rate limit; the partner's request times."""
+    sizes = bench.sizes
+    count = int(sizes.p3_rate * sizes.p3_seconds)
+    partitions = max(sizes.p3_partitions, workers)
+    setup = bench.setup(
+        f"P3x{workers}", WORKER, sizes.concurrency, rate_limit=sizes.p3_rate, partitions=partitions
+    )
+    bench.partner.reset()
+    await bench.topics(setup)
+    await publish_fast(bench.bootstrap, setup.input, leads(setup.topic, count))
+    done = bench.task(f"P3 {workers} worker(s) at {sizes.p3_rate:g}/s: outputs", count)
+    # --loglevel info: each worker logs the share of the input partitions it takes.
+    processors = [start_worker(setup, bench.workdir, i, ["--loglevel", "info"]) for i in range(workers)]
+    try:
+        async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
+            await counter.wait_for(count, bench.sizes.deadline, lambda: all(p.alive for p in processors),
+                                   lambda n: bench.progress.update(done, completed=n))  # fmt: skip
+    except (RuntimeError, TimeoutError) as exc:
+        raise failed(next((p for p in processors if not p.alive), processors[0]), exc) from exc
+    finally:
+        for processor in processors:
+            processor.stop()
+    times = bench.partner.arrivals
+    owned = [processor.owned_partitions() for processor in processors]
+    busiest, mean = max_in_window(times), mean_rate(times)
+    return {"workers": workers, "partitions": partitions, "leads": count, "requests": len(times),
+            "owned_partitions": owned, "max_1s": busiest, "max_over_limit": round(busiest / sizes.p3_rate, 3),
+            "mean_rate": round(mean, 1), "mean_over_limit": round(mean / sizes.p3_rate, 3),
+            "seconds": round(max(times) - min(times), 1)}  # fmt: skip
+
+
+async def p3_rate_limit(bench: Bench) -> dict[str, Any]:
+    one = await rate_precision(bench, 1)
+    two = await rate_precision(bench, 2)
+    return {"limit": bench.sizes.p3_rate, "target_seconds": bench.sizes.p3_seconds,
+            "one_worker": one, "two_workers": two}  # fmt: skip
+
+
+async def warm_up(bench: Bench, setup: Setup, processor: Processor, counter: OutputCounter) -> None:
+    """One lead through, so that the processor has joined its group before measuring."""
+    await publish_fast(bench.bootstrap, setup.input, [(WARMUP_KEY, orjson.dumps({"id": "warmup"}))])
+    try:
+        await counter.wait_for(1, bench.sizes.deadline, lambda: processor.alive, what="warm-up outputs")
+    except (RuntimeError, TimeoutError) as exc:
+        raise failed(processor, exc) from exc
+
+
+async def paced(bench: Bench, label: str, setup: Setup, rate: float, seconds: float) -> int:
+    """Publish at ``rate`` for ``seconds`` with a progress bar; how many were sent."""
+    task = bench.task(f"{label}: {seconds:g} s paced at {rate:.0f}/s", round(rate * seconds))
+    count = await publish_paced(bench.bootstrap, setup.input, leads(setup.topic), rate, seconds,
+                                lambda n: bench.progress.update(task, completed=n))  # fmt: skip
+    bench.progress.update(task, total=count, completed=count)
+    return count
+
+
+async def added_latency(bench: Bench, kind: str) -> dict[str, Any]:
+    """Paced leads; e2e = output CreateTime - input CreateTime, minus the partner's time."""
+    sizes = bench.sizes
+    rate = bench.rate_for(kind, sizes.p4_rate, 0.5)
+    setup = bench.setup("P4", kind, sizes.concurrency)
+    bench.partner.reset(error_rate=sizes.error_rate, record_durations=True)
+    await bench.topics(setup)
+    processor = start(kind, setup, bench.workdir)
+    try:
+        async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
+            await warm_up(bench, setup, processor, counter)
+            count = await paced(bench, f"P4 {kind}", setup, rate, sizes.p4_seconds)
+            await counter.wait_for(count + 1, sizes.deadline, lambda: processor.alive)
+    except (RuntimeError, TimeoutError) as exc:
+        raise failed(processor, exc) from exc
+    finally:
+        processor.stop()
+    records = await read_all(bench.bootstrap, [setup.input, *setup.outputs], 2 * (count + 1))
+    sent_at = {r.key: r.timestamp_ms for r in records if r.topic == setup.input}
+    partner_ms = bench.partner.durations_ms
+    e2e: list[float] = []
+    added: list[float] = []
+    for record in records:
+        if record.topic == setup.input or record.key == WARMUP_KEY or record.key is None:
+            continue
+        total = float(record.timestamp_ms - sent_at[record.key])
+        e2e.append(total)
+        added.append(total - partner_ms[record.key.decode()])
+    return {"rate": round(rate, 1), "leads": count, "e2e_ms": percentiles_ms(e2e),
+            "partner_ms": percentiles_ms(partner_ms[k.decode()] for k in sent_at if k != WARMUP_KEY),
+            "added_ms": percentiles_ms(added)}  # fmt: skip
+
+
+async def p4_latency(bench: Bench) -> dict[str, Any]:
+    sides = {kind: await added_latency(bench, kind) for kind in KINDS}
+    return {"rate_basis": bench.rate_basis(bench.sizes.p4_rate, 0.5), **sides}
+
+
+async def memory(bench: Bench, kind: str) -> dict[str, Any]:
+    """RSS every 0.5 s while the processor is kept busy for ``p5_seconds``."""
+    sizes = bench.sizes
+    rate = bench.rate_for(kind, sizes.p5_rate, 1.0)
+    setup = bench.setup("P5", kind, sizes.concurrency)
+    bench.partner.reset(error_rate=sizes.error_rate)
+    await bench.topics(setup)
+    processor = start(kind, setup, bench.workdir)
+    sampler = RssSampler(processor.pid)
+    try:
+        async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
+            await warm_up(bench, setup, processor, counter)
+            sampler.start()
+            published = await paced(bench, f"P5 {kind}", setup, rate, sizes.p5_seconds)
+            await sampler.stop()
+            processed = await counter.count() - 1
+            if not processor.alive:
+                raise RuntimeError("the processor exited during the run")
+    except (RuntimeError, TimeoutError) as exc:
+        raise failed(processor, exc) from exc
+    finally:
+        await sampler.stop()
+        processor.stop()
+    warmup = max(5.0, 0.2 * sizes.p5_seconds)
+    return {"seconds": sizes.p5_seconds, "rate": round(rate, 1), "published": published,
+            "leads": processed, "warmup_s": warmup, **sampler.summary(warmup)}  # fmt: skip
+
+
+async def p5_memory(bench: Bench) -> dict[str, Any]:
+    sides = {kind: await memory(bench, kind) for kind in KINDS}
+    return {"rate_basis": bench.rate_basis(bench.sizes.p5_rate, 1.0), **sides}
+
+
+SCENARIOS = {"P1": p1_overhead, "P2": p2_latency, "P3": p3_rate_limit, "P4": p4_latency, "P5": p5_memory}
