@@ -73,6 +73,8 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = response.content_length
     if declared is not None and declared > limit:
         raise ResponseTooLarge(f"response body of {declared} bytes exceeds the {limit}-byte cap")
+    if declared is not None and response.headers.get("Content-Encoding", "identity") == "identity":
+        return await response.read()  # exactly the declared length (compressed bodies may grow)
     body = bytearray()
     async for chunk in response.content.iter_chunked(65536):
         body += chunk

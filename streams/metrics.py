@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
 
 # HTTP calls: milliseconds to tens of seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _CachedLabels:
+    """``labels()`` runs several times per lead; prometheus_client validates, converts and
+    locks on every call, so each label combination's child is kept after the first."""
+
+    def labels(self, *values: Any) -> Any:
+        children: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_cached_children", {})
+        child = children.get(values)
+        if child is None:
+            child = children[values] = super().labels(*values)  # type: ignore[misc]
+        return child
+
+
+class Counter(_CachedLabels, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_CachedLabels, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_CachedLabels, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:

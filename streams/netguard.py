@@ -17,6 +17,7 @@ use proxies (``trust_env`` is off); keep it that way or the guard only sees the 
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -218,11 +219,15 @@ class AddressRefused(aiohttp.ClientConnectionError):
 
 
 def _refuse_metadata_hostname(host: str) -> None:
+    if (reason := _metadata_hostname(host)) is not None:
+        raise AddressRefused(host, reason)
+
+
+def _metadata_hostname(host: str) -> str | None:
     name = host.rstrip(".").lower()
     if name in METADATA_HOSTNAMES:
-        raise AddressRefused(
-            host, f"{name} is a cloud metadata hostname (use its address in {ALLOWED_NETWORKS_SETTING})"
-        )
+        return f"{name} is a cloud metadata hostname (use its address in {ALLOWED_NETWORKS_SETTING})"
+    return None
 
 
 def check_url_host(url: URL | str, policy: AddressPolicy) -> None:
@@ -232,18 +237,20 @@ def check_url_host(url: URL | str, policy: AddressPolicy) -> None:
     ``GuardedResolver``. The connector runs this on every request; the loader may run it early.
     """
     host = URL(url).raw_host if isinstance(url, str) else url.raw_host
-    if not host:
-        return
+    if host and (reason := _host_refusal(host, policy)) is not None:
+        raise AddressRefused(host, reason)
+
+
+@functools.lru_cache(maxsize=4096)  # every request asks: one answer per host and policy
+def _host_refusal(host: str, policy: AddressPolicy) -> str | None:
     ip = _parse(host)
     if ip is None:
         # aiohttp treats an all-digits-and-dots host as an IP literal and hands it to the socket
         # unresolved, where "2130706433" or "127.1" means 127.0.0.1: refuse non-canonical forms.
         if host.replace(".", "").isdigit():
-            raise AddressRefused(host, f"{host} is not a canonical IPv4 address")
-        _refuse_metadata_hostname(host)
-        return
-    if (reason := policy.refusal(ip)) is not None:
-        raise AddressRefused(host, reason)
+            return f"{host} is not a canonical IPv4 address"
+        return _metadata_hostname(host)
+    return policy.refusal(ip)
 
 
 class GuardedResolver(AbstractResolver):
