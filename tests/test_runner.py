@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gzip
 import hashlib
 from typing import Any
 
@@ -136,6 +137,19 @@ async def test_oversized_response_is_an_error(aiohttp_server: AiohttpServer, chu
 
     steps = [{"name": "big", "request": {"url": "/b"}}]
     result, _ = await run_recorded(aiohttp_server, big, steps, integration={"max_response_bytes": 1000})
+    assert result.outcome is Outcome.ERROR
+    assert "exceeds the 1000-byte cap" in (result.steps[0].reason or "")
+
+
+async def test_a_compressed_body_is_capped_after_decompression(aiohttp_server: AiohttpServer) -> None:
+    bomb = gzip.compress(b"{" + b" " * 100_000 + b"}")  # ~100 bytes on the wire, 100 kB inflated
+
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=bomb, headers=headers)
+
+    steps = [{"name": "big", "request": {"url": "/b"}}]
+    result, _ = await run_recorded(aiohttp_server, gzipped, steps, integration={"max_response_bytes": 1000})
     assert result.outcome is Outcome.ERROR
     assert "exceeds the 1000-byte cap" in (result.steps[0].reason or "")
 
