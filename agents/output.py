@@ -39,7 +39,7 @@ class OutputWriter:
     async def write_all(self, outputs: Sequence[Output]) -> None:
         pending = list(outputs)
         for attempt in range(1, self.attempts + 1):
-            results = await asyncio.gather(*(self._send(o) for o in pending), return_exceptions=True)
+            results = await self._send_all(pending)
             failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
             for output, result in zip(pending, results, strict=True):
                 if not isinstance(result, BaseException) and self.metrics is not None:
@@ -58,9 +58,19 @@ class OutputWriter:
     def topic_of(self, output: Output) -> str:
         return output.topic or self.topics[output.destination]
 
-    async def _send(self, output: Output) -> Any:
-        headers = output.headers or None
-        future = await self.producer.send(
-            self.topic_of(output), output.key, output.value, None, None, headers
-        )
-        return await future
+    async def _send_all(self, outputs: Sequence[Output]) -> list[Any]:
+        """Queue every output with the producer, then wait for the acknowledgements: no task
+        per output (``send`` only queues; its future resolves when Kafka acknowledges)."""
+        queued: list[Any] = []
+        for output in outputs:
+            try:
+                queued.append(
+                    await self.producer.send(
+                        self.topic_of(output), output.key, output.value, None, None, output.headers or None
+                    )
+                )
+            except Exception as exc:  # retried like an unacknowledged send
+                queued.append(exc)
+        futures = [item for item in queued if not isinstance(item, BaseException)]
+        acknowledged = iter(await asyncio.gather(*futures, return_exceptions=True))
+        return [item if isinstance(item, BaseException) else next(acknowledged) for item in queued]
