@@ -100,8 +100,10 @@ async def run_step(
         request, timeout = build_request(step, context, lead_id)
         exchange.request = request
         # Before auth touches it: rotating credentials must not defeat the cache.
-        fingerprint = request_fingerprint(
-            step.integration.name, request.method, str(request.url), request.body
+        fingerprint = (
+            request_fingerprint(step.integration.name, request.method, str(request.url), request.body)
+            if step.caches
+            else ""  # only the cache uses it
         )
 
         def record(outgoing: OutgoingRequest) -> None:
