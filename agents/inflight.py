@@ -18,6 +18,9 @@ from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from streams.pipeline import Output
 
 log = logging.getLogger(__name__)
+# Starting hundreds of leads in one go would hold the event loop for tens of milliseconds and
+# bunch the sends that the rate limiter had spaced out; start them in small groups.
+YIELD_EVERY = 16
 
 
 class LeadLoop:
@@ -48,7 +51,9 @@ class LeadLoop:
     async def admit(self, events: Sequence[faust.EventT]) -> None:
         """Start the events' leads; waits while the cap is reached (back-pressure on the fetch)."""
         self.observer.fetched(len(events))
-        for event in events:
+        for count, event in enumerate(events, start=1):
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let due timers (rate-limited sends) run between starts
             await self._slots.acquire()
             self._unwritten += 1
             self._idle.clear()

@@ -62,7 +62,9 @@ class OutputWriter:
         """Queue every output with the producer, then wait for the acknowledgements: no task
         per output (``send`` only queues; its future resolves when Kafka acknowledges)."""
         queued: list[Any] = []
-        for output in outputs:
+        for count, output in enumerate(outputs, start=1):
+            if count % 64 == 0:
+                await asyncio.sleep(0)  # a long write must not hold the loop (rate-limited sends)
             try:
                 queued.append(
                     await self.producer.send(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -198,3 +199,42 @@ async def test_a_batch_killed_in_flight_is_sent_again_with_the_same_id(batch_run
     (first_id, first_members), (again_id, again_members) = batch_run.batches
     assert (again_id, again_members) == (first_id, first_members)
     assert Counter(orjson.loads(r.value)["id"] for r in records) == Counter(ids)  # exactly once
+
+
+async def fetched_leads(worker: WorkerProcess) -> float:
+    """Leads the worker took from Kafka so far (its fetch-size histogram's sum)."""
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("leadstreams_batch_size_sum{") and 'kind="fetch"' in line
+    )
+
+
+async def test_a_stopped_worker_sends_its_open_window_before_it_exits(batch_run: BatchRun) -> None:
+    batch_run.window = "10m"  # only the stop can close it
+    ids = lead_ids(batch_run.prefix, 40)
+    await batch_run.publish(ids)
+    batch_run.start()
+    assert batch_run.worker is not None
+    deadline = asyncio.get_running_loop().time() + 120
+    while await _safe_fetched(batch_run.worker) < 40:  # polled with a deadline
+        assert asyncio.get_running_loop().time() < deadline, batch_run.worker.log_tail()
+        await asyncio.sleep(0.2)
+    assert batch_run.batches == []
+
+    exit_code = await asyncio.to_thread(batch_run.worker.stop)  # SIGTERM; the partner keeps serving
+    assert exit_code == 0, batch_run.worker.log_tail()
+    assert [sorted(members) for _, members in batch_run.batches] == [sorted(ids)]
+    records = await collect(batch_run.bootstrap, [batch_run.topic("out"), batch_run.topic("errors")],
+                            lambda rs: len(rs) >= 40, 30)  # fmt: skip
+    assert Counter(orjson.loads(r.value)["id"] for r in records) == Counter(ids)
+
+
+async def _safe_fetched(worker: WorkerProcess) -> float:
+    try:
+        return await fetched_leads(worker)
+    except aiohttp.ClientError:  # web server not up yet
+        return 0.0
