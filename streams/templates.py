@@ -78,20 +78,28 @@ class Expression:
     or the globals, then ``environment.getattr`` per part (sandbox and undefined rules
     included). ``tests/test_templates.py`` holds both ways to the same results."""
 
-    __slots__ = ("env", "expression", "path", "source")
+    __slots__ = ("env", "expression", "negate", "path", "source")
 
     def __init__(self, env: LeadEnvironment, source: str, expr: str, where: str = "") -> None:
         self.source = f"{where}: {source}" if where else source
         self.env = env
         self.expression = env.compile_expression(expr, undefined_to_none=False)
-        dotted = _DOTTED_NAME.match(expr)
+        negated = _NOT.match(expr)
+        self.negate = negated is not None  # `not lead.x`, as common as `lead.x` in conditions
+        name = negated.group(1) if negated else expr
+        dotted = _DOTTED_NAME.match(name)
         self.path: tuple[str, ...] | None = None
         if dotted and dotted.group(1) not in _LITERAL_NAMES:
-            self.path = tuple(part.strip() for part in expr.split("."))
+            self.path = tuple(part.strip() for part in name.split("."))
 
     def render(self, context: Context) -> Any:
         try:
-            result = self._lookup(context) if self.path is not None else self.expression(**context)
+            if self.path is None:
+                result = self.expression(**context)
+            else:
+                result = self._lookup(context)
+                if self.negate:
+                    result = not result  # a strict undefined raises here, as in Jinja
             if isinstance(result, jinja2.Undefined):
                 if isinstance(result, jinja2.StrictUndefined):
                     str(result)  # raises UndefinedError with the missing name
@@ -117,6 +125,7 @@ class Expression:
 
 
 _DOTTED_NAME = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s*\.\s*[A-Za-z_]\w*)*\s*$")
+_NOT = re.compile(r"^\s*not\s+(.*)$", re.S)
 _LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
 _MISSING = object()
 

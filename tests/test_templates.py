@@ -132,7 +132,9 @@ def test_truthy_true_values(value: Any) -> None:
 # --- the dotted-name fast path does what Jinja does ---------------------------------------------
 
 FAST_PATHS = ["lead.email", "lead.items", "lead.a.b.c", "lead . a . b", "missing", "missing.x",
-              "lead.nothing.x", "lead.none_value.x", "range", "lead.__class__", "settings.key"]  # fmt: skip
+              "lead.nothing.x", "lead.none_value.x", "range", "lead.__class__", "settings.key",
+              "not lead.email", "not  lead.nothing", "not missing", "not lead.a.b.c",
+              "not lead.__class__"]  # fmt: skip
 FAST_CONTEXTS: list[dict[str, Any]] = [
     {
         "lead": {"email": "a@b", "items": [1], "a": {"b": {"c": 3}}, "none_value": None},
@@ -163,6 +165,18 @@ def test_the_dotted_name_fast_path_matches_jinja(expr: str, strict: bool) -> Non
         assert _outcome(fast, context) == _outcome(slow, context), (expr, context)
 
 
-@pytest.mark.parametrize("expr", ["true", "none", "lead.a + 1", "lead['a']", "lead.a | upper", "not lead.a"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "true",
+        "none",
+        "lead.a + 1",
+        "lead['a']",
+        "lead.a | upper",
+        "not not lead.a",
+        "not lead.a or lead.b",
+        "nothing"[:0] + "not true",
+    ],
+)
 def test_other_expressions_go_through_jinja(expr: str) -> None:
     assert Expression(environment(False), "{{ " + expr + " }}", expr).path is None
