@@ -56,14 +56,18 @@ class BatchRun:
         return path
 
     def start(self) -> None:
-        env = {"BUYER_TOKEN": BUYER_TOKEN, "PARTNER_URL": self.partner_url, "PARTNER_ALLOW_LOOPBACK": "true"}
-        args = ["--group-id", self.prefix, "--partitions", "1"]
-        log = self.workdir / "worker.log"
-        self.worker = WorkerProcess(self.flow_file(), self.bootstrap, free_port(), log, env, args)
+        self.worker = self.new_worker("worker")
         self.worker.start()
 
-    async def publish(self, ids: list[str]) -> None:
-        await ensure_topics(self.bootstrap, [self.topic(k) for k in ("in", "out", "errors")], partitions=1)
+    def new_worker(self, name: str) -> WorkerProcess:
+        env = {"BUYER_TOKEN": BUYER_TOKEN, "PARTNER_URL": self.partner_url, "PARTNER_ALLOW_LOOPBACK": "true"}
+        args = ["--group-id", self.prefix, "--partitions", "1"]
+        log = self.workdir / f"{name}.log"
+        return WorkerProcess(self.flow_file(), self.bootstrap, free_port(), log, env, args)
+
+    async def publish(self, ids: list[str], partitions: int = 1) -> None:
+        topics = [self.topic(k) for k in ("in", "out", "errors")]
+        await ensure_topics(self.bootstrap, topics, partitions=partitions)
         messages = (
             (i.encode(), orjson.dumps({"id": i, "email": email_for(i), "phone": "555 0100"})) for i in ids
         )
@@ -238,3 +242,26 @@ async def _safe_fetched(worker: WorkerProcess) -> float:
         return await fetched_leads(worker)
     except aiohttp.ClientError:  # web server not up yet
         return 0.0
+
+
+async def test_a_rebalance_sends_the_open_windows_and_hands_over_clean(batch_run: BatchRun) -> None:
+    batch_run.window = "10m"  # only the rebalance can close these windows
+    ids = lead_ids(batch_run.prefix, 40)
+    await batch_run.publish(ids, partitions=2)
+    batch_run.start()
+    assert batch_run.worker is not None
+    deadline = asyncio.get_running_loop().time() + 120
+    while await _safe_fetched(batch_run.worker) < 40:  # polled with a deadline
+        assert asyncio.get_running_loop().time() < deadline, batch_run.worker.log_tail()
+        await asyncio.sleep(0.2)
+    assert batch_run.batches == []
+
+    second = batch_run.new_worker("second")
+    second.start()  # joins the group: the first worker's partitions are revoked
+    try:
+        await wait_for(lambda: sum(len(m) for _, m in batch_run.batches) >= 40, 120, "the flushed windows")
+        records = await batch_run.outputs(40)
+    finally:
+        await asyncio.to_thread(second.stop)
+    assert sorted(i for _, members in batch_run.batches for i in members) == sorted(ids)  # sent once
+    assert Counter(orjson.loads(r.value)["id"] for r in records) == Counter(ids)  # written once
