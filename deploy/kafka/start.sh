@@ -58,9 +58,13 @@ logger.kafka.level = WARN
 logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
 PROPS
-# Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
-cid="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
-java -Xmx256m -cp "$libs/*" kafka.tools.StorageTool format -t "$cid" \
+# Kafka cluster ids are 16 random bytes, URL-safe base64 without padding. Like Kafka's own
+# Uuid.randomUuid, never one starting with "-": the tool's argument parser would take it
+# for an option (1 start in 64 failed before).
+cid="$(python3 -c 'import base64,uuid
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
+print(cid)')"
+java -Xmx256m -cp "$libs/*" kafka.tools.StorageTool format --cluster-id="$cid" \
      -c "$state/server.properties" > "$state/format.log" 2>&1 \
   || { echo "error: formatting Kafka storage failed:" >&2; cat "$state/format.log" >&2; exit 1; }
 
