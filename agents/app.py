@@ -17,7 +17,7 @@ from pathlib import Path
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.inflight import LeadLoop
+from agents.inflight import LeadLoop, exit_if_it_fails
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from agents.table_cache import TableCache
@@ -99,12 +99,16 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         helpers = [asyncio.ensure_future(leads.write_forever())]
         if any(step.batch for step in flow.steps):
             helpers.append(asyncio.ensure_future(close_windows_on_handover(app, runner.batcher)))
+        for helper in helpers:
+            helper.add_done_callback(exit_if_it_fails)
         try:
             async for events in stream.noack_take(options.batch_size, within=options.batch_within):
                 await leads.admit(events)
         finally:
-            await runner.batcher.flush()
-            await leads.drain(options.shutdown_grace)
+            runner.batcher.windowed = False  # leads still arriving at a batch step go at once
+            flushing = asyncio.ensure_future(runner.batcher.flush())
+            await leads.drain(options.shutdown_grace)  # the grace covers the flushed batches too
+            flushing.cancel()
             for helper in helpers:
                 helper.cancel()
             await client.close()
@@ -114,6 +118,15 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
             add_retry_agent(app, raw_topic(topic), delay, pipeline, writer, observer, options)
 
     if options.input_partitions:
+        # Until Faust tells us what we own (its signal comes after fetching has resumed),
+        # take one partition's share: every worker that sends owns at least one partition,
+        # so the group cannot exceed the limit while a rebalance settles.
+        one_partition = 1 / options.input_partitions
+        guards.set_share(min(one_partition, 1.0))
+
+        @app.on_partitions_revoked.connect
+        async def give_up_share(sender: faust.App, revoked: set[faust.types.TP], **kwargs: object) -> None:
+            guards.set_share(min(one_partition, 1.0))
 
         @app.on_partitions_assigned.connect
         async def take_share(sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:

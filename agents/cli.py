@@ -138,6 +138,7 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 @click.option(
     "--max-in-flight",
     default=2000,
+    type=click.IntRange(min=1),
     show_default=True,
     help="Leads taken and not yet written (running, or waiting in a batch window). At least "
     "max_leads x owned partitions for batch steps, or windows close by time only.",

@@ -62,7 +62,13 @@ class LeadLoop:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, event: faust.EventT) -> None:
-        output = await self.process(event)  # never raises: problems are error outputs
+        try:
+            output = await self.process(event)  # never raises: problems are error outputs
+        except Exception:
+            # A bug here would leave the event unacked and its partition uncommittable:
+            # stop the process uncommitted instead, so the lead is read again.
+            log.critical("lead task failed; exiting uncommitted", exc_info=True)
+            os._exit(EXIT_OUTPUT_FAILED)
         self._finished.append((event, output))
         self._wake.set()
 
@@ -99,3 +105,10 @@ class LeadLoop:
             log.critical("%d leads not written within %.0fs of shutdown; exiting uncommitted",
                          self._unwritten, grace)  # fmt: skip
             os._exit(EXIT_OUTPUT_FAILED)
+
+
+def exit_if_it_fails(task: asyncio.Task[None]) -> None:
+    """A done callback for the loop's helpers: one that died would stall the worker silently."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("%s failed; exiting uncommitted", task.get_name(), exc_info=task.exception())
+        os._exit(EXIT_OUTPUT_FAILED)

@@ -112,14 +112,14 @@ class Batcher:
         del self._open[key]
         if window.timer is not None:
             window.timer.cancel()
+        task = asyncio.ensure_future(self._answer(window))  # first: nothing below may strand it
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
         metrics = self.services.metrics
         if metrics is not None:
             metrics.batch_leads.labels(self.services.flow, window.step.name).observe(len(window.members))
             fill = time.monotonic() - window.opened
             metrics.batch_fill.labels(self.services.flow, window.step.name).observe(fill)
-        task = asyncio.ensure_future(self._answer(window))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
 
     async def _answer(self, window: Window) -> None:
         step, members = window.step, window.members
@@ -129,11 +129,20 @@ class Batcher:
         current_step.set(step.name)
         try:
             reply = await self._send(step, members, batch_id)
+        except asyncio.CancelledError:
+            for member in members:  # no lead may wait forever; unanswered, they are read again
+                member.reply.cancel()
+            raise
         except Exception as exc:  # a bug must still answer every lead of the window
             reply = BatchReply(batch_id, len(members), failure=(Outcome.ERROR, f"internal error: {exc!r}"))
         if self.services.metrics is not None:
-            outcome = "failed" if reply.failure or reply.response is None else "answered"
-            outcome = "substituted" if reply.source not in (None, "primary") else outcome
+            outcome = "failed" if reply.failure else "answered"
+            if reply.source not in (None, "primary") or (
+                reply.substitute and reply.substitute.kind != "none"
+            ):
+                outcome = "substituted"
+            elif reply.response is None:
+                outcome = "failed"
             self.services.metrics.batch_request_duration.labels(
                 self.services.flow, step.name, step.integration.name, outcome
             ).observe(time.perf_counter() - started)
@@ -149,7 +158,14 @@ class Batcher:
             **self.base_context,
             "now": datetime.now(UTC),
             "vars": {},
-            "batch": {"id": batch_id, "size": len(members), "leads": [member.lead for member in members]},
+            "batch": {
+                "id": batch_id,
+                "size": len(members),
+                "leads": [member.lead for member in members],
+                # The ids results are matched against, in the same order: a lead without an
+                # `id` field has one derived from where it was read.
+                "ids": [member.lead_id for member in members],
+            },
         }
         try:
             request, timeout = build_request(step, context, batch_id)

@@ -89,7 +89,7 @@ class Expression:
         name = negated.group(1) if negated else expr
         dotted = _DOTTED_NAME.match(name)
         self.path: tuple[str, ...] | None = None
-        if dotted and dotted.group(1) not in _LITERAL_NAMES:
+        if dotted and dotted.group(1) not in _RESERVED_NAMES:  # Jinja resolves `self` itself
             self.path = tuple(part.strip() for part in name.split("."))
 
     def render(self, context: Context) -> Any:
@@ -127,6 +127,7 @@ class Expression:
 _DOTTED_NAME = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s*\.\s*[A-Za-z_]\w*)*\s*$")
 _NOT = re.compile(r"^\s*not\s+(.*)$", re.S)
 _LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+_RESERVED_NAMES = _LITERAL_NAMES | {"self", "loop"}
 _MISSING = object()
 
 
@@ -182,9 +183,11 @@ def compile_value(raw: Any, env: LeadEnvironment, where: str = "") -> Value:
             return Expression(env, raw, lone.group("expr"), where)
         return Text(env, raw, where)
     if isinstance(raw, dict) and {"for_each", "item"} <= raw.keys() <= {"for_each", "as", "item"}:
-        name = str(raw.get("as", "item"))
-        if not name.isidentifier():
-            raise ValueError(f"for_each: `as: {name}` must be a name")
+        name = raw.get("as", "item")
+        if not isinstance(name, str) or not name.isidentifier() or name in _RESERVED_NAMES:
+            raise ValueError(
+                f"for_each: `as: {name}` must be a name (not {', '.join(sorted(_RESERVED_NAMES))})"
+            )
         items, item = compile_value(raw["for_each"], env, where), compile_value(raw["item"], env, where)
         return EachValue(items, name, item)
     if isinstance(raw, dict):

@@ -270,3 +270,34 @@ def test_for_each_renders_one_item_per_element_and_refuses_a_non_list() -> None:
     assert value.render({"xs": None}) == []
     with pytest.raises(TemplateRenderError, match="for_each needs a list, got str"):
         value.render({"xs": "abc"})
+
+
+async def test_leads_without_an_id_are_matched_by_the_id_the_worker_gave_them(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    async def by_position(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        return web.json_response({"results": [{"lead_id": i, "status": "accepted"} for i in body["ids"]]})
+
+    step = batch_step(max_leads=2)
+    step["request"]["json"] = {"ids": "{{ batch.ids }}", "leads": "{{ batch.leads }}"}
+    app, received = recording_app(by_position)
+    flow = make_flow(await serve(aiohttp_server, app), [step])
+    runner, client = await windowed(flow)
+    try:  # no `id` field: the worker derives one from where the lead was read
+        results = await asyncio.gather(
+            runner.run({"email": "a@mail.example"}, "derived-1"),
+            runner.run({"email": "b@mail.example"}, "derived-2"),
+        )
+    finally:
+        await client.close()
+    assert orjson.loads(received[0].body)["ids"] == ["derived-1", "derived-2"]
+    assert all(r.outcome is Outcome.SUCCESS and r.lead["buyer_status"] == "accepted" for r in results)
+
+
+@pytest.mark.parametrize("name", ["self", "loop", "none", "not a name", 3])
+def test_for_each_refuses_names_jinja_keeps_for_itself(name: object) -> None:
+    step = batch_step()
+    step["request"]["json"]["leads"]["as"] = name
+    with pytest.raises(FlowError, match="for_each: `as: "):
+        make_flow("http://127.0.0.1:9", [step])

@@ -36,9 +36,6 @@ def result_for(lead: dict[str, object]) -> dict[str, object]:
     }
 
 
-TOKEN = web.AppKey("token", str)
-
-
 def add_batch_routes(app: web.Application, token: str = BUYER_TOKEN) -> web.Application:
     app[TOKEN] = token
     app[BATCHES] = []
