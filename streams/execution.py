@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -171,10 +173,14 @@ def take_batch_reply(
         return
     if reply.response is None:
         assert reply.call is not None and reply.substitute is not None
-        take_substitute(step, context, reply.call, reply.substitute, result, exchange)
+        # Each lead gets its own copy: default values are shared by the whole window.
+        own = dataclasses.replace(reply.substitute, fields=copy.deepcopy(reply.substitute.fields))
+        take_substitute(step, context, reply.call, own, result, exchange)
         return
     exchange.response, result.http_status, result.source = reply.response, reply.response.status, reply.source
     parsed = reply.parsed
+    if isinstance(parsed, dict | list):  # the whole answer is shared by the window: a copy each
+        parsed = copy.deepcopy(parsed)
     if reply.results is not None:
         if lead_id not in reply.results:
             result.outcome, result.reason = Outcome.ERROR, "no result in batch response"

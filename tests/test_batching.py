@@ -301,3 +301,23 @@ def test_for_each_refuses_names_jinja_keeps_for_itself(name: object) -> None:
     step["request"]["json"]["leads"]["as"] = name
     with pytest.raises(FlowError, match="for_each: `as: "):
         make_flow("http://127.0.0.1:9", [step])
+
+
+async def test_leads_of_a_window_do_not_share_fallback_values(aiohttp_server: AiohttpServer) -> None:
+    async def down_for_batches(request: web.Request) -> web.StreamResponse:
+        return web.json_response({}, status=503 if request.path == "/batch" else 200)
+
+    app, _ = recording_app(down_for_batches)
+    step = batch_step(max_leads=2, fallback=[{"default": {"buyer": {"status": "queued"}}}])
+    step["map"] = {}
+    flow = make_flow(await serve(aiohttp_server, app), [step, {
+        "name": "mark", "request": {"url": "/mark"}, "when": "{{ lead.id == 'a' }}",
+        "map": {"buyer.status": "marked"}, "continue_on": ["error"],
+    }])  # fmt: skip
+    runner, client = await windowed(flow)
+    try:
+        first, second = await run_all(runner, leads("a", "b"))
+    finally:
+        await client.close()
+    assert first.lead["buyer"] == {"status": "marked"}
+    assert second.lead["buyer"] == {"status": "queued"}  # lead a's later step did not write into b
