@@ -112,7 +112,8 @@ class FlowRunner:
         result = await run_step(step, context, self.services, lead_id, exchange)
         if self.metrics is not None:
             flow = self.flow.name
-            if result.outcome is not Outcome.SKIP:
+            # A batch step's time includes its window's wait: batch_request_duration has the request.
+            if result.outcome is not Outcome.SKIP and step.batch is None:
                 self.metrics.request_duration.labels(
                     flow, step.name, step.integration.name, result.outcome.value
                 ).observe(time.perf_counter() - started)
