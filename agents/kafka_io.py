@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,9 +36,13 @@ async def publish(
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes]],
     on_sent: Callable[[int], None] | None = None,
+    chunk: int = 1000,
+    **producer_options: Any,
 ) -> int:
-    """Produce (key, value) pairs and wait until all are acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Produce (key, value) pairs and wait until all are acknowledged (``on_sent`` after
+    every ``chunk``); ``producer_options`` override the producer's settings."""
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 5, **producer_options}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
     await producer.start()
     count = 0
     try:
@@ -45,7 +50,7 @@ async def publish(
         for key, value in messages:
             futures.append(await producer.send(topic, value, key=key))
             count += 1
-            if len(futures) >= 1000:
+            if len(futures) >= chunk:
                 await asyncio.gather(*futures)
                 futures.clear()
                 if on_sent:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.kafka_io import Record, collect, partition_counts
+from agents.kafka_io import Record, collect, partition_counts, publish
 
 Message = tuple[bytes, bytes]  # key, value
 
@@ -18,27 +18,8 @@ async def publish_fast(
     bootstrap: str, topic: str, messages: Iterable[Message], on_sent: Callable[[int], None] | None = None
 ) -> int:
     """Produce as fast as the client can batch; returns when every record is acknowledged."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1 << 20, max_request_size=8 << 20
-    )
-    await producer.start()
-    count = 0
-    try:
-        pending: list[asyncio.Future[object]] = []
-        for key, value in messages:
-            pending.append(await producer.send(topic, value, key=key))
-            count += 1
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-                if on_sent:
-                    on_sent(count)
-        await asyncio.gather(*pending)
-        if on_sent:
-            on_sent(count)
-    finally:
-        await producer.stop()
-    return count
+    return await publish(bootstrap, topic, messages, on_sent, chunk=10_000, acks=1, linger_ms=20,
+                         max_batch_size=1 << 20, max_request_size=8 << 20)  # fmt: skip
 
 
 async def publish_paced(
