@@ -212,3 +212,15 @@ def _check_rate(rate: float) -> None:
 def _check_share(fraction: float) -> None:
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise ValueError(f"a share must be in (0, 1], not {fraction!r}")
+
+
+def busiest_window(times: list[float], width: float = 1.0) -> int:
+    """The most events in any half-open window ``[t, t + width)``: the measure the bound
+    above is stated in (tests and ``make bench`` hold send or arrival times to it)."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - width:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

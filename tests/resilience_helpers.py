@@ -218,14 +218,3 @@ class AgedCache(InMemoryCache):
 def only_step(result: FlowResult) -> StepResult:
     assert len(result.steps) == 1, result.steps
     return result.steps[0]
-
-
-def busiest_window(times: list[float], width: float = 1.0) -> int:
-    """The most requests in any half-open window ``[t, t + width)``."""
-    ordered = sorted(times)
-    most, start = 0, 0
-    for end, t in enumerate(ordered):
-        while ordered[start] <= t - width:
-            start += 1
-        most = max(most, end - start + 1)
-    return most

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 
 from pytest_aiohttp import AiohttpServer
-from resilience_helpers import LEAD, SCORE_STEP, Harness, answer, build_flow, busiest_window, harness, partner
+from resilience_helpers import LEAD, SCORE_STEP, Harness, answer, build_flow, harness, partner
 
 from streams.outcomes import Outcome
+from streams.ratelimit import busiest_window
 
 JITTER = 0.01  # seconds of arrival-time jitter the server-side count tolerates
 

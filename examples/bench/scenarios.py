@@ -15,9 +15,10 @@ from kafka_tools import Message, OutputCounter, publish_fast, publish_paced, rea
 from partner import PartnerState
 from processors import BASE, WORKER, Processor, Setup, start, start_worker
 from rich.progress import Progress, TaskID
-from stats import RssSampler, max_in_window, mean_rate, percentiles_ms
+from stats import RssSampler, mean_rate, percentiles_ms
 
 from agents.kafka_io import ensure_topics
+from streams.ratelimit import busiest_window
 
 KINDS = (BASE, WORKER)
 WARMUP_KEY = b"warmup"
@@ -180,7 +181,7 @@ async def rate_precision(bench: Bench, workers: int) -> dict[str, Any]:
             processor.stop()
     times = bench.partner.arrivals
     owned = [processor.owned_partitions() for processor in processors]
-    busiest, mean = max_in_window(times), mean_rate(times)
+    busiest, mean = busiest_window(times), mean_rate(times)
     return {"workers": workers, "partitions": partitions, "leads": count, "requests": len(times),
             "owned_partitions": owned, "max_1s": busiest, "max_over_limit": round(busiest / sizes.p3_rate, 3),
             "mean_rate": round(mean, 1), "mean_over_limit": round(mean / sizes.p3_rate, 3),

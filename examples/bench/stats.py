@@ -1,4 +1,4 @@
-"""Figures from raw observations: sliding-window request counts, latency percentiles
+"""Figures from raw observations: mean rates, latency percentiles
 (hdrhistogram) and a resident-memory sampler reading /proc/PID/status."""
 
 from __future__ import annotations
@@ -12,17 +12,6 @@ from dataclasses import dataclass, field
 from hdrh.histogram import HdrHistogram
 
 PERCENTILES = (50.0, 95.0, 99.0)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most events in any half-open window [t, t + window), over sorted or unsorted times."""
-    ordered = sorted(times)
-    best, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while ordered[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def mean_rate(times: list[float]) -> float:
