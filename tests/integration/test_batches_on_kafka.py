@@ -223,10 +223,7 @@ async def test_a_stopped_worker_sends_its_open_window_before_it_exits(batch_run:
     await batch_run.publish(ids)
     batch_run.start()
     assert batch_run.worker is not None
-    deadline = asyncio.get_running_loop().time() + 120
-    while await _safe_fetched(batch_run.worker) < 40:  # polled with a deadline
-        assert asyncio.get_running_loop().time() < deadline, batch_run.worker.log_tail()
-        await asyncio.sleep(0.2)
+    await wait_until_taken(batch_run.worker, 40)
     assert batch_run.batches == []
 
     exit_code = await asyncio.to_thread(batch_run.worker.stop)  # SIGTERM; the partner keeps serving
@@ -237,11 +234,17 @@ async def test_a_stopped_worker_sends_its_open_window_before_it_exits(batch_run:
     assert Counter(orjson.loads(r.value)["id"] for r in records) == Counter(ids)
 
 
-async def _safe_fetched(worker: WorkerProcess) -> float:
-    try:
-        return await fetched_leads(worker)
-    except aiohttp.ClientError:  # web server not up yet
-        return 0.0
+async def wait_until_taken(worker: WorkerProcess, count: int, timeout: float = 120) -> None:
+    """Until the worker has taken ``count`` leads from Kafka (polled, with a deadline)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            if await fetched_leads(worker) >= count:
+                return
+        except aiohttp.ClientError:  # web server not up yet
+            pass
+        assert asyncio.get_running_loop().time() < deadline, worker.log_tail()
+        await asyncio.sleep(0.2)
 
 
 async def test_a_rebalance_sends_the_open_windows_and_hands_over_clean(batch_run: BatchRun) -> None:
@@ -250,10 +253,7 @@ async def test_a_rebalance_sends_the_open_windows_and_hands_over_clean(batch_run
     await batch_run.publish(ids, partitions=2)
     batch_run.start()
     assert batch_run.worker is not None
-    deadline = asyncio.get_running_loop().time() + 120
-    while await _safe_fetched(batch_run.worker) < 40:  # polled with a deadline
-        assert asyncio.get_running_loop().time() < deadline, batch_run.worker.log_tail()
-        await asyncio.sleep(0.2)
+    await wait_until_taken(batch_run.worker, 40)
     assert batch_run.batches == []
 
     second = batch_run.new_worker("second")
