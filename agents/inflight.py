@@ -18,9 +18,6 @@ from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from streams.pipeline import Output
 
 log = logging.getLogger(__name__)
-# Starting hundreds of leads in one go would hold the event loop for tens of milliseconds and
-# bunch the sends that the rate limiter had spaced out; start them in small groups.
-YIELD_EVERY = 16
 
 
 class LeadLoop:
@@ -51,9 +48,7 @@ class LeadLoop:
     async def admit(self, events: Sequence[faust.EventT]) -> None:
         """Start the events' leads; waits while the cap is reached (back-pressure on the fetch)."""
         self.observer.fetched(len(events))
-        for count, event in enumerate(events, start=1):
-            if count % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # let due timers (rate-limited sends) run between starts
+        for event in events:
             await self._slots.acquire()
             self._unwritten += 1
             self._idle.clear()

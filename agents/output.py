@@ -62,9 +62,7 @@ class OutputWriter:
         """Queue every output with the producer, then wait for the acknowledgements: no task
         per output (``send`` only queues; its future resolves when Kafka acknowledges)."""
         queued: list[Any] = []
-        for count, output in enumerate(outputs, start=1):
-            if count % 64 == 0:
-                await asyncio.sleep(0)  # a long write must not hold the loop (rate-limited sends)
+        for output in outputs:
             try:
                 queued.append(
                     await self.producer.send(
