@@ -18,6 +18,7 @@ import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.inflight import LeadLoop, exit_if_it_fails
+from agents.intake import LeadApp, LeadIntake
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from agents.table_cache import TableCache
@@ -54,7 +55,7 @@ class WorkerOptions:
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
     app_id = options.group_id or f"leadstreams-{flow.name}"
-    app = faust.App(
+    app = LeadApp(
         app_id,
         broker=f"kafka://{options.bootstrap}",
         web_host=options.web_host,
@@ -66,6 +67,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         key_serializer="raw",
         value_serializer="raw",
         stream_buffer_maxsize=max(4096, options.batch_size * 2),
+        broker_max_poll_records=options.batch_size,  # leads handed over per fetch
         # A lead waiting in a batch window is legitimately unacked for the whole window.
         broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
     )
@@ -90,21 +92,29 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    @app.agent(raw_topic(flow.topics.input), name="leads")
-    async def process_leads(stream: faust.StreamT) -> None:
-        async def process(event: faust.EventT) -> Output:
-            return await pipeline.process(event.message.value, source_of(event))
+    lead_topic = raw_topic(flow.topics.input)
+    app.intake = intake = LeadIntake(app, flow.topics.input)
 
-        leads = LeadLoop(process, stream.ack, writer, observer, options.max_in_flight)
+    @app.agent(lead_topic, name="leads")
+    async def process_leads(stream: faust.StreamT) -> None:
+        """The stream stays unused: the consumer hands this topic's fetches to ``intake``
+        (agents.intake says why). The agent owns the lead loop's life: start and drain."""
+
+        async def process(message: faust.types.Message) -> Output:
+            return await pipeline.process(message.value, source_of(message))
+
+        leads = LeadLoop(process, app.consumer, writer, observer, options.max_in_flight)
         helpers = [asyncio.ensure_future(leads.write_forever())]
         if any(step.batch for step in flow.steps):
             helpers.append(asyncio.ensure_future(close_windows_on_handover(app, runner.batcher)))
         for helper in helpers:
             helper.add_done_callback(exit_if_it_fails)
+        intake.attach(leads)
+        app.topics.add(lead_topic)  # subscribe, as iterating the stream would
         try:
-            async for events in stream.noack_take(options.batch_size, within=options.batch_within):
-                await leads.admit(events)
+            await asyncio.Future()  # until the agent is stopped
         finally:
+            intake.detach()
             runner.batcher.windowed = False  # leads still arriving at a batch step go at once
             flushing = asyncio.ensure_future(runner.batcher.flush())
             await leads.drain(options.shutdown_grace)  # the grace covers the flushed batches too
@@ -193,12 +203,12 @@ async def handle(
     states = states or [None] * len(events)
     outputs = await asyncio.gather(
         *(
-            pipeline.process(event.message.value, source_of(event), state)
+            pipeline.process(event.message.value, source_of(event.message), state)
             for event, state in zip(events, states, strict=True)
         )
     )
     await writer.write_all(outputs)
-    observer.written(events, outputs)
+    observer.written([event.message for event in events], outputs)
 
 
 async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
@@ -243,12 +253,12 @@ async def wait_until(due: float, app: faust.App) -> bool:
     return not app.should_stop
 
 
-def source_of(event: faust.EventT) -> Source:
-    return Source(event.message.topic, event.message.partition, event.message.offset)
+def source_of(message: faust.types.Message) -> Source:
+    return Source(message.topic, message.partition, message.offset)
 
 
 def retry_state(event: faust.EventT) -> RetryState:
-    return RetryState.from_headers(event.message.headers or [], source_of(event))
+    return RetryState.from_headers(event.message.headers or [], source_of(event.message))
 
 
 def requeued(event: faust.EventT, topic: str) -> Output:

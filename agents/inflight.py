@@ -1,8 +1,8 @@
 """The lead loop: each fetched lead runs as its own task as soon as it arrives, up to a cap
 of leads in flight, so one slow partner call or an open batch window holds back only its
-own lead, never the next fetch. Finished outputs are written in groups; an input event is
-acked only after Kafka acknowledged its output, and Faust commits per partition only up to
-the first unacked offset, so whatever is not written is read again after a crash."""
+own lead, never the next fetch. Finished outputs are written in groups; an input message
+is acked only after Kafka acknowledged its output, and Faust commits per partition only up
+to the first unacked offset, so whatever is not written is read again after a crash."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
-import faust
+from faust.types import Message
 
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
@@ -20,56 +21,75 @@ from streams.pipeline import Output
 log = logging.getLogger(__name__)
 
 
+class Ledger(Protocol):
+    """Faust's consumer as the loop sees it: what is pending, what is done."""
+
+    def track_message(self, message: Message) -> None: ...
+
+    def ack(self, message: Message) -> bool: ...
+
+
 class LeadLoop:
     def __init__(
         self,
-        process: Callable[[faust.EventT], Awaitable[Output]],
-        ack: Callable[[faust.EventT], Awaitable[object]],
+        process: Callable[[Message], Awaitable[Output]],
+        consumer: Ledger,
         writer: OutputWriter,
         observer: BatchObserver,
         limit: int,
     ) -> None:
         self.process = process
-        self.ack = ack
+        self.consumer = consumer
         self.writer = writer
         self.observer = observer
         self._slots = asyncio.Semaphore(limit)
-        self._finished: list[tuple[faust.EventT, Output]] = []
+        self._finished: list[tuple[Message, Output]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._unwritten = 0  # admitted and not yet acked
         self._tasks: set[asyncio.Task[None]] = set()
+        self._admitting = True
 
     @property
     def in_flight(self) -> int:
         return self._unwritten
 
-    async def admit(self, events: Sequence[faust.EventT]) -> None:
-        """Start the events' leads; waits while the cap is reached (back-pressure on the fetch)."""
-        self.observer.fetched(len(events))
-        for event in events:
+    def stop_admitting(self) -> None:
+        """From now on ``admit`` takes nothing (the worker is stopping)."""
+        self._admitting = False
+
+    async def admit(self, messages: Sequence[Message], current: Callable[[Message], bool]) -> None:
+        """Start the messages' leads; waits while the cap is reached (back-pressure on the
+        fetch). A message that is no longer ``current`` once a slot is free (a rebalance
+        began meanwhile), or comes while stopping, is not taken: it is read again."""
+        self.observer.fetched(len(messages))
+        for message in messages:
             await self._slots.acquire()
+            if not (self._admitting and current(message)):
+                self._slots.release()
+                continue
+            self.consumer.track_message(message)  # Faust waits for it before a commit hands over
             self._unwritten += 1
             self._idle.clear()
-            task = asyncio.ensure_future(self._run(event))
+            task = asyncio.ensure_future(self._run(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, event: faust.EventT) -> None:
+    async def _run(self, message: Message) -> None:
         try:
-            output = await self.process(event)  # never raises: problems are error outputs
+            output = await self.process(message)  # never raises: problems are error outputs
         except Exception:
-            # A bug here would leave the event unacked and its partition uncommittable:
+            # A bug here would leave the message unacked and its partition uncommittable:
             # stop the process uncommitted instead, so the lead is read again.
             log.critical("lead task failed; exiting uncommitted", exc_info=True)
             os._exit(EXIT_OUTPUT_FAILED)
-        self._finished.append((event, output))
+        self._finished.append((message, output))
         self._wake.set()
 
     async def write_forever(self) -> None:
         """Write what finished (everything that finished while the last write was in
-        flight goes in the next one), then ack those events."""
+        flight goes in the next one), then ack those messages."""
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -78,10 +98,10 @@ class LeadLoop:
                 continue
             outputs = [output for _, output in done]
             await self.writer.write_all(outputs)  # exits the process if Kafka keeps refusing
-            events = [event for event, _ in done]
-            for event in events:
-                await self.ack(event)
-            self.observer.written(events, outputs)
+            messages = [message for message, _ in done]
+            for message in messages:
+                self.consumer.ack(message)
+            self.observer.written(messages, outputs)
             for _ in done:
                 self._slots.release()
             self._unwritten -= len(done)
@@ -90,7 +110,7 @@ class LeadLoop:
 
     async def drain(self, grace: float) -> None:
         """Wait until every admitted lead is written and acked. Faust waits for unacked
-        events before it commits and stops, so if they cannot finish within ``grace`` the
+        messages before it commits and stops, so if they cannot finish within ``grace`` the
         process exits instead: uncommitted, they are read again by the next owner."""
         if self._idle.is_set():
             return

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import faust
+from faust.types import Message
 
 from streams.metrics import Metrics
 from streams.pipeline import Output
@@ -24,12 +25,11 @@ class BatchObserver:
     def fetched(self, count: int) -> None:
         self.metrics.batch_size.labels(self.flow, "fetch").observe(count)
 
-    def written(self, events: Sequence[faust.EventT], outputs: Sequence[Output]) -> None:
-        """Called once Kafka acknowledged these events' outputs."""
+    def written(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
+        """Called once Kafka acknowledged these input messages' outputs."""
         now = time.time()
         last: dict[faust.types.TP, int] = {}
-        for event, output in zip(events, outputs, strict=True):
-            message = event.message
+        for message, output in zip(messages, outputs, strict=True):
             if message.timestamp:  # the input's Kafka timestamp (producer or broker time)
                 latency = max(0.0, now - message.timestamp)
                 self.metrics.end_to_end.labels(self.flow, self.topic_of(output)).observe(latency)
