@@ -108,6 +108,10 @@ class LeadLoop:
             if self._unwritten == 0:
                 self._idle.set()
 
+    async def until_idle(self) -> None:
+        """Until every admitted lead is written and acked."""
+        await self._idle.wait()
+
     async def drain(self, grace: float) -> None:
         """Wait until every admitted lead is written and acked. Faust waits for unacked
         messages before it commits and stops, so if they cannot finish within ``grace`` the
@@ -115,7 +119,7 @@ class LeadLoop:
         if self._idle.is_set():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._idle.wait()), grace)
+            await asyncio.wait_for(asyncio.shield(self.until_idle()), grace)
         except (TimeoutError, asyncio.CancelledError):
             log.critical("%d leads not written within %.0fs of shutdown; exiting uncommitted",
                          self._unwritten, grace)  # fmt: skip

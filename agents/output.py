@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,9 +42,11 @@ class OutputWriter:
         for attempt in range(1, self.attempts + 1):
             results = await self._send_all(pending)
             failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-            for output, result in zip(pending, results, strict=True):
-                if not isinstance(result, BaseException) and self.metrics is not None:
-                    self.metrics.leads_written.labels(self.flow, self.topic_of(output)).inc()
+            if self.metrics is not None:  # one increment per topic and write, not per lead
+                acked = zip(pending, results, strict=True)
+                written = Counter(self.topic_of(o) for o, r in acked if not isinstance(r, BaseException))
+                for topic, count in written.items():
+                    self.metrics.leads_written.labels(self.flow, topic).inc(count)
             if not failed:
                 return
             errors = {repr(r) for r in results if isinstance(r, BaseException)}

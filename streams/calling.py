@@ -87,17 +87,16 @@ async def call_partner(
         # wait cannot bunch sends that the limiter had spaced out.
         async with guard.slots:
             waited = await guard.limiter.acquire()
-            if metrics is not None:
+            if metrics is not None and guard.limiter.rate is not None:  # no limiter, no wait
                 metrics.limiter_wait.labels(flow, integration.name).observe(waited)
-                metrics.in_flight.labels(flow, integration.name).inc()
+            guard.in_flight += 1
             try:
                 answer = await services.client.send(integration, outgoing, timeout)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 log_exchange(step, flow, outgoing, None, attempt, f"{type(exc).__name__}: {exc}")
                 raise
             finally:
-                if metrics is not None:
-                    metrics.in_flight.labels(flow, integration.name).dec()
+                guard.in_flight -= 1
         if metrics is not None:
             metrics.http_responses.labels(flow, integration.name, f"{answer.status // 100}xx").inc()
         log_exchange(step, flow, outgoing, answer, attempt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -156,13 +157,13 @@ class Step:
     def retry_config(self) -> RetryConfig:
         return self.retry or self.integration.retry
 
-    @property
+    @functools.cached_property  # asked on every answer; the step never changes
     def judged_statuses(self) -> frozenset[int]:
         """Statuses an outcome rule was written for outside 2xx: the flow author decided
         what they mean, so the status policy does not retry them."""
         return frozenset().union(*(rule.statuses for rule in self.outcome_rules)) - SUCCESS_STATUSES
 
-    @property
+    @functools.cached_property
     def caches(self) -> bool:
         return any(source.kind == "cache" for source in self.fallback)
 

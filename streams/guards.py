@@ -22,6 +22,7 @@ class IntegrationGuard:
     limiter: Limiter
     circuit: CircuitBreaker | None
     slots: asyncio.Semaphore  # the integration's `concurrency`: requests in flight
+    in_flight: int = 0  # requests sent and not yet answered (read by the gauge at scrape)
 
 
 class Guards:
@@ -62,7 +63,12 @@ class Guards:
             )
             if self._metrics is not None:
                 self._metrics.circuit_state.labels(self._flow, integration.name).set(State.CLOSED.value)
-        return IntegrationGuard(limiter, circuit, asyncio.Semaphore(integration.concurrency))
+        guard = IntegrationGuard(limiter, circuit, asyncio.Semaphore(integration.concurrency))
+        if self._metrics is not None:  # a plain count per request; the gauge reads it when scraped
+            self._metrics.in_flight.labels(self._flow, integration.name).set_function(
+                lambda: guard.in_flight
+            )
+        return guard
 
     def _on_change(self, name: str):  # type: ignore[no-untyped-def]
         def changed(old: State, new: State) -> None:

@@ -9,8 +9,11 @@ taken over windows ``JITTER`` shorter than a second; any overshoot of the spacin
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from aiohttp import web
+from helpers import recording_app, serve
 from pytest_aiohttp import AiohttpServer
 from resilience_helpers import LEAD, SCORE_STEP, Harness, answer, build_flow, harness, partner
 
@@ -79,3 +82,28 @@ async def test_retries_wait_for_the_limiter_too(aiohttp_server: AiohttpServer) -
     assert elapsed >= 0.18  # three sends 100 ms apart, though the backoff is 1 ms
     first, _, last = api.script.times
     assert last - first >= 0.18
+
+
+async def test_the_in_flight_gauge_counts_requests_the_partner_holds(aiohttp_server: AiohttpServer) -> None:
+    """The gauge is read when scraped: three unanswered requests show as 3, then 0 once answered."""
+    release, all_arrived = asyncio.Event(), asyncio.Event()
+    arrived: list[float] = []
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        arrived.append(time.monotonic())
+        if len(arrived) == 3:
+            all_arrived.set()
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    app, _ = recording_app(held)
+    url = await serve(aiohttp_server, app)
+    async with harness(build_flow(url, [SCORE_STEP])) as h:
+        leads = asyncio.ensure_future(h.run_many({**LEAD, "id": f"L{n}"} for n in range(3)))
+        await asyncio.wait_for(all_arrived.wait(), 5)
+        assert h.sample("leadstreams_requests_in_flight", integration="api") == 3
+        release.set()
+        await leads
+        assert h.sample("leadstreams_requests_in_flight", integration="api") == 0
+        # no rate limit on this integration: nothing waited for a limiter, nothing observed
+        assert h.sample("leadstreams_rate_limit_wait_seconds_count", integration="api") == 0
