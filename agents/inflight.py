@@ -64,6 +64,7 @@ class LeadLoop:
         fetch). A message that is no longer ``current`` once a slot is free (a rebalance
         began meanwhile), or comes while stopping, is not taken: it is read again."""
         self.observer.fetched(len(messages))
+        spawn = asyncio.get_running_loop().create_task
         for message in messages:
             await self._slots.acquire()
             if not (self._admitting and current(message)):
@@ -72,7 +73,7 @@ class LeadLoop:
             self.consumer.track_message(message)  # Faust waits for it before a commit hands over
             self._unwritten += 1
             self._idle.clear()
-            task = asyncio.ensure_future(self._run(message))
+            task = spawn(self._run(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
