@@ -58,6 +58,9 @@ class LeadConsumer(aiokafka_driver.Consumer):
                 log.info("Broker stopped consumer, shutting down...")
                 return
             raise
+        except Exception:  # Faust's fetcher then crashes the app: the worker exits, uncommitted
+            log.exception("fetching leads failed")
+            raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
