@@ -134,7 +134,7 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 @bootstrap_option
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Host of /metrics.")
 @click.option("--web-port", default=6066, show_default=True, help="Port of /metrics (one per worker).")
-@click.option("--batch-size", default=500, show_default=True, help="Leads taken from Kafka per fetch.")
+@click.option("--batch-size", default=500, show_default=True, help="Leads handed over from a fetch at once.")
 @click.option(
     "--max-in-flight",
     default=2000,

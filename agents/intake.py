@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 class Intake(Protocol):
     topics: frozenset[str]
+    chunk: int  # messages handed over at most at once
 
     async def deliver(self, messages: list[Message]) -> None:
         """Take the messages (waiting is back-pressure on the fetch). A message the
@@ -66,7 +67,8 @@ class LeadConsumer(aiokafka_driver.Consumer):
 
     async def _deliver(self, intake: Intake, fetched: Any) -> None:
         """One fetch: the same offset bookkeeping as Faust's loop (gaps, commit cadence,
-        read offsets), then the intake's messages in one batch."""
+        read offsets); the intake's messages in chunks, in the fetch's round-robin order
+        over partitions (a fetch holds every partition's buffered records)."""
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         leads: list[Message] = []
@@ -82,6 +84,9 @@ class LeadConsumer(aiokafka_driver.Consumer):
                 await self.commit()
             if message.topic in intake.topics:
                 leads.append(message)
+                if len(leads) >= intake.chunk:
+                    await intake.deliver(leads)
+                    leads = []
             else:
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
             read_offsets[tp] = offset
@@ -115,9 +120,10 @@ class LeadIntake:
     partition are acked would hold that partition's commits back); after the agent
     detached it (stopping) nothing more is taken, and what is left is read again."""
 
-    def __init__(self, app: faust.App, topic: str) -> None:
+    def __init__(self, app: faust.App, topic: str, chunk: int) -> None:
         self.app = app
         self.topics = frozenset({topic})
+        self.chunk = chunk
         self._loop: LeadLoop | None = None
         self._attached = asyncio.Event()
 
