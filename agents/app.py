@@ -73,9 +73,6 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         # fetch held the loop long enough to bunch rate-limited sends (make bench, P3).
         broker_max_poll_records=options.batch_size,
         consumer_max_fetch_size=256 * 1024,
-        # Acked offsets are committed every second (Faust: 2.8 s): fewer leads replayed after
-        # a crash, for one small request a second.
-        broker_commit_interval=1.0,
         # A lead waiting in a batch window is legitimately unacked for the whole window.
         broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
     )

@@ -67,8 +67,8 @@ class LeadConsumer(aiokafka_driver.Consumer):
 
     async def _deliver(self, intake: Intake, fetched: Any) -> None:
         """One fetch: the same offset bookkeeping as Faust's loop (gaps, commit cadence,
-        read offsets); the intake's messages in chunks, in the fetch's round-robin order
-        over partitions (a fetch holds every partition's buffered records)."""
+        read offsets); the intake's messages in chunks of at most ``intake.chunk``, in
+        the fetch's round-robin order over partitions."""
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         leads: list[Message] = []

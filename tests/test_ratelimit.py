@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ratelimit import NoLimit, RateLimiter, limiter_for, parse_rate
+from streams.ratelimit import NoLimit, RateLimiter, busiest_window, limiter_for, parse_rate
 
 
 class Clock:
@@ -27,12 +27,6 @@ class Clock:
 
 def bound(rate: float, burst: int) -> int:
     return math.ceil(rate) + burst
-
-
-def max_in_window(sends: list[float]) -> int:
-    """The most sends in any half-open window [t, t + 1); the busiest one starts at a send."""
-    ordered = sorted(sends)
-    return max((bisect.bisect_left(ordered, s + 1.0) - i for i, s in enumerate(ordered)), default=0)
 
 
 def simulate(limiter: RateLimiter, clock: Clock, gaps: list[float]) -> list[float]:
@@ -58,14 +52,14 @@ GAPS = st.lists(st.one_of(st.just(0.0), st.floats(0.0, 0.05), st.floats(0.0, 3.0
 def test_no_window_holds_more_than_ceil_rate_plus_burst(rate: float, burst: int, gaps: list[float]) -> None:
     clock = Clock()
     sends = simulate(RateLimiter(rate, burst, clock), clock, gaps)
-    assert max_in_window(sends) <= bound(rate, burst)
+    assert busiest_window(sends) <= bound(rate, burst)
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(4.0, 0), (4.0, 1), (2.5, 0), (2.5, 3), (0.5, 2)])
 def test_the_bound_is_reached_when_everyone_comes_at_once(rate: float, burst: int) -> None:
     clock = Clock()
     sends = simulate(RateLimiter(rate, burst, clock), clock, [0.0] * 50)
-    assert max_in_window(sends) == bound(rate, burst)
+    assert busiest_window(sends) == bound(rate, burst)
 
 
 def test_burst_goes_at_once_then_slots_are_one_interval_apart() -> None:
@@ -115,7 +109,7 @@ def test_arrivals_faster_than_the_rate_get_the_rate(rate: float, burst: int, fra
     while clock.now < start + 10.0:
         sends += simulate(limiter, clock, [fractions[len(sends) % len(fractions)] / rate])
     assert achieved_rate(sends, start) == pytest.approx(rate, rel=0.02)
-    assert max_in_window(sends) <= bound(rate, burst)
+    assert busiest_window(sends) <= bound(rate, burst)
 
 
 # -- changing the rate at runtime ------------------------------------------------------------------
@@ -183,8 +177,8 @@ def test_set_share_halves_the_rate_from_the_moment_of_change() -> None:
     # in [0.5, 1) must be out of its window, not repaid at 50/s (which would mean waiting until 2.0).
     assert after[0] == pytest.approx(1.5, abs=1e-6)
     assert after[1] - after[0] == pytest.approx(0.02, abs=1e-6)
-    assert max_in_window(after) == 50
-    assert max_in_window(before + after) == 100
+    assert busiest_window(after) == 50
+    assert busiest_window(before + after) == 100
 
 
 def test_a_higher_share_speeds_up_the_queue_at_once() -> None:
@@ -275,7 +269,7 @@ async def test_concurrent_tasks_never_exceed_the_bound() -> None:
 
     started = time.monotonic()
     await asyncio.gather(*(caller() for _ in range(200)))
-    assert max_in_window(sent) <= bound(120.5, 4)
+    assert busiest_window(sent) <= bound(120.5, 4)
     assert max(sent) - started == pytest.approx(195 / 120.5, abs=0.3)
 
 
@@ -301,4 +295,4 @@ async def test_a_stalled_event_loop_cannot_push_late_slots_into_the_next_second(
         time.sleep(0.6)  # blocks the event loop on purpose: a busy worker
 
     await asyncio.gather(stall(), *(caller() for _ in range(100)))
-    assert max_in_window(sent) <= 50
+    assert busiest_window(sent) <= 50
