@@ -41,11 +41,9 @@ class WorkerOptions:
     bootstrap: str
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    batch_size: int = 500  # leads taken per fetch
+    batch_size: int = 500  # leads handed to the lead loop per fetch; a retry tier's batch
     max_in_flight: int = 2000  # leads taken and not yet written (held by slow calls or batch windows)
-    # Seconds a fetch waits to fill: leads start as soon as they are taken, so waiting
-    # longer only adds latency (it was 50 ms with lock-step batches).
-    batch_within: float = 0.005
+    batch_within: float = 0.005  # seconds a retry tier's batch waits to fill
     shutdown_grace: float = 30.0  # seconds to finish an in-flight batch on shutdown
     group_id: str | None = None
     data_dir: str | None = None

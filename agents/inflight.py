@@ -51,10 +51,6 @@ class LeadLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._admitting = True
 
-    @property
-    def in_flight(self) -> int:
-        return self._unwritten
-
     def stop_admitting(self) -> None:
         """From now on ``admit`` takes nothing (the worker is stopping)."""
         self._admitting = False
