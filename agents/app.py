@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from agents.inflight import LeadLoop, exit_if_it_fails
 from agents.intake import LeadApp, LeadIntake
 from agents.observe import BatchObserver
-from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
+from agents.output import EXIT_OUTPUT_FAILED, FaustProducerBatches, OutputWriter
 from agents.table_cache import TableCache
 from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
@@ -71,6 +71,10 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         # fetch held the loop long enough to bunch rate-limited sends (make bench, P3).
         broker_max_poll_records=options.batch_size,
         consumer_max_fetch_size=256 * 1024,
+        # Outputs go as one record batch per partition and write (agents.output); with
+        # Faust's 16 KiB a write of 500 leads made several batches per partition, and each
+        # waited for the one before it to leave.
+        producer_max_batch_size=256 * 1024,
         # A lead waiting in a batch window is legitimately unacked for the whole window.
         broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
     )
@@ -89,7 +93,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     runner = FlowRunner(flow, client, metrics, guards, cache, batch_windows=True)
     pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
-    writer = OutputWriter(app.producer, topics, flow.name, metrics)
+    writer = OutputWriter(FaustProducerBatches(app.producer), topics, flow.name, metrics)
     observer = BatchObserver(app, metrics, flow.name, writer.topic_of)
 
     def raw_topic(name: str) -> faust.TopicT:

@@ -5,15 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.types import ProducerT
 
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
 
 log = logging.getLogger(__name__)
 EXIT_OUTPUT_FAILED = 70
+
+
+class BatchProducer(Protocol):
+    """The part of ``AIOKafkaProducer`` the writer uses: batches built here, one per partition."""
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+    def create_batch(self) -> BatchBuilder: ...
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
 
 
 class OutputWriter:
@@ -25,34 +40,37 @@ class OutputWriter:
 
     def __init__(
         self,
-        producer: Any,
+        producer: BatchProducer,
         topics: dict[Destination, str],
         flow: str,
         metrics: Metrics | None,
         attempts: int = 5,
+        backoff: Callable[[int], float] = lambda attempt: min(2**attempt, 30),
     ) -> None:
         self.producer = producer
         self.topics = topics
         self.flow = flow
         self.metrics = metrics
         self.attempts = attempts
+        self.backoff = backoff  # seconds before the given attempt's failures are sent again
+        self.partitioner = DefaultPartitioner()  # the Java client's: a key keeps its partition
 
     async def write_all(self, outputs: Sequence[Output]) -> None:
         pending = list(outputs)
         for attempt in range(1, self.attempts + 1):
             results = await self._send_all(pending)
-            failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+            failed = [o for o, r in zip(pending, results, strict=True) if r is not None]
             if self.metrics is not None:  # one increment per topic and write, not per lead
                 acked = zip(pending, results, strict=True)
-                written = Counter(self.topic_of(o) for o, r in acked if not isinstance(r, BaseException))
+                written = Counter(self.topic_of(o) for o, r in acked if r is None)
                 for topic, count in written.items():
                     self.metrics.leads_written.labels(self.flow, topic).inc(count)
             if not failed:
                 return
-            errors = {repr(r) for r in results if isinstance(r, BaseException)}
+            errors = {repr(r) for r in results if r is not None}
             log.warning("%d outputs not acknowledged (attempt %d): %s", len(failed), attempt, errors)
             pending = failed
-            await asyncio.sleep(min(2**attempt, 30))
+            await asyncio.sleep(self.backoff(attempt))
         log.critical(
             "Kafka did not acknowledge %d outputs; exiting without committing their input", len(pending)
         )
@@ -61,19 +79,71 @@ class OutputWriter:
     def topic_of(self, output: Output) -> str:
         return output.topic or self.topics[output.destination]
 
-    async def _send_all(self, outputs: Sequence[Output]) -> list[Any]:
-        """Queue every output with the producer, then wait for the acknowledgements: no task
-        per output (``send`` only queues; its future resolves when Kafka acknowledges)."""
-        queued: list[Any] = []
-        for output in outputs:
+    async def _send_all(self, outputs: Sequence[Output]) -> list[BaseException | None]:
+        """Each output's fate: None once Kafka acknowledged it, else the error. Outputs are
+        appended to one record batch per partition (in order) and each batch is sent as a
+        whole: no coroutine and no future per output, as ``producer.send`` would make."""
+        results: list[BaseException | None] = [None] * len(outputs)
+        by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
+        partitions: dict[str, list[int]] = {}
+        for index, output in enumerate(outputs):
+            topic = self.topic_of(output)
             try:
-                queued.append(
-                    await self.producer.send(
-                        self.topic_of(output), output.key, output.value, None, None, output.headers or None
-                    )
-                )
+                if topic not in partitions:
+                    partitions[topic] = sorted(await self.producer.partitions_for(topic))
+                partition = self.partitioner(output.key, partitions[topic], None)
             except Exception as exc:  # retried like an unacknowledged send
-                queued.append(exc)
-        futures = [item for item in queued if not isinstance(item, BaseException)]
-        acknowledged = iter(await asyncio.gather(*futures, return_exceptions=True))
-        return [item if isinstance(item, BaseException) else next(acknowledged) for item in queued]
+                results[index] = exc
+                continue
+            by_partition[topic, partition].append(index)
+        sent: list[tuple[list[int], Any]] = []
+        for (topic, partition), indexes in by_partition.items():
+            for members, batch in self._batches(outputs, indexes):
+                try:
+                    sent.append((members, await self.producer.send_batch(batch, topic, partition=partition)))
+                except Exception as exc:
+                    sent.append((members, exc))
+        acknowledgements = [item for _, item in sent if not isinstance(item, BaseException)]
+        answers = iter(await asyncio.gather(*acknowledgements, return_exceptions=True))
+        for members, item in sent:
+            outcome = item if isinstance(item, BaseException) else next(answers)
+            if isinstance(outcome, BaseException):
+                for index in members:
+                    results[index] = outcome
+        return results
+
+    def _batches(self, outputs: Sequence[Output], indexes: list[int]) -> list[tuple[list[int], BatchBuilder]]:
+        """The outputs at ``indexes``, in order, in as few record batches as their size allows."""
+        batches: list[tuple[list[int], BatchBuilder]] = []
+        members: list[int] = []
+        batch = self.producer.create_batch()
+        for index in indexes:
+            output = outputs[index]
+            record = {"timestamp": None, "key": output.key, "value": output.value, "headers": output.headers}
+            if batch.append(**record) is None:  # full: a new batch always takes its first record
+                batches.append((members, batch))
+                members, batch = [], self.producer.create_batch()
+                batch.append(**record)
+            members.append(index)
+        if members:
+            batches.append((members, batch))
+        return batches
+
+
+class FaustProducerBatches:
+    """Faust's own aiokafka producer (started and stopped with the app) as a ``BatchProducer``."""
+
+    def __init__(self, producer: ProducerT) -> None:
+        self.faust_producer = producer
+
+    def _producer(self) -> AIOKafkaProducer:
+        return self.faust_producer._ensure_producer()  # type: ignore[attr-defined,no-any-return]
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return await self._producer().partitions_for(topic)  # type: ignore[no-any-return]
+
+    def create_batch(self) -> BatchBuilder:
+        return self._producer().create_batch()
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        return await self._producer().send_batch(batch, topic, partition=partition)  # type: ignore[no-any-return]
