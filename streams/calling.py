@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from streams.auth import send_with_auth
+from streams.auth import NoAuth, send_with_auth
 from streams.cache import InMemoryCache, ResponseCache
 from streams.flow import Step
 from streams.guards import Guards
@@ -110,7 +110,10 @@ async def call_partner(
         response: HttpResult | None = None
         reason = ""
         try:
-            response, sent = await send_with_auth(integration.auth, request, send)
+            if isinstance(integration.auth, NoAuth):  # no flow to drive: one request, one answer
+                response, sent = await send(request), 1
+            else:
+                response, sent = await send_with_auth(integration.auth, request, send)
             attempts += sent
             if definitive(step, response):
                 decision = Decision(Action.DONE, reason=f"HTTP {response.status}")

@@ -20,6 +20,7 @@ class HttpClient:
 
     def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # a handful of distinct values
 
     def _session(self, integration: Integration) -> aiohttp.ClientSession:
         session = self._sessions.get(integration.name)
@@ -48,20 +49,31 @@ class HttpClient:
         session = self._session(integration)
         # The concurrency cap is the caller's (streams.guards), around the rate limiter.
         started = time.perf_counter()
-        async with session.request(
+        # Awaited rather than ``async with``: one coroutine fewer on every resume of this call.
+        response = await session.request(
             request.method,
             request.url,
             headers=request.headers,
             data=request.body,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
+            timeout=self._timeout(timeout),
+        )
+        try:
             body = await _read_capped(response, integration.max_response_bytes)
-            return HttpResult(
-                status=response.status,
-                headers={k.lower(): v for k, v in response.headers.items()},
-                body=body,
-                elapsed=time.perf_counter() - started,
-            )
+        finally:
+            response.release()  # what leaving ``async with`` does
+            await response.wait_for_close()
+        return HttpResult(
+            status=response.status,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=body,
+            elapsed=time.perf_counter() - started,
+        )
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}

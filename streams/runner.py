@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,8 +77,12 @@ class FlowRunner:
                     (StepResult(s.name, Outcome.SKIP, reason), frozenset({Outcome.SKIP})) for s in stage
                 )
                 continue
-            if len(stage) == 1:  # no task for a lone step: most stages are one step
-                results = [await self._run_step(stage[0], context, lead_id, exchanges)]
+            if len(stage) == 1:  # no task and no extra coroutine for a lone step: most stages are one
+                step = stage[0]
+                exchange = exchange_of(step, exchanges)
+                results = [
+                    self._counted(step, await run_step(step, context, self.services, lead_id, exchange))
+                ]
             else:
                 results = await asyncio.gather(
                     *(self._run_step(step, context, lead_id, exchanges) for step in stage)
@@ -105,17 +108,26 @@ class FlowRunner:
     async def _run_step(
         self, step: Step, context: dict[str, Any], lead_id: str, exchanges: dict[str, Exchange] | None
     ) -> StepResult:
-        exchange = Exchange()
-        if exchanges is not None:
-            exchanges[step.name] = exchange
-        started = time.perf_counter()
-        result = await run_step(step, context, self.services, lead_id, exchange)
+        return self._counted(
+            step, await run_step(step, context, self.services, lead_id, exchange_of(step, exchanges))
+        )
+
+    def _counted(self, step: Step, result: StepResult) -> StepResult:
+        """The step's metrics; returns ``result``."""
         if self.metrics is not None:
             flow = self.flow.name
             # A batch step's time includes its window's wait: batch_request_duration has the request.
             if result.outcome is not Outcome.SKIP and step.batch is None:
                 self.metrics.request_duration.labels(
                     flow, step.name, step.integration.name, result.outcome.value
-                ).observe(time.perf_counter() - started)
+                ).observe(result.duration_ms / 1000)
             self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
         return result
+
+
+def exchange_of(step: Step, exchanges: dict[str, Exchange] | None) -> Exchange:
+    """A new exchange for the step, kept in ``exchanges`` when the caller wants to see it."""
+    exchange = Exchange()
+    if exchanges is not None:
+        exchanges[step.name] = exchange
+    return exchange
