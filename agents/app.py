@@ -10,9 +10,10 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
@@ -107,7 +108,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         """The stream stays unused: the consumer hands this topic's fetches to ``intake``
         (agents.intake says why). The agent owns the lead loop's life: start and drain."""
 
-        def process(message: faust.types.Message) -> Awaitable[Output]:  # no extra coroutine frame
+        def process(message: faust.types.Message) -> Coroutine[Any, Any, Output]:  # no extra coroutine
             return pipeline.process(message.value, source_of(message))
 
         leads = LeadLoop(process, app.consumer, writer, observer, options.max_in_flight)

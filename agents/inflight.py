@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from faust.types import Message
 
@@ -32,7 +32,7 @@ class Ledger(Protocol):
 class LeadLoop:
     def __init__(
         self,
-        process: Callable[[Message], Awaitable[Output]],
+        process: Callable[[Message], Coroutine[Any, Any, Output]],
         consumer: Ledger,
         writer: OutputWriter,
         observer: BatchObserver,
@@ -48,7 +48,7 @@ class LeadLoop:
         self._idle = asyncio.Event()
         self._idle.set()
         self._unwritten = 0  # admitted and not yet acked
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[Output], Message] = {}  # running leads (asyncio keeps tasks weakly)
         self._admitting = True
 
     def stop_admitting(self) -> None:
@@ -69,19 +69,21 @@ class LeadLoop:
             self.consumer.track_message(message)  # Faust waits for it before a commit hands over
             self._unwritten += 1
             self._idle.clear()
-            task = spawn(self._run(message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # The pipeline's coroutine is the task itself: no wrapper coroutine to pass through
+            # on every resume of the lead.
+            task = spawn(self.process(message))
+            self._tasks[task] = message
+            task.add_done_callback(self._finish)
 
-    async def _run(self, message: Message) -> None:
-        try:
-            output = await self.process(message)  # never raises: problems are error outputs
-        except Exception:
+    def _finish(self, task: asyncio.Task[Output]) -> None:
+        message = self._tasks.pop(task)
+        if task.cancelled() or task.exception() is not None:  # the pipeline never raises
             # A bug here would leave the message unacked and its partition uncommittable:
             # stop the process uncommitted instead, so the lead is read again.
-            log.critical("lead task failed; exiting uncommitted", exc_info=True)
+            error = None if task.cancelled() else task.exception()
+            log.critical("lead task failed; exiting uncommitted", exc_info=error or True)
             os._exit(EXIT_OUTPUT_FAILED)
-        self._finished.append((message, output))
+        self._finished.append((message, task.result()))
         self._wake.set()
 
     async def write_forever(self) -> None:

@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import ProducerT
 
+from agents.partitioner import partition_for
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
 
@@ -53,7 +53,6 @@ class OutputWriter:
         self.metrics = metrics
         self.attempts = attempts
         self.backoff = backoff  # seconds before the given attempt's failures are sent again
-        self.partitioner = DefaultPartitioner()  # the Java client's: a key keeps its partition
 
     async def write_all(self, outputs: Sequence[Output]) -> None:
         pending = list(outputs)
@@ -91,7 +90,7 @@ class OutputWriter:
             try:
                 if topic not in partitions:
                     partitions[topic] = sorted(await self.producer.partitions_for(topic))
-                partition = self.partitioner(output.key, partitions[topic], None)
+                partition = partition_for(output.key, partitions[topic])  # the Java client's choice
             except Exception as exc:  # retried like an unacknowledged send
                 results[index] = exc
                 continue

@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agents.output import OutputWriter
+from agents.partitioner import partition_for
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
 
@@ -89,3 +92,9 @@ async def test_only_a_failed_batchs_outputs_are_sent_again(fault: str) -> None:
     await writer(broker).write_all(sent)
     written = [value for values in broker.log.values() for value in values]
     assert sorted(written) == sorted(o.value for o in sent)  # nothing lost, nothing twice
+
+
+@given(key=st.binary(max_size=64), count=st.integers(min_value=1, max_value=200))
+def test_a_key_goes_where_aiokafka_and_the_java_client_put_it(key: bytes, count: int) -> None:
+    partitions = list(range(count))
+    assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import signal
 import time
 from datetime import UTC, datetime
@@ -21,9 +22,17 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from murmurhash2 import murmurhash2
 
 FLOW = "bench-baseline"
 STEP = "score"
+
+
+def kafka_partition(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner with murmur2 in C, as the worker has it: same choice."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmurhash2(key, 0x9747B28C) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 def now_text() -> str:
@@ -85,7 +94,9 @@ class Baseline:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.args.bootstrap, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.args.bootstrap, acks="all", partitioner=kafka_partition
+        )
         connector = aiohttp.TCPConnector(limit=self.args.concurrency, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=5)
         await consumer.start()

@@ -26,7 +26,8 @@ def _p1(r: dict[str, Any]) -> list[Row]:
     note = (
         f"worker/baseline {r['ratio']:.3f}; {r['leads']:,} leads, concurrency {r['concurrency']}, no latency"
     )
-    return [("P1 overhead", "leads/s", _num(r["baseline_leads_s"]), _num(r["worker_leads_s"]), note)]
+    return [("P1 overhead", "leads/s", _num(r["baseline_leads_s"]), _num(r["worker_leads_s"]), note),
+            *_cpu("P1 overhead", r)]  # fmt: skip
 
 
 def _p2(r: dict[str, Any]) -> list[Row]:
@@ -35,7 +36,16 @@ def _p2(r: dict[str, Any]) -> list[Row]:
         f"bound = min({r['concurrency']} / {r['partner_latency_ms']:g} ms = {latency_bound}, baseline) = "
         f"{_num(r['bound_leads_s'])}; worker/bound {r['ratio_to_bound']:.3f}; {r['leads']:,} leads"
     )
-    return [("P2 latency 50 ms", "leads/s", _num(r["baseline_leads_s"]), _num(r["worker_leads_s"]), note)]
+    return [("P2 latency 50 ms", "leads/s", _num(r["baseline_leads_s"]), _num(r["worker_leads_s"]), note),
+            *_cpu("P2 latency 50 ms", r)]  # fmt: skip
+
+
+def _cpu(scenario: str, r: dict[str, Any]) -> list[Row]:
+    base, worker = r.get("baseline_cpu_us_per_lead"), r.get("worker_cpu_us_per_lead")
+    if base is None or worker is None:
+        return []
+    note = f"worker/baseline {worker / base:.2f}; process CPU (all threads) while outputs came"
+    return [(scenario, "CPU µs/lead", _num(base), _num(worker), note)]
 
 
 def _p3(r: dict[str, Any]) -> list[Row]:

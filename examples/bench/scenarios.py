@@ -15,7 +15,7 @@ from kafka_tools import Message, OutputCounter, publish_fast, publish_paced, rea
 from partner import PartnerState
 from processors import BASE, WORKER, Processor, Setup, start, start_worker
 from rich.progress import Progress, TaskID
-from stats import RssSampler, mean_rate, percentiles_ms
+from stats import CpuPerLead, RssSampler, mean_rate, percentiles_ms
 
 from agents.kafka_io import ensure_topics
 from streams.ratelimit import busiest_window
@@ -110,8 +110,9 @@ def failed(processor: Processor, exc: BaseException) -> RuntimeError:
 
 async def throughput(
     bench: Bench, label: str, kind: str, count: int, concurrency: int, latency: float
-) -> float:
-    """Pre-publish ``count`` leads, start the processor, leads/s from output timestamps."""
+) -> tuple[float, float | None]:
+    """Pre-publish ``count`` leads, start the processor: leads/s from output timestamps, and
+    the processor's CPU microseconds per lead while outputs came."""
     setup = bench.setup(label, kind, concurrency)
     bench.partner.reset(latency, bench.sizes.error_rate)
     await bench.topics(setup)
@@ -120,40 +121,53 @@ async def throughput(
                        lambda n: bench.progress.update(sent, completed=n))  # fmt: skip
     done = bench.task(f"{label} {kind}: outputs", count)
     processor = start(kind, setup, bench.workdir)
+    cpu = CpuPerLead(processor.pid)
+
+    def progress(outputs: int) -> None:
+        bench.progress.update(done, completed=outputs)
+        cpu.at(outputs)
+
     try:
         async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
-            await counter.wait_for(count, bench.sizes.deadline, lambda: processor.alive,
-                                   lambda n: bench.progress.update(done, completed=n))  # fmt: skip
+            await counter.wait_for(count, bench.sizes.deadline, lambda: processor.alive, progress)
             first, last = await counter.edge_timestamps()
     except (RuntimeError, TimeoutError) as exc:
         raise failed(processor, exc) from exc
     finally:
         processor.stop()
-    return count / max((last - first) / 1000, 0.001)
+    return count / max((last - first) / 1000, 0.001), cpu.micros()
+
+
+def cpu_figures(cpu: dict[str, float | None]) -> dict[str, float | None]:
+    return {f"{kind}_cpu_us_per_lead": None if us is None else round(us, 1) for kind, us in cpu.items()}
 
 
 async def p1_overhead(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
+    cpu: dict[str, float | None] = {}
     for kind in KINDS:
-        bench.p1[kind] = await throughput(bench, "P1", kind, sizes.p1_leads, sizes.concurrency, 0.0)
+        rate, cpu[kind] = await throughput(bench, "P1", kind, sizes.p1_leads, sizes.concurrency, 0.0)
+        bench.p1[kind] = rate
     return {"leads": sizes.p1_leads, "concurrency": sizes.concurrency,
             "baseline_leads_s": round(bench.p1[BASE], 1), "worker_leads_s": round(bench.p1[WORKER], 1),
-            "ratio": round(bench.p1[WORKER] / bench.p1[BASE], 3)}  # fmt: skip
+            "ratio": round(bench.p1[WORKER] / bench.p1[BASE], 3), **cpu_figures(cpu)}  # fmt: skip
 
 
 async def p2_latency(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
-    rates = {
+    measured = {
         kind: await throughput(bench, "P2", kind, sizes.p2_leads, sizes.p2_concurrency, sizes.p2_latency)
         for kind in KINDS
     }
+    rates = {kind: rate for kind, (rate, _) in measured.items()}
     latency_bound = sizes.p2_concurrency / sizes.p2_latency
     bound = min(latency_bound, rates[BASE])
     return {"leads": sizes.p2_leads, "concurrency": sizes.p2_concurrency,
             "partner_latency_ms": round(sizes.p2_latency * 1000, 1),
             "baseline_leads_s": round(rates[BASE], 1), "worker_leads_s": round(rates[WORKER], 1),
             "latency_bound_leads_s": round(latency_bound, 1), "bound_leads_s": round(bound, 1),
-            "ratio_to_bound": round(rates[WORKER] / bound, 3)}  # fmt: skip
+            "ratio_to_bound": round(rates[WORKER] / bound, 3),
+            **cpu_figures({kind: us for kind, (_, us) in measured.items()})}  # fmt: skip
 
 
 async def rate_precision(bench: Bench, workers: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,39 @@ def percentiles_ms(values_ms: Iterable[float]) -> dict[str, float]:
     if not count:
         raise ValueError("no latencies to summarise")
     return {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuPerLead:
+    """CPU a processor spent per output, between the first count above zero and the last:
+    start-up and the wait for a group are left out."""
+
+    pid: int
+    first: tuple[int, float] | None = None
+    last: tuple[int, float] | None = None
+
+    def at(self, count: int) -> None:
+        cpu = cpu_seconds(self.pid)
+        if count <= 0 or cpu is None:
+            return
+        if self.first is None:
+            self.first = (count, cpu)
+        self.last = (count, cpu)
+
+    def micros(self) -> float | None:
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return None
+        return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0]) * 1e6
 
 
 def rss_kb(pid: int) -> int | None:
