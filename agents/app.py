@@ -26,7 +26,7 @@ from agents.table_cache import TableCache
 from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
 from streams.delayed import RetryState, tier_label, tier_topics
-from streams.events import MAX_LEAD_BYTES, Source
+from streams.events import MAX_LEAD_BYTES, MAX_OUTPUT_BYTES, Source
 from streams.flow import Flow
 from streams.guards import Guards
 from streams.http_client import HttpClient
@@ -50,6 +50,7 @@ class WorkerOptions:
     data_dir: str | None = None
     input_partitions: int | None = None  # to take this worker's share of the rate limits
     max_lead_bytes: int = MAX_LEAD_BYTES
+    max_output_bytes: int = MAX_OUTPUT_BYTES  # larger outputs go to errors as a short event
 
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
@@ -92,7 +93,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
             )
         )
     runner = FlowRunner(flow, client, metrics, guards, cache, batch_windows=True)
-    pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes)
+    pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes, options.max_output_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
     writer = OutputWriter(FaustProducerBatches(app.producer), topics, flow.name, metrics)
     observer = BatchObserver(app, metrics, flow.name, writer.topic_of)

@@ -157,6 +157,13 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     show_default=True,
     help="Larger input messages go to the errors topic.",
 )
+@click.option(
+    "--max-output-bytes",
+    default=1_000_000,
+    show_default=True,
+    help="An output Kafka would refuse as larger goes to the errors topic as a short event with the "
+    "start of the input (Kafka's default limits; raise it with the topics' max.message.bytes).",
+)
 @click.option("--loglevel", default="info", show_default=True, help="debug logs every partner request.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-bodies", is_flag=True, help="With --loglevel debug, also log request/response bodies.")
@@ -171,6 +178,7 @@ def worker(
     partitions: int,
     create_topics: bool,
     max_lead_bytes: int,
+    max_output_bytes: int,
     loglevel: str,
     log_format: str,
     log_bodies: bool,
@@ -204,6 +212,7 @@ def worker(
         group_id=group_id,
         input_partitions=asyncio.run(partition_count(bootstrap, topics.input)),
         max_lead_bytes=max_lead_bytes,
+        max_output_bytes=max_output_bytes,
     )
     app = create_app(loaded, options, CollectorRegistry())
     err.print(

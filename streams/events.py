@@ -13,6 +13,10 @@ import orjson
 from streams.outcomes import FlowResult
 
 MAX_LEAD_BYTES = 1024 * 1024
+# Kafka's default largest message is 1 MiB with the batch's framing (message.max.bytes
+# 1,048,588) and producers default to max.request.size 1,000,000: an output above this
+# would be refused again and again and hold its partition back.
+MAX_OUTPUT_BYTES = 1_000_000
 MAX_LEAD_DEPTH = 32
 _ID_NAMESPACE = uuid.UUID("6f1c2c52-43a4-4a8f-9a1e-0c5d1b7c9e10")
 
@@ -102,6 +106,31 @@ def bad_input_event(
         "input": source.as_event(),
         "received_at": received_at,
         "completed_at": timestamp(),
+    }
+
+
+def oversized_event(event: dict[str, Any], raw: bytes | None, size: int, limit: int) -> dict[str, Any]:
+    """What goes to the errors topic instead of an output of ``size`` bytes that Kafka would
+    refuse: the outcome it would have carried, the steps (partner calls were made), and as
+    much of the input as fits in half the limit; ``input`` says where the whole of it is."""
+    raw = raw or b""
+    keep = limit // 2 // 4 * 3  # base64 makes 4 bytes of 3
+    was = f"{event['outcome']} ({str(event['reason'])[:500]})" if event.get("reason") else event["outcome"]
+    reason = f"output of {size} bytes exceeds the {limit}-byte limit; the lead's outcome was {was}"
+    return {
+        "id": event["id"],
+        "flow": event["flow"],
+        "outcome": "error",
+        "reason": reason,
+        "error": reason,
+        "lead": None,
+        "steps": event.get("steps", []),
+        "raw": base64.b64encode(raw[:keep]).decode(),
+        "raw_bytes": len(raw),
+        "output_bytes": size,
+        "input": event["input"],
+        "received_at": event["received_at"],
+        "completed_at": event["completed_at"],
     }
 
 

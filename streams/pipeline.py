@@ -14,11 +14,13 @@ from streams.batching import batch_group
 from streams.delayed import RetryState, next_deferral
 from streams.events import (
     MAX_LEAD_BYTES,
+    MAX_OUTPUT_BYTES,
     BadInput,
     Source,
     bad_input_event,
     decode_lead,
     lead_id_for,
+    oversized_event,
     processed_event,
     timestamp,
 )
@@ -48,10 +50,15 @@ class Output:
 
 class LeadPipeline:
     def __init__(
-        self, runner: FlowRunner, metrics: Metrics | None = None, max_lead_bytes: int = MAX_LEAD_BYTES
+        self,
+        runner: FlowRunner,
+        metrics: Metrics | None = None,
+        max_lead_bytes: int = MAX_LEAD_BYTES,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self.runner = runner
         self.max_lead_bytes = max_lead_bytes
+        self.max_output_bytes = max_output_bytes
         self.flow = runner.flow
         self.metrics = metrics
         self.masker = Masker(self.flow.secrets)
@@ -76,6 +83,7 @@ class LeadPipeline:
                     Destination.ERRORS,
                     lead_id_for(None, source),
                     bad_input_event(self.flow.name, raw, source, str(exc), received_at),
+                    raw,
                 )
             lead_id = lead_id_for(lead, source)
             result = await self.runner.run(lead, lead_id, copy_lead=False)
@@ -92,7 +100,7 @@ class LeadPipeline:
                 self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(
                     time.perf_counter() - started
                 )
-            return self._output(destination, lead_id, event)
+            return self._output(destination, lead_id, event, raw)
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
             lead_id = lead_id or lead_id_for(None, source)
@@ -102,12 +110,14 @@ class LeadPipeline:
                     Destination.ERRORS,
                     lead_id,
                     bad_input_event(self.flow.name, raw, source, reason, received_at),
+                    raw,
                 )
             except Exception:  # even the error event failed: the smallest event that can't
                 minimal = {
                     "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
                     "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
-                    "raw": base64.b64encode(raw or b"").decode(), "received_at": received_at,
+                    "raw": base64.b64encode((raw or b"")[: self.max_output_bytes // 2 // 4 * 3]).decode(),
+                    "received_at": received_at,
                     "completed_at": received_at,
                 }  # fmt: skip
                 return Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error")
@@ -122,8 +132,8 @@ class LeadPipeline:
         why: str,
     ) -> Output | None:
         policy, prefix = self.flow.delayed_retry, self.flow.topics.retry
-        if policy is None or prefix is None:
-            return None
+        if policy is None or prefix is None or len(raw or b"") > self.max_output_bytes:
+            return None  # (a lead Kafka would refuse on the retry topic is not deferred)
         deferral = next_deferral(policy, prefix, retry, source, at_least, self.masker.text(why))
         if deferral is None:
             return None
@@ -133,6 +143,16 @@ class LeadPipeline:
         key = self.masker.text(lead_id).encode()
         return Output(Destination.RETRY, key, raw or b"", "deferred", topic=topic, headers=state.headers())
 
-    def _output(self, destination: Destination, lead_id: str, event: dict[str, object]) -> Output:
+    def _output(
+        self, destination: Destination, lead_id: str, event: dict[str, object], raw: bytes | None
+    ) -> Output:
         value = self.masker.json_bytes(orjson.dumps(event, default=str))
+        if len(value) > self.max_output_bytes:
+            log.warning("output of %d bytes for %s goes to errors as too large", len(value), event["input"])
+            event = oversized_event(event, raw, len(value), self.max_output_bytes)
+            value = self.masker.json_bytes(orjson.dumps(event, default=str))
+            if len(value) > self.max_output_bytes:  # the steps alone are too large: drop them
+                event["steps"] = []
+                value = self.masker.json_bytes(orjson.dumps(event, default=str))
+            destination = Destination.ERRORS
         return Output(destination, self.masker.text(lead_id).encode(), value, str(event["outcome"]))

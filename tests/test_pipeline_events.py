@@ -112,7 +112,11 @@ async def test_bad_input_goes_to_errors_with_raw(
     output = await pipeline.process(raw, SOURCE)
     assert output.destination is Destination.ERRORS
     event = event_of(output)
-    assert base64.b64decode(event["raw"]) == (raw or b"")
+    if "output_bytes" in event:  # the whole message base64-encoded would be more than Kafka takes
+        assert len(output.value) <= pipeline.max_output_bytes and event["raw_bytes"] == len(raw or b"")
+        assert (raw or b"").startswith(base64.b64decode(event["raw"]))
+    else:
+        assert base64.b64decode(event["raw"]) == (raw or b"")
     assert event["outcome"] == "error" and event["error"] == event["reason"]
     assert event["lead"] is None and event["steps"] == []
     assert app[REQUESTS]["total"] == 0
@@ -188,3 +192,33 @@ async def test_secrets_never_leave_in_output(
     assert event["steps"][0]["reason"] == reason
     if destination is Destination.ENRICHED:
         assert event["lead"]["echoed"] == "***"
+
+
+async def test_an_output_kafka_would_refuse_goes_to_errors_short_with_its_steps(
+    partner: tuple[LeadPipeline, web.Application],
+) -> None:
+    pipeline, _ = partner
+    pipeline.max_output_bytes = 20_000
+    raw = orjson.dumps({"id": "big", "email": "ann@example.com", "notes": "n" * 30_000})
+    output = await pipeline.process(raw, SOURCE)
+    assert output.destination is Destination.ERRORS
+    assert len(output.value) <= 20_000
+    event = event_of(output)
+    assert event["outcome"] == "error" and event["lead"] is None
+    assert event["reason"].startswith(f"output of {event['output_bytes']} bytes exceeds the 20000-byte limit")
+    assert event["reason"].endswith("the lead's outcome was success")
+    assert [(s["name"], s["http_status"]) for s in event["steps"]] == [("check_blacklist", 200)]
+    assert event["raw_bytes"] == len(raw) and raw.startswith(base64.b64decode(event["raw"]))
+
+
+async def test_an_unusable_input_too_large_to_carry_whole_keeps_its_start(
+    partner: tuple[LeadPipeline, web.Application],
+) -> None:
+    pipeline, _ = partner
+    pipeline.max_output_bytes = 20_000
+    raw = bytes(range(256)) * 100  # 25,600 bytes, not JSON: base64 alone would be 34,136
+    output = await pipeline.process(raw, SOURCE)
+    assert output.destination is Destination.ERRORS and len(output.value) <= 20_000
+    event = event_of(output)
+    assert event["reason"].startswith("output of") and "not valid JSON" in event["reason"]
+    assert event["steps"] == [] and raw.startswith(base64.b64decode(event["raw"]))

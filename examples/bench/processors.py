@@ -107,7 +107,7 @@ def start_worker(setup: Setup, workdir: Path, index: int = 0, extra: Sequence[st
     log_path = workdir / f"{setup.topic}-worker{index}.log"
     env = {"BENCH_TOPIC": setup.topic, "PARTNER_URL": setup.partner_url}
     args = ["--group-id", setup.group, "--batch-size", str(setup.batch_size),
-            "--partitions", str(setup.partitions), "--no-create-topics", *extra]  # fmt: skip
+            "--partitions", str(setup.partitions), "--no-create-topics", *os.environ.get("BENCH_WORKER_ARGS", "").split(), *extra]  # fmt: skip
     worker = WorkerProcess(flow, setup.bootstrap, free_port(), log_path, env, args)
     worker.start()
     return Processor(WORKER, log_path, worker=worker)

@@ -142,3 +142,35 @@ async def test_shutdown_mid_batch_loses_no_lead(worker: WorkerRun) -> None:
     assert worker.stop() == 0, worker.log_tail()
     worker.start()
     await outputs_until(worker, {lead.lead_id for lead in leads})
+
+
+async def test_outputs_larger_than_kafka_takes_do_not_hold_their_partition(worker: WorkerRun) -> None:
+    """An unusable 900 kB message (1.2 MB base64) and a 1 MB lead (its event is larger
+    still) were refused by Kafka on every attempt until the worker exited, and again after
+    each restart: the partition stood still. They go to errors as short events now, and
+    the lead after them on the same partition is processed."""
+    topics = worker.topics
+    blob = bytes(range(256)) * 3600
+    big = orjson.dumps({"id": f"big-{worker.suffix}", "email": "ann@example.com", "notes": "n" * 1_000_000})
+    small_id = f"small-{worker.suffix}"
+    small = orjson.dumps({"id": small_id, "email": "bob@example.com"})
+    await publish(worker.bootstrap, topics["incoming"], [(b"same", blob), (b"same", big), (b"same", small)],
+                  max_request_size=4 * 1024 * 1024)  # fmt: skip
+    records: list[Record] = []
+
+    def done(_: list[Record]) -> bool:
+        worker.assert_alive()
+        return len(records) >= 3
+
+    await collect(worker.bootstrap, [topics["enriched"], topics["errors"]], done, timeout=120,
+                  on_record=records.append)  # fmt: skip
+    events = {orjson.loads(r.value)["input"]["offset"]: (r.topic, orjson.loads(r.value)) for r in records}
+    assert len(records) == 3, worker.log_tail()
+    (blob_topic, blob_event), (big_topic, big_event), (small_topic, small_event) = (
+        events[offset] for offset in sorted(events)
+    )
+    assert blob_topic == big_topic == topics["errors"]
+    assert blob_event["raw_bytes"] == len(blob) and blob.startswith(base64.b64decode(blob_event["raw"]))
+    assert "not valid JSON" in blob_event["reason"]
+    assert big_event["output_bytes"] > 1_000_000 and big_event["steps"][0]["http_status"] == 200
+    assert small_topic == topics["enriched"] and small_event["id"] == small_id
