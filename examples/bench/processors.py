@@ -106,8 +106,9 @@ def start_worker(setup: Setup, workdir: Path, index: int = 0, extra: Sequence[st
     flow = render_flow(setup, workdir)
     log_path = workdir / f"{setup.topic}-worker{index}.log"
     env = {"BENCH_TOPIC": setup.topic, "PARTNER_URL": setup.partner_url}
+    tried = os.environ.get("BENCH_WORKER_ARGS", "").split()  # e.g. "--max-in-flight 300", to try options
     args = ["--group-id", setup.group, "--batch-size", str(setup.batch_size),
-            "--partitions", str(setup.partitions), "--no-create-topics", *os.environ.get("BENCH_WORKER_ARGS", "").split(), *extra]  # fmt: skip
+            "--partitions", str(setup.partitions), "--no-create-topics", *tried, *extra]  # fmt: skip
     worker = WorkerProcess(flow, setup.bootstrap, free_port(), log_path, env, args)
     worker.start()
     return Processor(WORKER, log_path, worker=worker)
