@@ -85,10 +85,12 @@ async def call_partner(
             on_send(outgoing)
         # The limiter is asked only once a concurrency slot is free, so the slot's
         # wait cannot bunch sends that the limiter had spaced out.
-        async with guard.slots:
-            waited = await guard.limiter.acquire()
-            if metrics is not None and guard.limiter.rate is not None:  # no limiter, no wait
-                metrics.limiter_wait.labels(flow, integration.name).observe(waited)
+        await guard.slots.acquire()  # (not ``async with``: one coroutine fewer per request)
+        try:
+            if guard.limiter.rate is not None:  # no limiter, no wait to ask for or to observe
+                waited = await guard.limiter.acquire()
+                if metrics is not None:
+                    metrics.limiter_wait.labels(flow, integration.name).observe(waited)
             guard.in_flight += 1
             try:
                 answer = await services.client.send(integration, outgoing, timeout)
@@ -97,6 +99,8 @@ async def call_partner(
                 raise
             finally:
                 guard.in_flight -= 1
+        finally:
+            guard.slots.release()
         if metrics is not None:
             metrics.http_responses.labels(flow, integration.name, f"{answer.status // 100}xx").inc()
         log_exchange(step, flow, outgoing, answer, attempt)
