@@ -84,17 +84,19 @@ class OutputWriter:
         whole: no coroutine and no future per output, as ``producer.send`` would make."""
         results: list[BaseException | None] = [None] * len(outputs)
         by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
-        partitions: dict[str, list[int]] = {}
+        partitions: dict[str, list[int] | BaseException] = {}  # asked once per topic and write
         for index, output in enumerate(outputs):
             topic = self.topic_of(output)
-            try:
-                if topic not in partitions:
+            if topic not in partitions:
+                try:
                     partitions[topic] = sorted(await self.producer.partitions_for(topic))
-                partition = partition_for(output.key, partitions[topic])  # the Java client's choice
-            except Exception as exc:  # retried like an unacknowledged send
-                results[index] = exc
+                except Exception as exc:  # the topic's outputs are retried like unacknowledged ones
+                    partitions[topic] = exc
+            known = partitions[topic]
+            if isinstance(known, BaseException):
+                results[index] = known
                 continue
-            by_partition[topic, partition].append(index)
+            by_partition[topic, partition_for(output.key, known)].append(index)  # the Java client's choice
         sent: list[tuple[list[int], Any]] = []
         for (topic, partition), indexes in by_partition.items():
             for members, batch in self._batches(outputs, indexes):

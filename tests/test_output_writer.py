@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
@@ -35,8 +35,14 @@ class Broker:
         self.batches = 0
         self.refuse: set[int] = set()  # batch numbers whose future fails
         self.raise_on: set[int] = set()  # batch numbers whose send_batch raises
+        self.unknown_once: set[str] = set()  # topics whose metadata fails the first time
+        self.metadata_asks = 0
 
     async def partitions_for(self, topic: str) -> set[int]:
+        self.metadata_asks += 1
+        if topic in self.unknown_once:
+            self.unknown_once.discard(topic)
+            raise UnknownTopicOrPartitionError()
         return PARTITIONS[topic]
 
     def create_batch(self) -> BatchBuilder:
@@ -92,6 +98,15 @@ async def test_only_a_failed_batchs_outputs_are_sent_again(fault: str) -> None:
     await writer(broker).write_all(sent)
     written = [value for values in broker.log.values() for value in values]
     assert sorted(written) == sorted(o.value for o in sent)  # nothing lost, nothing twice
+
+
+async def test_a_topic_without_metadata_is_asked_once_per_write_and_its_outputs_sent_again() -> None:
+    broker = Broker()
+    broker.unknown_once.add("out.errors")
+    sent = outputs(20) + outputs(20, Destination.ERRORS)
+    await writer(broker).write_all(sent)
+    assert broker.metadata_asks == 2 + 1  # both topics, then the errors topic again
+    assert sum(len(values) for values in broker.log.values()) == 40
 
 
 @given(key=st.binary(max_size=64), count=st.integers(min_value=1, max_value=200))
