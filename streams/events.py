@@ -114,7 +114,6 @@ def oversized_event(event: dict[str, Any], raw: bytes | None, size: int, limit: 
     refuse: the outcome it would have carried, the steps (partner calls were made), and as
     much of the input as fits in half the limit; ``input`` says where the whole of it is."""
     raw = raw or b""
-    keep = limit // 2 // 4 * 3  # base64 makes 4 bytes of 3
     was = f"{event['outcome']} ({str(event['reason'])[:500]})" if event.get("reason") else event["outcome"]
     reason = f"output of {size} bytes exceeds the {limit}-byte limit; the lead's outcome was {was}"
     return {
@@ -125,13 +124,18 @@ def oversized_event(event: dict[str, Any], raw: bytes | None, size: int, limit: 
         "error": reason,
         "lead": None,
         "steps": event.get("steps", []),
-        "raw": base64.b64encode(raw[:keep]).decode(),
+        "raw": raw_prefix(raw, limit),
         "raw_bytes": len(raw),
         "output_bytes": size,
         "input": event["input"],
         "received_at": event["received_at"],
         "completed_at": event["completed_at"],
     }
+
+
+def raw_prefix(raw: bytes | None, limit: int) -> str:
+    """Base64 of as much of ``raw`` as fits in half of ``limit`` (base64 makes 4 bytes of 3)."""
+    return base64.b64encode((raw or b"")[: limit // 2 // 4 * 3]).decode()
 
 
 def _json_type(value: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from streams.events import (
     lead_id_for,
     oversized_event,
     processed_event,
+    raw_prefix,
     timestamp,
 )
 from streams.masking import Masker
@@ -116,7 +116,7 @@ class LeadPipeline:
                 minimal = {
                     "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
                     "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
-                    "raw": base64.b64encode((raw or b"")[: self.max_output_bytes // 2 // 4 * 3]).decode(),
+                    "raw": raw_prefix(raw, self.max_output_bytes),
                     "received_at": received_at,
                     "completed_at": received_at,
                 }  # fmt: skip
@@ -146,13 +146,16 @@ class LeadPipeline:
     def _output(
         self, destination: Destination, lead_id: str, event: dict[str, object], raw: bytes | None
     ) -> Output:
-        value = self.masker.json_bytes(orjson.dumps(event, default=str))
+        value = self._encoded(event)
         if len(value) > self.max_output_bytes:
             log.warning("output of %d bytes for %s goes to errors as too large", len(value), event["input"])
             event = oversized_event(event, raw, len(value), self.max_output_bytes)
-            value = self.masker.json_bytes(orjson.dumps(event, default=str))
+            value = self._encoded(event)
             if len(value) > self.max_output_bytes:  # the steps alone are too large: drop them
                 event["steps"] = []
-                value = self.masker.json_bytes(orjson.dumps(event, default=str))
+                value = self._encoded(event)
             destination = Destination.ERRORS
         return Output(destination, self.masker.text(lead_id).encode(), value, str(event["outcome"]))
+
+    def _encoded(self, event: dict[str, object]) -> bytes:
+        return self.masker.json_bytes(orjson.dumps(event, default=str))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import signal
 import time
 from datetime import UTC, datetime
@@ -22,17 +21,16 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from murmurhash2 import murmurhash2
+
+from agents.partitioner import partition_for
 
 FLOW = "bench-baseline"
 STEP = "score"
 
 
 def kafka_partition(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """aiokafka's default partitioner with murmur2 in C, as the worker has it: same choice."""
-    if key is None:
-        return random.choice(available or all_partitions)
-    return all_partitions[(murmurhash2(key, 0x9747B28C) & 0x7FFFFFFF) % len(all_partitions)]
+    """aiokafka's default partitioner with the worker's murmur2 in C: the same choice, faster."""
+    return partition_for(key, all_partitions)
 
 
 def now_text() -> str:
