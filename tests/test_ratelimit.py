@@ -282,13 +282,23 @@ async def test_acquire_returns_the_wait() -> None:
 
 async def test_a_stalled_event_loop_cannot_push_late_slots_into_the_next_second() -> None:
     """Slots due while the loop is blocked wake up late, together; without the cap on actual
-    send times the second after the stall would hold them plus its own slots (about 80 here)."""
-    limiter = RateLimiter(50.0)
+    send times the second after the stall would hold them plus its own slots (about 80 here).
+
+    A send's time is the limiter's own last clock reading before ``acquire`` returns (nothing
+    else runs in between): a second reading taken after the return moved by however long the
+    OS kept the process off the CPU, and on a busy machine that made 51 out of 50."""
+    readings: list[float] = []
+
+    def clock() -> float:
+        readings.append(time.monotonic())
+        return readings[-1]
+
+    limiter = RateLimiter(50.0, clock=clock)
     sent: list[float] = []
 
     async def caller() -> None:
         await limiter.acquire()
-        sent.append(time.monotonic())
+        sent.append(readings[-1])
 
     async def stall() -> None:
         await asyncio.sleep(0.5)
