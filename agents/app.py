@@ -51,6 +51,8 @@ class WorkerOptions:
     input_partitions: int | None = None  # to take this worker's share of the rate limits
     max_lead_bytes: int = MAX_LEAD_BYTES
     max_output_bytes: int = MAX_OUTPUT_BYTES  # larger outputs go to errors as a short event
+    instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
+    session_timeout: float = 45.0  # seconds without heartbeats before the group drops a member
 
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
@@ -63,6 +65,8 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         web_bind=options.web_host,
         datadir=options.data_dir or str(Path(tempfile.gettempdir()) / f"{app_id}-data"),
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=options.instance_id,
+        broker_session_timeout=options.session_timeout,
         producer_acks=-1,
         key_serializer="raw",
         value_serializer="raw",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import click
@@ -144,6 +145,21 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     "max_leads x owned partitions for batch steps, or windows close by time only.",
 )
 @click.option("--group-id", default=None, help="Consumer group (default leadstreams-FLOWNAME).")
+@click.option(
+    "--instance-id",
+    envvar="LEADSTREAMS_INSTANCE_ID",
+    default=None,
+    help="Static group membership (group.instance.id, unique in the group): a restarted worker takes "
+    "its partitions back at once instead of after --session-timeout. Default: the pod name in "
+    "Kubernetes, else none (env LEADSTREAMS_INSTANCE_ID).",
+)
+@click.option(
+    "--session-timeout",
+    default=45.0,
+    type=click.FloatRange(min=6.0, max=90.0),
+    show_default=True,
+    help="Seconds without heartbeats before the group gives a worker's partitions to others.",
+)
 @click.option("--partitions", default=4, show_default=True, help="Partitions for topics it creates.")
 @click.option(
     "--create-topics/--no-create-topics",
@@ -175,6 +191,8 @@ def worker(
     batch_size: int,
     max_in_flight: int,
     group_id: str | None,
+    instance_id: str | None,
+    session_timeout: float,
     partitions: int,
     create_topics: bool,
     max_lead_bytes: int,
@@ -210,6 +228,8 @@ def worker(
         batch_size=batch_size,
         max_in_flight=max_in_flight,
         group_id=group_id,
+        instance_id=instance_id or kubernetes_pod_name(),
+        session_timeout=session_timeout,
         input_partitions=asyncio.run(partition_count(bootstrap, topics.input)),
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,
@@ -268,6 +288,14 @@ def tail(topics: tuple[str, ...], bootstrap: str, count: int, timeout: float) ->
         collect(bootstrap, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
     )
     err.print(f"{len(records)} message(s)")
+
+
+def kubernetes_pod_name() -> str | None:
+    """In a Kubernetes pod, its name (HOSTNAME): unique among the pods of a Deployment and
+    kept across container restarts, which is what static membership needs."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return os.environ.get("HOSTNAME") or None
+    return None
 
 
 def _read_lead(file: click.utils.LazyFile) -> dict[str, object]:
