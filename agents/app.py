@@ -18,8 +18,9 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agents.faust_seam import LeadApp
 from agents.inflight import LeadLoop, exit_if_it_fails
-from agents.intake import LeadApp, LeadIntake
+from agents.intake import LeadIntake
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, FaustProducerBatches, OutputWriter
 from agents.table_cache import TableCache

@@ -1,8 +1,9 @@
 """The lead loop: each fetched lead runs as its own task as soon as it arrives, up to a cap
 of leads in flight, so one slow partner call or an open batch window holds back only its
 own lead, never the next fetch. Finished outputs are written in groups; an input message
-is acked only after Kafka acknowledged its output, and Faust commits per partition only up
-to the first unacked offset, so whatever is not written is read again after a crash."""
+is acked only after Kafka acknowledged its output, and a partition's commit stops at its
+oldest unacked message (agents.commit_ledger), so whatever is not written is read again
+after a crash."""
 
 from __future__ import annotations
 

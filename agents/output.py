@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import ProducerT
 
+from agents.faust_seam import aiokafka_producer
 from agents.partitioner import partition_for
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
@@ -138,7 +139,7 @@ class FaustProducerBatches:
         self.faust_producer = producer
 
     def _producer(self) -> AIOKafkaProducer:
-        return self.faust_producer._ensure_producer()  # type: ignore[attr-defined,no-any-return]
+        return aiokafka_producer(self.faust_producer)
 
     async def partitions_for(self, topic: str) -> set[int]:
         return await self._producer().partitions_for(topic)  # type: ignore[no-any-return]

@@ -42,3 +42,25 @@ def test_collision_with_another_agents_distribution_is_refused(monkeypatch: pyte
     )
     with pytest.raises(AgentsPackageCollision, match="openai-agents"):
         check_agents_package()
+
+
+FAUST_INTERNALS = ("faust.transport", "faust.types.tuples", "mode.utils.futures")
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(p for p in (ROOT / "agents").glob("*.py") if p.name != "faust_seam.py"),
+    ids=lambda p: p.name,
+)
+def test_only_the_faust_seam_reaches_into_faust_internals(module: Path) -> None:
+    """Faust's private API lives in agents/faust_seam.py (version-checked, contract-tested):
+    no other module imports Faust's transport internals or calls a private method on an
+    object of another module (``x._name(`` where x is not ``self``/``cls``)."""
+    tree = ast.parse(module.read_text(), str(module))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            assert not node.module.startswith(FAUST_INTERNALS), f"{module.name} imports {node.module}"
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value
+            ours = isinstance(owner, ast.Name) and owner.id in {"self", "cls", "os", "sys"}
+            assert ours, f"{module.name}:{node.lineno}: private attribute {node.attr}"
