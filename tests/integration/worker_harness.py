@@ -57,7 +57,8 @@ class WorkerRun:
             "PARTNER_URL": self.partner_url,
             "PARTNER_ALLOW_LOOPBACK": "true",
         }
-        args = ["--group-id", f"it-{self.suffix}", "--partitions", "3"]
+        group = f"it-{self.suffix}"  # a stable instance id: a restart rejoins at once
+        args = ["--group-id", group, "--instance-id", f"{group}-0", "--partitions", "3"]
         self.worker = WorkerProcess(self.flow_file(), self.bootstrap, self.web_port, self.log_path, env, args)
         self.worker.start()
 
