@@ -31,11 +31,22 @@ class Masker:
         variants = {spelling for s in secrets if s for spelling in spellings(s)}
         self._secrets = sorted(variants, key=len, reverse=True)
         self._json_needles = [orjson.dumps(s)[1:-1] for s in self._secrets]
+        raw = {s.encode() for s in self._secrets} | set(self._json_needles)
+        self._raw_needles = sorted(raw, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:
             value = value.replace(secret, MASK)
         return value
+
+    def raw_bytes(self, payload: bytes | None) -> bytes | None:
+        """Mask secrets in a message's raw bytes (as text or JSON-escaped) before they are
+        base64-encoded into an event, where json_bytes could no longer find them."""
+        if payload is None:
+            return None
+        for needle in self._raw_needles:
+            payload = payload.replace(needle, MASK.encode())
+        return payload
 
     def json_bytes(self, payload: bytes) -> bytes:
         """Mask secrets inside serialised JSON (as they appear JSON-escaped)."""

@@ -82,7 +82,9 @@ class LeadPipeline:
                 return self._output(
                     Destination.ERRORS,
                     lead_id_for(None, source),
-                    bad_input_event(self.flow.name, raw, source, str(exc), received_at),
+                    bad_input_event(
+                        self.flow.name, self.masker.raw_bytes(raw), source, str(exc), received_at
+                    ),
                     raw,
                 )
             lead_id = lead_id_for(lead, source)
@@ -109,14 +111,14 @@ class LeadPipeline:
                 return self._output(
                     Destination.ERRORS,
                     lead_id,
-                    bad_input_event(self.flow.name, raw, source, reason, received_at),
+                    bad_input_event(self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at),
                     raw,
                 )
             except Exception:  # even the error event failed: the smallest event that can't
                 minimal = {
                     "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
                     "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
-                    "raw": raw_prefix(raw, self.max_output_bytes),
+                    "raw": raw_prefix(self.masker.raw_bytes(raw), self.max_output_bytes),
                     "received_at": received_at,
                     "completed_at": received_at,
                 }  # fmt: skip
@@ -149,7 +151,7 @@ class LeadPipeline:
         value = self._encoded(event)
         if len(value) > self.max_output_bytes:
             log.warning("output of %d bytes for %s goes to errors as too large", len(value), event["input"])
-            event = oversized_event(event, raw, len(value), self.max_output_bytes)
+            event = oversized_event(event, self.masker.raw_bytes(raw), len(value), self.max_output_bytes)
             value = self._encoded(event)
             if len(value) > self.max_output_bytes:  # the steps alone are too large: drop them
                 event["steps"] = []

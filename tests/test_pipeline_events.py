@@ -194,6 +194,26 @@ async def test_secrets_never_leave_in_output(
         assert event["lead"]["echoed"] == "***"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json " + SECRET.encode(), b'{"id": "s2", "note": "' + orjson.dumps(SECRET)[1:-1] + b'"', b"["],
+    ids=["as text", "json-escaped", "without"],
+)
+async def test_raw_bytes_of_an_unusable_input_are_masked(aiohttp_server: AiohttpServer, raw: bytes) -> None:
+    """The base64 ``raw`` of a bad input hides settings too (json_bytes cannot see into it)."""
+    app, _ = recording_app(echo_key)
+    flow = make_flow(await serve(aiohttp_server, app), [{"name": "echo", "request": {"url": "/ok"}}],
+                     settings={"key": SECRET})  # fmt: skip
+    async with pipeline_for(flow) as pipeline:
+        output = await pipeline.process(raw, SOURCE)
+    event = event_of(output)
+    assert output.destination is Destination.ERRORS and event["lead"] is None
+    shown = base64.b64decode(event["raw"])
+    assert SECRET.encode() not in shown and orjson.dumps(SECRET)[1:-1] not in shown
+    masked = raw.replace(orjson.dumps(SECRET)[1:-1], b"***").replace(SECRET.encode(), b"***")
+    assert shown == masked  # everything else is the input as received
+
+
 async def test_an_output_kafka_would_refuse_goes_to_errors_short_with_its_steps(
     partner: tuple[LeadPipeline, web.Application],
 ) -> None:
