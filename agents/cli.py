@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 
 import click
@@ -149,9 +148,10 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     "--instance-id",
     envvar="LEADSTREAMS_INSTANCE_ID",
     default=None,
-    help="Static group membership (group.instance.id, unique in the group): a restarted worker takes "
-    "its partitions back at once instead of after --session-timeout. Default: the pod name in "
-    "Kubernetes, else none (env LEADSTREAMS_INSTANCE_ID).",
+    help="Static group membership (group.instance.id, unique in the group): a worker restarted with "
+    "the same id takes its partitions back at once instead of after --session-timeout. Use a name "
+    "that survives restarts (a StatefulSet pod's name); a worker stopped for good holds its "
+    "partitions until the session times out (env LEADSTREAMS_INSTANCE_ID).",
 )
 @click.option(
     "--session-timeout",
@@ -228,7 +228,7 @@ def worker(
         batch_size=batch_size,
         max_in_flight=max_in_flight,
         group_id=group_id,
-        instance_id=instance_id or kubernetes_pod_name(),
+        instance_id=instance_id,
         session_timeout=session_timeout,
         input_partitions=asyncio.run(partition_count(bootstrap, topics.input)),
         max_lead_bytes=max_lead_bytes,
@@ -288,14 +288,6 @@ def tail(topics: tuple[str, ...], bootstrap: str, count: int, timeout: float) ->
         collect(bootstrap, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
     )
     err.print(f"{len(records)} message(s)")
-
-
-def kubernetes_pod_name() -> str | None:
-    """In a Kubernetes pod, its name (HOSTNAME): unique among the pods of a Deployment and
-    kept across container restarts, which is what static membership needs."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return os.environ.get("HOSTNAME") or None
-    return None
 
 
 def _read_lead(file: click.utils.LazyFile) -> dict[str, object]:
