@@ -368,6 +368,18 @@ def test_the_worker_defaults_to_port_6066_and_serves_metrics_and_healthz(tmp_pat
     assert {"/metrics", "/healthz"} <= set(app.web.views)
 
 
+def test_instance_id_and_session_timeout_reach_the_consumer(tmp_path: Path) -> None:
+    flow = load_flow(DEPLOY / "compose" / "flow.yaml", {"INTERNAL_API_KEY": "k"})
+    options = WorkerOptions(
+        bootstrap="127.0.0.1:1", data_dir=str(tmp_path), instance_id="w-1", session_timeout=20
+    )
+    app = create_app(flow, options, CollectorRegistry())
+    assert app.conf.consumer_group_instance_id == "w-1"
+    assert app.conf.broker_session_timeout == 20
+    defaults = {param.name: param.default for param in worker_command.params}
+    assert defaults["instance_id"] is None and defaults["session_timeout"] == 45.0
+
+
 def test_dockerfile_runs_the_worker_on_6066_as_non_root() -> None:
     assert dockerfile("FROM")[-1].startswith("python:3.11-slim")
     assert dockerfile("EXPOSE") == [str(WEB_PORT)]

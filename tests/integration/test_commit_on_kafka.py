@@ -11,6 +11,7 @@ after a commit that could have passed the slow lead, not before.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -194,8 +195,11 @@ async def hold_slow_lead_then_kill(run: CommitRun, slow_offset: int) -> None:
 
     assert run.worker is not None
     run.worker.kill()
+    restarted = time.monotonic()
     run.worker.start()  # same instance id: it takes its partitions back at once
     await run.wait_committed(0, slow_offset + 1 + FAST, timeout=90)  # the slow lead finished
+    # Static membership: not the 45 s session timeout a new member would wait for.
+    assert time.monotonic() - restarted < 30, "the restarted worker waited for the session timeout"
     out = await run.ids_out(before + FAST + 5 + 1)
     assert out.count("slow-0") == 1, f"the slow lead came out {out.count('slow-0')} times"
     assert run.partner.asked["slow-0"] == 2  # asked again after the restart, answered at once
