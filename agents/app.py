@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
@@ -67,6 +68,11 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         datadir=options.data_dir or str(Path(tempfile.gettempdir()) / f"{app_id}-data"),
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=options.instance_id,
+        # Faust's assignor asserts that an assignment names this worker's canonical URL
+        # (web host and port by default); a static member that rejoins gets its previous
+        # assignment back, so with another --web-port its coordinator died. The URL only
+        # identifies the worker here (no table routing), so with an id it is the id.
+        **stable_url(options.instance_id),
         broker_session_timeout=options.session_timeout,
         producer_acks=-1,
         key_serializer="raw",
@@ -235,6 +241,12 @@ async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
         if handing_over and batcher.pending:
             log.info("closing open batch windows (%d leads): partitions are handed over", batcher.pending)
             await batcher.flush()
+
+
+def stable_url(instance_id: str | None) -> dict[str, str]:
+    if instance_id is None:
+        return {}
+    return {"canonical_url": f"http://leadstreams.invalid/instance/{quote(instance_id, safe='')}"}
 
 
 def longest_window(flow: Flow) -> float:

@@ -547,3 +547,15 @@ def test_ensure_promtool_script_is_executable_and_exits_0_when_present() -> None
     result = subprocess.run([str(script)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "installing" not in result.stderr  # present tools: nothing to install
+
+
+def test_a_static_member_keeps_its_identity_whatever_its_web_port(tmp_path: Path) -> None:
+    """Faust's assignor asserts the assignment names the worker's URL; a static member
+    rejoining with another --web-port gets its old assignment, so the URL is the id."""
+    flow = load_flow(DEPLOY / "compose" / "flow.yaml", {"INTERNAL_API_KEY": "k"})
+    urls = {
+        str(create_app(flow, WorkerOptions(bootstrap="127.0.0.1:1", data_dir=str(tmp_path), web_port=port,
+                                           instance_id="w-1"), CollectorRegistry()).conf.canonical_url)
+        for port in (7001, 7002)
+    }  # fmt: skip
+    assert len(urls) == 1
