@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -27,9 +28,13 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)  # extra worker options, e.g. --group-id
     process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0  # time.monotonic() of the last start
 
     def start(self) -> None:
+        self.started = time.monotonic()
         with self.log_path.open("ab") as log:
+            log.write(f"--- worker started {stamp()} ---\n".encode())
+            log.flush()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agents.cli", "worker", str(self.flow), "--bootstrap", self.bootstrap,
                  "--web-port", str(self.web_port), "--loglevel", "warning", *self.args],
@@ -58,11 +63,18 @@ class WorkerProcess:
             assert self.process is not None
             self.process.kill()
             self.process.wait()
+            with self.log_path.open("ab") as log:
+                log.write(f"--- worker killed (SIGKILL) {stamp()} ---\n".encode())
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stamp() -> str:
+    """Local wall-clock time to the millisecond, as the worker's log lines show it."""
+    return datetime.now().isoformat(sep=" ", timespec="milliseconds")
 
 
 def free_port() -> int:

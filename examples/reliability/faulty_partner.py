@@ -3,13 +3,18 @@
 POST /check answers like the demo blacklist API, but a seeded share of requests
 gets a 5xx, hangs past the client's timeout, or has its connection reset, and
 every `burst_every` seconds the partner answers 429 with Retry-After for one
-second. It counts requests per wall-clock second so the run can prove the rate
+second. A share of the leads (`slow_share`, chosen by a hash of the email, so a
+replayed lead is as slow again) is answered only after 1-20 s; the slow requests in
+flight are listed, so a run can kill the worker while one is at the head of its
+partition. It counts requests per wall-clock second so the run can prove the rate
 limit held. GET /stats returns the counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import random
 import time
 from collections import Counter
@@ -26,6 +31,23 @@ class Faults:
     burst_every: float = 7.0  # seconds between one-second 429 bursts (0: none)
     hang_for: float = 5.0  # longer than the flow's timeout
     seed: int = 11
+    slow_share: float = 0.0  # leads answered only after `slow_for` seconds, by a hash of the email
+    slow_for: tuple[float, float] = (1.0, 20.0)
+
+    def slowness(self, email: str) -> float:
+        """Seconds the answer for this email is held back (0: at once); the same every time."""
+        digest = int.from_bytes(hashlib.blake2b(email.encode(), digest_size=8).digest())
+        if digest % 10_000 >= self.slow_share * 10_000:
+            return 0.0
+        low, high = self.slow_for
+        return low + (high - low) * ((digest >> 32) % 1000) / 999
+
+
+@dataclass(frozen=True)
+class SlowCall:
+    email: str
+    started: float  # time.monotonic()
+    until: float
 
 
 @dataclass
@@ -34,6 +56,8 @@ class Stats:
     outcomes: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    slow: dict[int, SlowCall] = field(default_factory=dict)  # the slow requests in flight
+    serial: itertools.count[int] = field(default_factory=itertools.count)
 
 
 FAULTS = web.AppKey("faults", Faults)
@@ -76,6 +100,14 @@ async def answer(request: web.Request, faults: Faults, stats: Stats, now: float)
         return web.json_response({"error": "partner failure"}, status=status)
     body = await request.json()
     email = str(body.get("email") or "")
+    if delay := faults.slowness(email):
+        started, serial = time.monotonic(), next(stats.serial)
+        stats.slow[serial] = SlowCall(email, started, started + delay)
+        try:
+            await asyncio.sleep(delay)  # simulated slow answer
+        finally:
+            del stats.slow[serial]
+        stats.outcomes["slow"] += 1
     listed = email.endswith("@spam.example")
     stats.outcomes["200"] += 1
     return web.json_response(

@@ -1,9 +1,13 @@
 """`make reliability`: fault injection on the real broker, ending with one line per
 scenario and `reliability: in=N out=N lost=0 duplicates=D`.
 
-Scenarios: partner faults (5xx, timeouts, resets, 429 bursts) while the worker is
-killed with SIGKILL several times and the broker is restarted once; two workers in
-one group sharing a rate limit; fuzzed bad inputs; secrets never leaving the run.
+Scenarios: faults: partner faults (5xx, timeouts, resets, 429 bursts) while the worker
+is killed with SIGKILL several times and the broker is restarted once; slow_kills: a
+few leads answered only after 1-20 s, the worker killed whenever one of them is at the
+head of its partition with later leads written, and the broker restarted once;
+shared_limit: two workers in one group sharing a rate limit; fuzz: fuzzed bad inputs;
+secrets never leaving the run. While waiting, a progress line every 10 s on stderr.
+The whole output is kept in the work dir with the worker logs.
 Needs LEADSTREAMS_BOOTSTRAP and LEADSTREAMS_KAFKA_STATE (deploy/kafka/with-kafka.sh).
 """
 
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
+import contextlib
 import functools
 import logging
 import math
@@ -22,24 +28,34 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faulty_partner import STATS, Faults, create_faulty_partner
+from faulty_partner import STATS, Faults, Stats, create_faulty_partner
 
-from agents.kafka_io import Record, collect, ensure_topics, publish
+from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish
 from agents.process import ROOT, WorkerProcess, free_port, serve_app, wait_for
 from streams.delayed import tier_topics
 from streams.loader import load_flow
 
 FLOW = Path(__file__).resolve().parent / "flow.yaml"
+SLOW_FLOW = Path(__file__).resolve().parent / "slow_flow.yaml"
 PARTITIONS = 4
 MAX_LEAD = 256 * 1024  # below Kafka's default 1 MB message limit, so oversized leads can be sent
+# s a slow lead stays at the head of its partition, once the group's commit reached it,
+# before the kill: past Faust's 2.8 s commit interval, so the next commit has been made,
+# and a rule that commits past an unfinished lead has done so.
+HELD_AT_HEAD = 2.8 + 0.7
+PROGRESS_EVERY = 10.0  # s between progress lines
+STALL = 5.0  # s without an output (and no partner call) before the run asks whether all is committed
 
 
 @dataclass(frozen=True)
@@ -50,13 +66,19 @@ class Sizes:
     shared_leads: int = 3_000
     rate: int = 400  # partner limit, requests/s, for the whole group
     shared_rate: int = 200
+    slow_leads: int = 15_000
+    slow_kills: int = 3
+    slow_rate: int = 200
+    slow_share: float = 0.04  # leads answered after 1-20 s
+    recovery_bound: float = 10.0  # s from a worker's restart to its first output
     deadline: float = 900.0
 
     @classmethod
     def small(cls) -> Sizes:
         return cls(
-            leads=1_500, kills=1, fuzz=1_000, shared_leads=600, rate=300, shared_rate=150, deadline=300
-        )
+            leads=1_500, kills=1, fuzz=1_000, shared_leads=600, rate=300, shared_rate=150,
+            slow_leads=2_000, slow_kills=1, slow_rate=100, recovery_bound=30, deadline=300,
+        )  # fmt: skip
 
 
 @dataclass
@@ -69,6 +91,8 @@ class Run:
     faults: Faults
     workers: int = 1
     verbose: bool = False
+    flow: Path = FLOW
+    loglevel: str = "warning"
     prefix: str = field(default_factory=lambda: f"rel-{uuid.uuid4().hex[:8]}")
     api_key: str = field(default_factory=lambda: f"rel-secret-{uuid.uuid4().hex}")
     processes: list[WorkerProcess] = field(default_factory=list)
@@ -76,10 +100,15 @@ class Run:
     @functools.cached_property
     def topics(self) -> list[str]:
         """Input, enriched, errors, then the retry tiers (the flow file is parsed once)."""
-        flow = load_flow(FLOW, self.env("http://127.0.0.1:1"))
-        assert flow.delayed_retry is not None and flow.topics.retry
-        tiers = tier_topics(flow.topics.retry, flow.delayed_retry).values()
+        flow = load_flow(self.flow, self.env("http://127.0.0.1:1"))
+        retry, delayed = flow.topics.retry, flow.delayed_retry
+        tiers = tier_topics(retry, delayed).values() if retry and delayed else []
         return [flow.topics.input, flow.topics.enriched, flow.topics.errors, *tiers]
+
+    @property
+    def consumed(self) -> set[str]:
+        """The topics the group reads: the input and the retry tiers."""
+        return {self.topics[0], *self.topics[3:]}
 
     def env(self, partner_url: str) -> dict[str, str]:
         return {"PARTNER_URL": partner_url, "PARTNER_API_KEY": self.api_key, "PARTNER_ALLOW_LOOPBACK": "true",
@@ -89,8 +118,8 @@ class Run:
         await ensure_topics(self.bootstrap, self.topics, PARTITIONS)
         for index in range(self.workers):
             worker = WorkerProcess(
-                FLOW, self.bootstrap, free_port(), self.workdir / f"{self.prefix}-worker{index}.log",
-                env=self.env(partner_url), args=worker_args(self.prefix, self.verbose),
+                self.flow, self.bootstrap, free_port(), self.workdir / f"{self.prefix}-worker{index}.log",
+                env=self.env(partner_url), args=worker_args(self.prefix, index, self.verbose, self.loglevel),
             )  # fmt: skip
             worker.start()
             self.processes.append(worker)
@@ -109,19 +138,42 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     records: list[Record] = field(default_factory=list)
     without_reason: int = 0  # error events must say why
+    keys: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # input key -> partition/offset
+    # Per input partition, in arrival order: (time.monotonic(), highest offset with an output so far).
+    arrivals: defaultdict[int, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
+    stamps: list[float] = field(default_factory=list)  # the outputs' Kafka timestamps (s), in arrival order
+    last_output: float = 0.0  # time.monotonic() of the last output read
+    read_to: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+    settled: dict[tuple[str, int], int] | None = None  # all committed: the output ends to read up to
 
     def add(self, record: Record, input_topic: str, final_topics: set[str]) -> None:
         self.records.append(record)
+        self.read_to[(record.topic, record.partition)] = record.offset + 1
         if record.topic == input_topic:
             self.inputs.add((record.partition, record.offset))
+            self.keys[record.key or b""] = (record.partition, record.offset)
         elif record.topic in final_topics:
             event = orjson.loads(record.value)
-            self.outputs[(event["input"]["partition"], event["input"]["offset"])] += 1
+            source = (event["input"]["partition"], event["input"]["offset"])
+            self.outputs[source] += 1
             self.without_reason += event["outcome"] == "error" and not event.get("reason")
             self.outcomes[f"{record.topic.rsplit('.', 1)[-1]}:{event['outcome']}"] += 1
+            self.last_output = time.monotonic()
+            self.stamps.append(record.timestamp_ms / 1000)
+            arrived = self.arrivals[source[0]]
+            arrived.append((self.last_output, max(source[1], arrived[-1][1] if arrived else -1)))
+
+    def written_before(self, partition: int, moment: float) -> int:
+        """The highest offset of ``partition`` whose output was read by ``moment`` (-1: none)."""
+        arrived = self.arrivals[partition]
+        index = bisect.bisect_right(arrived, (moment, math.inf))
+        return arrived[index - 1][1] if index else -1
 
     def accounted(self, expected: int) -> bool:
-        return len(self.inputs) >= expected and self.inputs <= set(self.outputs)
+        if len(self.inputs) >= expected and self.inputs <= set(self.outputs):
+            return True
+        ends = self.settled
+        return ends is not None and all(self.read_to.get(where, 0) >= end for where, end in ends.items())
 
     @property
     def lost(self) -> int:
@@ -132,8 +184,59 @@ class Tally:
         return sum(count - 1 for count in self.outputs.values() if count > 1)
 
 
-def worker_args(group: str, verbose: bool = False) -> list[str]:
-    args = ["--group-id", group, "--partitions", str(PARTITIONS), "--max-lead-bytes", str(MAX_LEAD)]
+@dataclass
+class Progress:
+    """What a scenario is waiting for: a line on stderr every PROGRESS_EVERY seconds."""
+
+    scenario: str
+    expected: int
+    tally: Tally
+    phase: str = "starting"
+    since: float = field(default_factory=time.monotonic)  # when the phase began
+    broker_back: float | None = None  # time.time() the broker came back (the line says if no output since)
+    events: list[tuple[float, str]] = field(default_factory=lambda: [(time.time(), "start")])
+
+    def enter(self, phase: str) -> None:
+        self.phase, self.since = phase, time.monotonic()
+        print(self.line(), file=sys.stderr, flush=True)
+
+    def event(self, label: str) -> None:
+        """A fault injected now, to say when something happened relative to it."""
+        self.events.append((time.time(), label))
+
+    def relative(self, moment: float) -> str:
+        """``moment`` (time.time()) as the last event before it + seconds."""
+        when, label = max((event for event in self.events if event[0] <= moment), default=self.events[0])
+        return f"{label}+{moment - when:.0f}s"
+
+    def line(self) -> str:
+        text = (
+            f"  [{self.scenario}] out={len(self.tally.outputs)}/{self.expected} "
+            f"{self.phase} ({time.monotonic() - self.since:.0f}s)"
+        )
+        back = self.broker_back
+        if back is not None and not any(stamp >= back for stamp in self.tally.stamps[-1000:]):
+            text += f"; no output in the {time.time() - back:.0f}s since the broker came back"
+        return text
+
+    @contextlib.asynccontextmanager
+    async def reporting(self) -> AsyncIterator[Progress]:
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)  # a periodic report; nothing waits on it
+                print(self.line(), file=sys.stderr, flush=True)
+
+        task = asyncio.ensure_future(report())
+        try:
+            yield self
+        finally:
+            task.cancel()
+
+
+def worker_args(group: str, index: int, verbose: bool = False, loglevel: str = "warning") -> list[str]:
+    """Static membership: worker ``index`` keeps its instance id across restarts."""
+    args = ["--group-id", group, "--instance-id", f"{group}-w{index}", "--partitions", str(PARTITIONS),
+            "--max-lead-bytes", str(MAX_LEAD), "--loglevel", loglevel]  # fmt: skip
     return args + (["--loglevel", "debug", "--log-bodies"] if verbose else [])
 
 
@@ -166,54 +269,256 @@ def fuzzed_inputs(count: int, seed: int = 5) -> list[bytes]:
     return [makers[index % len(makers)]() if index % 97 else oversized for index in range(count)]
 
 
-async def track(run: Run, expected: int, deadline: float, tally: Tally) -> None:
+async def track(
+    run: Run, expected: int, deadline: float, tally: Tally, busy: Callable[[], bool] = lambda: False
+) -> None:
+    """Read every topic until each input has an output, or until the group has committed
+    everything it reads and its outputs are read (a lost lead then ends the run early)."""
     topics = run.topics
     final = {topics[1], topics[2]}
 
     def done(_: list[Record]) -> bool:
         return tally.accounted(expected)
 
-    await collect(run.bootstrap, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final))
+    watching = asyncio.ensure_future(watch_settled(run, tally, expected, busy))
+    try:
+        await collect(
+            run.bootstrap, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final)
+        )
+    finally:
+        watching.cancel()
 
 
-async def scenario_faults(bootstrap: str, state: str, workdir: Path, sizes: Sizes) -> tuple[str, Run, Tally]:
+async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[], bool]) -> None:
+    """Once nothing moves (every input read, no output for STALL seconds, no partner call
+    in flight) and the group has committed all it reads, ``tally.settled`` holds the output
+    topics' ends: an input still without an output then is lost, not late."""
+    while tally.settled is None:
+        await asyncio.sleep(1.0)  # polling: Kafka does not announce commits
+        if len(tally.inputs) < expected or busy() or time.monotonic() - tally.last_output < STALL:
+            continue
+        with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):  # the broker may be restarting
+            committed = await committed_offsets(run.bootstrap, run.prefix)
+            ends = await end_offsets(run.bootstrap, run.topics)
+            if all(committed.get(where, 0) >= end for where, end in ends.items() if where[0] in run.consumed):
+                tally.settled = {where: end for where, end in ends.items() if where[0] not in run.consumed}
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()}
+
+
+def output_gap(tally: Tally, since: float) -> float | None:
+    """Seconds from ``since`` (time.time()) to the first output written after it, by its
+    Kafka timestamp (None: none read yet)."""
+    first = min((stamp for stamp in tally.stamps if stamp >= since), default=None)
+    return None if first is None else round(first - since, 1)
+
+
+async def time_to_output(tally: Tally, since: float, timeout: float, what: str) -> float:
+    """``output_gap`` once the run has read an output written after ``since``."""
+    seen: list[float] = []
+    cursor = 0
+
+    def written() -> bool:
+        nonlocal cursor
+        seen.extend(stamp for stamp in tally.stamps[cursor:] if stamp >= since)
+        cursor = len(tally.stamps)
+        return bool(seen)
+
+    await wait_for(written, timeout, what)
+    return round(min(seen) - since, 1)
+
+
+async def restart(worker: WorkerProcess, tally: Tally, progress: Progress, label: str) -> float:
+    """Start the (killed) worker again, same instance id; seconds from the start to its first output."""
+    started = time.time()
+    worker.start()
+    progress.event(f"{label} restart")
+    progress.enter(f"{label}: waiting for the restarted worker's first output")
+    return await time_to_output(tally, started, 300, f"the first output after {label}")
+
+
+async def restart_broker(state: str, progress: Progress) -> tuple[float, float]:
+    """deploy/kafka/restart.sh: (seconds the broker was away, time.time() it came back)."""
+    progress.enter("broker restart: restart.sh running")
+    progress.event("broker stop")
+    began = time.time()
+    restart = await asyncio.to_thread(
+        subprocess.run, [str(ROOT / "deploy/kafka/restart.sh"), state], capture_output=True, text=True
+    )
+    if restart.returncode:
+        raise RuntimeError(f"broker restart failed: {restart.stderr}")
+    progress.broker_back = back = time.time()
+    progress.event("broker back")
+    return round(back - began, 1), back
+
+
+async def scenario_faults(
+    bootstrap: str, state: str, workdir: Path, sizes: Sizes, loglevel: str = "warning"
+) -> tuple[str, Run, Tally]:
     """Partner faults; SIGKILL the worker `kills` times; restart the broker once."""
-    run = Run(bootstrap, workdir, sizes.rate, Faults())
+    run = Run(bootstrap, workdir, sizes.rate, Faults(), loglevel=loglevel)
     partner = create_faulty_partner(run.api_key, run.faults)
     runner, url = await serve_app(partner)
     tally = Tally()
+    recoveries: list[float] = []
+    progress = Progress("faults", sizes.leads, tally)
     try:
-        await run.start(url)
-        tracking = asyncio.ensure_future(track(run, sizes.leads, sizes.deadline, tally))
-        await publish(bootstrap, run.topics[0], leads(sizes.leads, run.prefix))
-        worker = run.processes[0]
-        for kill in range(1, sizes.kills + 1):
-            share = kill * sizes.leads / (sizes.kills + 2)
+        async with progress.reporting():
+            await run.start(url)
+            tracking = asyncio.ensure_future(track(run, sizes.leads, sizes.deadline, tally))
+            await publish(bootstrap, run.topics[0], leads(sizes.leads, run.prefix))
+            worker = run.processes[0]
+            for kill in range(1, sizes.kills + 1):
+                share = kill * sizes.leads // (sizes.kills + 2)
+                progress.enter(f"kill {kill}/{sizes.kills}: waiting for {share} outputs")
+                await wait_for(
+                    lambda s=share: sum(tally.outputs.values()) >= s, 300, f"outputs before kill {kill}"
+                )
+                worker.kill()
+                progress.event(f"kill {kill}")
+                recoveries.append(await restart(worker, tally, progress, f"kill {kill}"))
+            progress.enter("waiting for 80% of the outputs before the broker restart")
             await wait_for(
-                lambda s=share: sum(tally.outputs.values()) >= s, 300, f"outputs before kill {kill}"
+                lambda: sum(tally.outputs.values()) >= sizes.leads * 0.8, 300, "80% of the outputs"
             )
-            worker.kill()
-            worker.start()
-        await wait_for(lambda: sum(tally.outputs.values()) >= sizes.leads * 0.8, 300, "80% of the outputs")
-        restart = await asyncio.to_thread(
-            subprocess.run, [str(ROOT / "deploy/kafka/restart.sh"), state], capture_output=True, text=True
-        )
-        if restart.returncode:
-            raise RuntimeError(f"broker restart failed: {restart.stderr}")
-        await tracking
-        alive = worker.alive
+            away, back = await restart_broker(state, progress)
+            progress.enter("waiting for every input to have an output")
+            await tracking
+            alive = worker.alive
+            gap = output_gap(tally, back)
     finally:
         run.stop()
         await runner.cleanup()
     stats = partner[STATS]
     peak = max(stats.per_second.values(), default=0)
+    over = [f"{count}@{progress.relative(second + 0.5)}" for second, count in sorted(stats.per_second.items())
+            if count > sizes.rate]  # fmt: skip
     line = (
         f"faults: in={len(tally.inputs)} out={len(set(tally.outputs))} lost={tally.lost} "
         f"errors_without_reason={tally.without_reason} "
-        f"duplicates={tally.duplicates} kills={sizes.kills} broker_restarts=1 worker_alive={alive} "
-        f"max_rps={peak} limit={sizes.rate} partner={dict(stats.outcomes)} outcomes={dict(tally.outcomes)}"
+        f"duplicates={tally.duplicates} kills={sizes.kills} recovery_s={recoveries} broker_restarts=1 "
+        f"broker_away_s={away} broker_gap_s={gap} worker_alive={alive} "
+        f"max_rps={peak} limit={sizes.rate}{f' over_limit={over}' if over else ''} "
+        f"partner={dict(stats.outcomes)} outcomes={dict(tally.outcomes)}"
     )
     ok = tally.lost == 0 and tally.without_reason == 0 and peak <= math.ceil(sizes.rate) and alive
+    ok = ok and max(recoveries, default=0) <= sizes.recovery_bound
+    return ("" if ok else "FAILED ") + line, run, tally
+
+
+def slow_heads(stats: Stats, tally: Tally, key_of: dict[str, bytes], since: float) -> list[tuple[int, int]]:
+    """The slow leads the worker started at ``since`` still waits for (a second more at
+    least) while a later lead of their partition is written: their partition/offset."""
+    now = time.monotonic()
+    heads = []
+    for call in list(stats.slow.values()):
+        where = tally.keys.get(key_of.get(call.email, b""))
+        if call.started < since or call.until < now + 1 or where is None or where in tally.outputs:
+            continue
+        if tally.written_before(where[0], now) > where[1]:
+            heads.append(where)
+    return heads
+
+
+async def worst_moment(
+    run: Run, stats: Stats, tally: Tally, key_of: dict[str, bytes], enough: float = math.inf
+) -> tuple[int, int] | None:
+    """Until a slow lead is at the head of its partition: unfinished, later leads of its
+    partition written, and the group's commit reached it HELD_AT_HEAD seconds ago; that
+    lead. None once ``enough`` outputs are read."""
+    reached: dict[tuple[int, int], float] = {}  # when the commit was first seen at the head
+    deadline = time.monotonic() + 300
+    while len(tally.outputs) < enough:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no slow lead at the head of its partition in 300 s")
+        heads = slow_heads(stats, tally, key_of, run.processes[0].started)
+        committed: dict[tuple[str, int], int] = {}
+        if heads:
+            with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+                committed = await committed_offsets(run.bootstrap, run.prefix)
+        now = time.monotonic()
+        for head in heads:
+            at_head = committed.get((run.topics[0], head[0]), 0) >= head[1]  # or past it
+            if at_head and now - reached.setdefault(head, now) >= HELD_AT_HEAD:
+                return head
+        await asyncio.sleep(0.5)  # polling the partner's calls and the group's commits
+    return None
+
+
+async def scenario_slow_kills(
+    bootstrap: str, state: str, workdir: Path, sizes: Sizes, loglevel: str = "warning"
+) -> tuple[str, Run, Tally]:
+    """A few leads answered only after 1-20 s; SIGKILL the worker while one of them is at
+    the head of its partition and later leads of that partition are written; restart the
+    broker once at such a moment too."""
+    faults = Faults(0, 0, 0, 0, slow_share=sizes.slow_share)
+    run = Run(bootstrap, workdir, sizes.slow_rate, faults, flow=SLOW_FLOW, loglevel=loglevel)
+    partner = create_faulty_partner(run.api_key, run.faults)
+    stats = partner[STATS]
+    runner, url = await serve_app(partner)
+    tally = Tally()
+    batch = leads(sizes.slow_leads, run.prefix)
+    key_of = {orjson.loads(value)["email"]: key for key, value in batch}
+    recoveries: list[float] = []
+    at_risk: list[tuple[int, int]] = []  # the slow lead at the head at each kill
+    committed_past = 0  # kills at which the group had committed past that lead
+    progress = Progress("slow_kills", sizes.slow_leads, tally)
+
+    def waiting(label: str) -> None:
+        progress.enter(f"{label}: waiting for a slow lead at the head of its partition, later ones written")
+
+    try:
+        async with progress.reporting():
+            await run.start(url)
+            tracking = asyncio.ensure_future(
+                track(run, sizes.slow_leads, sizes.deadline, tally, busy=lambda: stats.in_flight > 0)
+            )
+            await publish(bootstrap, run.topics[0], batch)
+            worker = run.processes[0]
+            for kill in range(1, sizes.slow_kills + 1):
+                label = f"kill {kill}/{sizes.slow_kills}"
+                waiting(label)
+                head = await worst_moment(run, stats, tally, key_of)
+                assert head is not None
+                at_risk.append(head)
+                worker.kill()
+                progress.event(label)
+                committed = await committed_offsets(bootstrap, run.prefix)
+                partition, offset = head
+                at = committed.get((run.topics[0], partition), 0)
+                committed_past += at > offset
+                progress.enter(
+                    f"{label}: killed with partition {partition}'s offset {offset} unfinished "
+                    f"(outputs up to {tally.written_before(partition, math.inf)}), committed: {at}"
+                )
+                recoveries.append(await restart(worker, tally, progress, label))
+            waiting("broker restart")
+            await worst_moment(run, stats, tally, key_of, enough=0.9 * sizes.slow_leads)
+            away, back = await restart_broker(state, progress)
+            progress.enter("waiting for every input to have an output")
+            await tracking
+            alive = worker.alive
+            gap = output_gap(tally, back)
+    finally:
+        run.stop()
+        await runner.cleanup()
+    lost_at_head = sum(where not in tally.outputs for where in at_risk)
+    line = (
+        f"slow_kills: in={len(tally.inputs)} out={len(set(tally.outputs))} lost={tally.lost} "
+        f"duplicates={tally.duplicates} kills={sizes.slow_kills} recovery_s={recoveries} "
+        f"committed_past_slow_head={committed_past}/{sizes.slow_kills} lost_at_head={lost_at_head} "
+        f"broker_restarts=1 broker_away_s={away} broker_gap_s={gap} worker_alive={alive} "
+        f"slow_calls={stats.outcomes['slow']} partner_max_in_flight={stats.max_in_flight}"
+    )
+    ok = tally.lost == 0 and alive and max(recoveries, default=0) <= sizes.recovery_bound
     return ("" if ok else "FAILED ") + line, run, tally
 
 
@@ -224,14 +529,18 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
     partner = create_faulty_partner(run.api_key, run.faults)
     runner, url = await serve_app(partner)
     tally = Tally()
+    progress = Progress("shared_limit", sizes.shared_leads, tally)
     try:
-        await run.start(url)
-        await until_group_has(bootstrap, run.prefix, members=2)
-        started = time.monotonic()
-        tracking = asyncio.ensure_future(track(run, sizes.shared_leads, sizes.deadline, tally))
-        await publish(bootstrap, run.topics[0], leads(sizes.shared_leads, run.prefix))
-        await tracking
-        elapsed = time.monotonic() - started
+        async with progress.reporting():
+            await run.start(url)
+            progress.enter("waiting for both workers in the group")
+            await until_group_has(bootstrap, run.prefix, members=2)
+            started = time.monotonic()
+            tracking = asyncio.ensure_future(track(run, sizes.shared_leads, sizes.deadline, tally))
+            await publish(bootstrap, run.topics[0], leads(sizes.shared_leads, run.prefix))
+            progress.enter("waiting for every input to have an output")
+            await tracking
+            elapsed = time.monotonic() - started
     finally:
         run.stop()
         await runner.cleanup()
@@ -255,12 +564,15 @@ async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[st
     runner, url = await serve_app(partner)
     tally = Tally()
     payloads = fuzzed_inputs(sizes.fuzz)
+    progress = Progress("fuzz", sizes.fuzz, tally)
     try:
-        await run.start(url)
-        tracking = asyncio.ensure_future(track(run, sizes.fuzz, sizes.deadline, tally))
-        await publish(bootstrap, run.topics[0], ((None, payload) for payload in payloads))
-        await tracking
-        alive = run.processes[0].alive
+        async with progress.reporting():
+            await run.start(url)
+            tracking = asyncio.ensure_future(track(run, sizes.fuzz, sizes.deadline, tally))
+            await publish(bootstrap, run.topics[0], ((None, payload) for payload in payloads))
+            progress.enter("waiting for every input to have an output")
+            await tracking
+            alive = run.processes[0].alive
     finally:
         run.stop()
         await runner.cleanup()
@@ -314,16 +626,32 @@ async def until_group_has(bootstrap: str, group: str, members: int, timeout: flo
         await admin.close()
 
 
-async def run_all(bootstrap: str, state: str, sizes: Sizes, workdir: Path) -> tuple[list[str], bool]:
+SCENARIOS = ("faults", "slow_kills", "shared_limit", "fuzz")
+
+
+async def run_all(
+    bootstrap: str,
+    state: str,
+    sizes: Sizes,
+    workdir: Path,
+    only: set[str] | None = None,
+    loglevel: str = "warning",
+) -> tuple[list[str], bool]:
+    """The scenarios (``only`` those named, in their usual order), then the secrets scan."""
     lines: list[str] = []
     runs: list[tuple[Run, Tally]] = []
-    for scenario in (
-        lambda: scenario_faults(bootstrap, state, workdir, sizes),
-        lambda: scenario_shared_limit(bootstrap, workdir, sizes),
-        lambda: scenario_fuzz(bootstrap, workdir, sizes),
-    ):
+    scenarios = {
+        "faults": lambda: scenario_faults(bootstrap, state, workdir, sizes, loglevel),
+        "slow_kills": lambda: scenario_slow_kills(bootstrap, state, workdir, sizes, loglevel),
+        "shared_limit": lambda: scenario_shared_limit(bootstrap, workdir, sizes),
+        "fuzz": lambda: scenario_fuzz(bootstrap, workdir, sizes),
+    }
+    for name in SCENARIOS:
+        if only is not None and name not in only:
+            continue
+        print(f"{name}: running", file=sys.stderr, flush=True)
         started = time.monotonic()
-        line, run, tally = await scenario()
+        line, run, tally = await scenarios[name]()
         lines.append(f"{line} ({time.monotonic() - started:.0f}s)")
         print(lines[-1], flush=True)
         runs.append((run, tally))
@@ -338,19 +666,47 @@ async def run_all(bootstrap: str, state: str, sizes: Sizes, workdir: Path) -> tu
     return lines, not any(line.startswith("FAILED") for line in lines) and lost == 0
 
 
+class Tee:
+    """A text stream that writes to several (the terminal and the run's output file)."""
+
+    def __init__(self, *streams: TextIO) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
 def main() -> None:
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # the resets we inject on purpose
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our readers while the broker restarts
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--small", action="store_true", help="the smaller sizes `make test` uses")
+    parser.add_argument(
+        "--only", type=lambda text: set(text.split(",")), help=f"comma-separated, of {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--worker-loglevel", default="warning", help="the workers' --loglevel (e.g. info)")
     args = parser.parse_args()
+    if args.only and args.only - set(SCENARIOS):
+        parser.error(f"unknown scenario {', '.join(sorted(args.only - set(SCENARIOS)))}")
     bootstrap, state = os.environ.get("LEADSTREAMS_BOOTSTRAP"), os.environ.get("LEADSTREAMS_KAFKA_STATE")
     if not bootstrap or not state:
         sys.exit("run through `make reliability` (needs LEADSTREAMS_BOOTSTRAP and LEADSTREAMS_KAFKA_STATE)")
     workdir = Path(tempfile.mkdtemp(prefix="leadstreams-reliability-"))
-    print(f"worker logs in {workdir}", flush=True)
-    _, ok = asyncio.run(run_all(bootstrap, state, Sizes.small() if args.small else Sizes(), workdir))
+    output = (workdir / "run_reliability.out").open("a", buffering=1)
+    sys.stdout, sys.stderr = Tee(sys.stdout, output), Tee(sys.stderr, output)  # type: ignore[assignment]
+    print(f"work dir (worker logs; this output in {output.name}): {workdir}", flush=True)
+    sizes = Sizes.small() if args.small else Sizes()
+    _, ok = asyncio.run(run_all(bootstrap, state, sizes, workdir, args.only, args.worker_loglevel))
+    if not ok:
+        print(f"FAILED; the work dir is kept: {workdir}", flush=True)
     sys.exit(0 if ok else 1)
 
 
