@@ -111,7 +111,8 @@ class LeadConsumer(aiokafka_driver.Consumer):
             return finished
 
     def _new_offset(self, tp: TP) -> int | None:
-        return self.ledger.committable(tp)
+        with ack_lock:  # the ledger changes under the same lock as in ack
+            return self.ledger.committable(tp)
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         for tp in self.ledger.with_finished_head():
