@@ -38,6 +38,7 @@ def _load(path: str) -> Flow:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="leadstreams", message="%(prog)s %(version)s")
 def main() -> None:
     """leadstreams: custom HTTP API integrations over a Kafka stream of leads."""
     from agents.guard import check_agents_package
