@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 # HTTP calls: milliseconds to tens of seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -35,9 +36,32 @@ class Histogram(_CachedLabels, prometheus_client.Histogram):
     pass
 
 
+def package_version() -> str:
+    """The installed distribution's version ("unknown" when run from a bare source tree)."""
+    try:
+        return importlib.metadata.version("leadstreams")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class Metrics:
+    """Every metric of a worker, on its own registry: one Metrics per registry (a second
+    one on the same registry raises prometheus_client's "Duplicated timeseries")."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = Gauge(
+            "leadstreams_build_info",
+            "Always 1; the running leadstreams version.",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(package_version()).set(1)
+        # The standard process_* (CPU, memory, fds, start time) and python_* (version, GC)
+        # series the default registry would have; the worker serves this registry instead.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.request_duration = Histogram(
             "leadstreams_request_duration_seconds",
             "Duration of a step's HTTP exchange, including auth round-trips.",
