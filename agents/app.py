@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from agents.faust_seam import LeadApp
 from agents.inflight import LeadLoop, exit_if_it_fails
 from agents.intake import LeadIntake
+from agents.kafka_connection import KafkaConnection
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, FaustProducerBatches, OutputWriter
 from agents.table_cache import TableCache
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    bootstrap: str
+    kafka: KafkaConnection | str  # a bare string: a PLAINTEXT bootstrap address
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     batch_size: int = 500  # leads handed to the lead loop per fetch; a retry tier's batch
@@ -59,9 +60,11 @@ class WorkerOptions:
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
     app_id = options.group_id or f"leadstreams-{flow.name}"
+    kafka = KafkaConnection.of(options.kafka)
     app = LeadApp(
         app_id,
-        broker=f"kafka://{options.bootstrap}",
+        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka),
         web_host=options.web_host,
         web_port=options.web_port,
         web_bind=options.web_host,
@@ -241,6 +244,20 @@ async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
         if handing_over and batcher.pending:
             log.info("closing open batch windows (%d leads): partitions are handed over", batcher.pending)
             await batcher.flush()
+
+
+def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT | None:
+    """The connection as Faust's credentials (used for its consumer and producer)."""
+    if kafka.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=kafka.ssl_context(),
+        )
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(kafka.ssl_context())
+    return None
 
 
 def stable_url(instance_id: str | None) -> dict[str, str]:

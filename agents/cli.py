@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 import orjson
@@ -12,19 +15,58 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agents.kafka_connection import MECHANISMS, PROTOCOLS, KafkaConfigError, KafkaConnection
 from streams.flow import Flow
 from streams.loader import load_flow
 from streams.problems import FlowFileError
 
 err = Console(stderr=True)
 EXIT_INVALID_FLOW = 2
-bootstrap_option = click.option(
-    "--bootstrap",
-    envvar="LEADSTREAMS_BOOTSTRAP",
-    default="127.0.0.1:9092",
-    show_default=True,
-    help="Kafka bootstrap servers (env LEADSTREAMS_BOOTSTRAP).",
-)
+KAFKA_OPTIONS = (
+    click.option("--bootstrap", help="Kafka bootstrap servers, host:port[,host:port] "
+                 "(env LEADSTREAMS_BOOTSTRAP; default 127.0.0.1:9092)."),
+    click.option("--kafka-config", type=click.Path(dir_okay=False), help="A Kafka client properties file "
+                 "(Java or librdkafka keys: bootstrap.servers, security.protocol, sasl.mechanism, "
+                 "sasl.jaas.config, ssl.truststore.location with type PEM, ...) "
+                 "(env LEADSTREAMS_KAFKA_CONFIG)."),
+    click.option("--security-protocol", type=click.Choice(PROTOCOLS, case_sensitive=False),
+                 help="Default PLAINTEXT (env LEADSTREAMS_KAFKA_SECURITY_PROTOCOL)."),
+    click.option("--sasl-mechanism", type=click.Choice(MECHANISMS, case_sensitive=False),
+                 help="Default PLAIN with SASL_* (env LEADSTREAMS_KAFKA_SASL_MECHANISM)."),
+    click.option("--sasl-username", help="(env LEADSTREAMS_KAFKA_SASL_USERNAME). The password is read from "
+                 "LEADSTREAMS_KAFKA_SASL_PASSWORD or --kafka-config, never from the command line."),
+    click.option("--ssl-cafile", help="PEM CA certificates to trust (default: the system's; "
+                 "env LEADSTREAMS_KAFKA_SSL_CAFILE)."),
+    click.option("--ssl-certfile", help="PEM client certificate, for mutual TLS "
+                 "(env LEADSTREAMS_KAFKA_SSL_CERTFILE)."),
+    click.option("--ssl-keyfile", help="PEM client key (env LEADSTREAMS_KAFKA_SSL_KEYFILE; its password in "
+                 "LEADSTREAMS_KAFKA_SSL_KEY_PASSWORD)."),
+    click.option("--ssl-check-hostname/--no-ssl-check-hostname", default=None,
+                 help="Check the broker's certificate names its host (default on)."),
+)  # fmt: skip
+
+
+def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The Kafka connection options on a command, resolved into one ``kafka`` argument
+    (options, then LEADSTREAMS_KAFKA_* variables, then --kafka-config)."""
+
+    @functools.wraps(command)
+    def with_connection(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in KAFKA_OPTION_NAMES}
+        config_file = given.pop("kafka_config")
+        try:
+            kwargs["kafka"] = KafkaConnection.resolve(given, config_file)
+        except KafkaConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(*args, **kwargs)
+
+    for option in reversed(KAFKA_OPTIONS):
+        with_connection = option(with_connection)
+    return with_connection
+
+
+KAFKA_OPTION_NAMES = ("bootstrap", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
+                      "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")  # fmt: skip
 
 
 def _load(path: str) -> Flow:
@@ -132,7 +174,7 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 
 @main.command()
 @click.argument("flow", type=click.Path(dir_okay=False))
-@bootstrap_option
+@kafka_options
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Host of /metrics.")
 @click.option("--web-port", default=6066, show_default=True, help="Port of /metrics (one per worker).")
 @click.option("--batch-size", default=500, show_default=True, help="Leads handed over from a fetch at once.")
@@ -186,7 +228,7 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 @click.option("--log-bodies", is_flag=True, help="With --loglevel debug, also log request/response bodies.")
 def worker(
     flow: str,
-    bootstrap: str,
+    kafka: KafkaConnection,
     web_host: str,
     web_port: int,
     batch_size: int,
@@ -219,11 +261,11 @@ def worker(
     if loaded.delayed_retry is not None and topics.retry:
         names += tier_topics(topics.retry, loaded.delayed_retry).values()
     if create_topics:
-        created = asyncio.run(ensure_topics(bootstrap, names, partitions))
+        created = asyncio.run(ensure_topics(kafka, names, partitions))
         if created:
             err.print(f"created topics: {', '.join(created)}")
     options = WorkerOptions(
-        bootstrap=bootstrap,
+        kafka=kafka,
         web_host=web_host,
         web_port=web_port,
         batch_size=batch_size,
@@ -231,7 +273,7 @@ def worker(
         group_id=group_id,
         instance_id=instance_id,
         session_timeout=session_timeout,
-        input_partitions=asyncio.run(partition_count(bootstrap, topics.input)),
+        input_partitions=asyncio.run(partition_count(kafka, topics.input)),
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,
     )
@@ -254,8 +296,8 @@ def worker(
 @main.command()
 @click.argument("topic")
 @click.argument("file", type=click.File("rb"))
-@bootstrap_option
-def publish(topic: str, file: click.utils.LazyFile, bootstrap: str) -> None:
+@kafka_options
+def publish(topic: str, file: click.utils.LazyFile, kafka: KafkaConnection) -> None:
     """Publish each line of FILE (JSON lines) to TOPIC as-is; key = the lead's id."""
     from agents.kafka_io import publish as publish_messages
 
@@ -264,7 +306,7 @@ def publish(topic: str, file: click.utils.LazyFile, bootstrap: str) -> None:
         task = progress.add_task(f"publishing to {topic}", total=len(lines))
         count = asyncio.run(
             publish_messages(
-                bootstrap,
+                kafka,
                 topic,
                 ((_key_of(line), line) for line in lines),
                 on_sent=lambda n: progress.update(task, completed=n),
@@ -275,10 +317,10 @@ def publish(topic: str, file: click.utils.LazyFile, bootstrap: str) -> None:
 
 @main.command()
 @click.argument("topics", nargs=-1, required=True)
-@bootstrap_option
+@kafka_options
 @click.option("--count", "-n", default=0, help="Stop after this many messages (0: until --timeout).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to read for.")
-def tail(topics: tuple[str, ...], bootstrap: str, count: int, timeout: float) -> None:
+def tail(topics: tuple[str, ...], kafka: KafkaConnection, count: int, timeout: float) -> None:
     """Print the messages of TOPICS from the beginning, one JSON line each."""
     from agents.kafka_io import Record, collect
 
@@ -286,7 +328,7 @@ def tail(topics: tuple[str, ...], bootstrap: str, count: int, timeout: float) ->
         click.echo(record.value.decode("utf-8", errors="replace"))
 
     records = asyncio.run(
-        collect(bootstrap, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
+        collect(kafka, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
     )
     err.print(f"{len(records)} message(s)")
 

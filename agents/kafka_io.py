@@ -13,10 +13,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from agents.kafka_connection import KafkaConnection
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> list[str]:
+Kafka = KafkaConnection | str  # a connection, or a bare PLAINTEXT bootstrap address
+
+
+async def ensure_topics(kafka: Kafka, names: Iterable[str], partitions: int = 1) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -32,7 +36,7 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 
 
 
 async def publish(
-    bootstrap: str,
+    kafka: Kafka,
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes]],
     on_sent: Callable[[int], None] | None = None,
@@ -42,7 +46,7 @@ async def publish(
     """Produce (key, value) pairs and wait until all are acknowledged (``on_sent`` after
     every ``chunk``); ``producer_options`` override the producer's settings."""
     options: dict[str, Any] = {"acks": "all", "linger_ms": 5, **producer_options}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+    producer = AIOKafkaProducer(**KafkaConnection.of(kafka).client_options(), **options)
     await producer.start()
     count = 0
     try:
@@ -74,7 +78,7 @@ class Record:
 
 
 async def collect(
-    bootstrap: str,
+    kafka: Kafka,
     topics: list[str],
     until: Callable[[list[Record]], bool],
     timeout: float,
@@ -87,7 +91,7 @@ async def collect(
     # No group: a subscription then gets every partition of the topics.
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **KafkaConnection.of(kafka).client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -118,11 +122,11 @@ async def collect(
     return records
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+async def end_offsets(kafka: Kafka, topics: list[str]) -> dict[tuple[str, int], int]:
     """The next offset of every partition of the existing ``topics``."""
-    counts = await partition_counts(bootstrap, topics)
+    counts = await partition_counts(kafka, topics)
     partitions = [TopicPartition(topic, p) for topic, count in counts.items() for p in range(count)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**KafkaConnection.of(kafka).client_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         offsets = await consumer.end_offsets(partitions) if partitions else {}
@@ -131,9 +135,9 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
         await consumer.stop()
 
 
-async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+async def partition_counts(kafka: Kafka, topics: list[str]) -> dict[str, int]:
     """Partitions of each of ``topics`` that exists (one metadata request)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
@@ -146,6 +150,6 @@ async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
     }
 
 
-async def partition_count(bootstrap: str, topic: str) -> int | None:
+async def partition_count(kafka: Kafka, topic: str) -> int | None:
     """Partitions of ``topic``, or None when it does not exist (yet)."""
-    return (await partition_counts(bootstrap, [topic])).get(topic)
+    return (await partition_counts(kafka, [topic])).get(topic)

@@ -360,10 +360,10 @@ def test_dashboard_has_flow_and_integration_variables_and_a_datasource_variable(
 def test_the_worker_defaults_to_port_6066_and_serves_metrics_and_healthz(tmp_path: Path) -> None:
     defaults = {param.name: param.default for param in worker_command.params}
     assert defaults["web_port"] == WEB_PORT
-    assert WorkerOptions(bootstrap="x").web_port == WEB_PORT
+    assert WorkerOptions(kafka="x").web_port == WEB_PORT
     flow = load_flow(DEPLOY / "compose" / "flow.yaml", {"INTERNAL_API_KEY": "k"})
     app = create_app(
-        flow, WorkerOptions(bootstrap="127.0.0.1:1", data_dir=str(tmp_path)), CollectorRegistry()
+        flow, WorkerOptions(kafka="127.0.0.1:1", data_dir=str(tmp_path)), CollectorRegistry()
     )
     assert {"/metrics", "/healthz"} <= set(app.web.views)
 
@@ -371,7 +371,7 @@ def test_the_worker_defaults_to_port_6066_and_serves_metrics_and_healthz(tmp_pat
 def test_instance_id_and_session_timeout_reach_the_consumer(tmp_path: Path) -> None:
     flow = load_flow(DEPLOY / "compose" / "flow.yaml", {"INTERNAL_API_KEY": "k"})
     options = WorkerOptions(
-        bootstrap="127.0.0.1:1", data_dir=str(tmp_path), instance_id="w-1", session_timeout=20
+        kafka="127.0.0.1:1", data_dir=str(tmp_path), instance_id="w-1", session_timeout=20
     )
     app = create_app(flow, options, CollectorRegistry())
     assert app.conf.consumer_group_instance_id == "w-1"
@@ -393,7 +393,9 @@ def test_dockerfile_runs_the_worker_on_6066_as_non_root() -> None:
 
 def test_dockerfile_copies_every_package_of_the_project() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = set(project["tool"]["setuptools"]["packages"]) | {"pyproject.toml", project["project"]["readme"]}
+    found = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    top_level = {pattern.split(".")[0] for pattern in found}
+    needed = top_level | {"pyproject.toml", project["project"]["readme"]}
     copied = set()
     for arg in dockerfile("COPY"):
         if arg.startswith("--from"):
@@ -554,7 +556,7 @@ def test_a_static_member_keeps_its_identity_whatever_its_web_port(tmp_path: Path
     rejoining with another --web-port gets its old assignment, so the URL is the id."""
     flow = load_flow(DEPLOY / "compose" / "flow.yaml", {"INTERNAL_API_KEY": "k"})
     urls = {
-        str(create_app(flow, WorkerOptions(bootstrap="127.0.0.1:1", data_dir=str(tmp_path), web_port=port,
+        str(create_app(flow, WorkerOptions(kafka="127.0.0.1:1", data_dir=str(tmp_path), web_port=port,
                                            instance_id="w-1"), CollectorRegistry()).conf.canonical_url)
         for port in (7001, 7002)
     }  # fmt: skip
