@@ -28,10 +28,10 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)  # extra worker options, e.g. --group-id
     process: subprocess.Popen[bytes] | None = None
-    started: float = 0.0  # time.monotonic() of the last start
+    started: float = 0.0  # time.time() of the last start
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.started = time.time()
         with self.log_path.open("ab") as log:
             log.write(f"--- worker started {stamp()} ---\n".encode())
             log.flush()

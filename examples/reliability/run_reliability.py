@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import bisect
 import contextlib
 import functools
 import logging
@@ -139,7 +138,7 @@ class Tally:
     records: list[Record] = field(default_factory=list)
     without_reason: int = 0  # error events must say why
     keys: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # input key -> partition/offset
-    # Per input partition, in arrival order: (time.monotonic(), highest offset with an output so far).
+    # Per input partition, in arrival order: (the output's Kafka timestamp in s, input offset).
     arrivals: defaultdict[int, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
     stamps: list[float] = field(default_factory=list)  # the outputs' Kafka timestamps (s), in arrival order
     last_output: float = 0.0  # time.monotonic() of the last output read
@@ -160,14 +159,12 @@ class Tally:
             self.outcomes[f"{record.topic.rsplit('.', 1)[-1]}:{event['outcome']}"] += 1
             self.last_output = time.monotonic()
             self.stamps.append(record.timestamp_ms / 1000)
-            arrived = self.arrivals[source[0]]
-            arrived.append((self.last_output, max(source[1], arrived[-1][1] if arrived else -1)))
+            self.arrivals[source[0]].append((record.timestamp_ms / 1000, source[1]))
 
-    def written_before(self, partition: int, moment: float) -> int:
-        """The highest offset of ``partition`` whose output was read by ``moment`` (-1: none)."""
-        arrived = self.arrivals[partition]
-        index = bisect.bisect_right(arrived, (moment, math.inf))
-        return arrived[index - 1][1] if index else -1
+    def written_since(self, partition: int, since: float = 0.0) -> int:
+        """The highest offset of ``partition`` with an output written since ``since``
+        (time.time()), -1 if none."""
+        return max((offset for stamp, offset in self.arrivals[partition] if stamp >= since), default=-1)
 
     def accounted(self, expected: int) -> bool:
         if len(self.inputs) >= expected and self.inputs <= set(self.outputs):
@@ -195,6 +192,9 @@ class Progress:
     since: float = field(default_factory=time.monotonic)  # when the phase began
     broker_back: float | None = None  # time.time() the broker came back (the line says if no output since)
     events: list[tuple[float, str]] = field(default_factory=lambda: [(time.time(), "start")])
+    # The driver's own event-loop delay, the worst per wall-clock second: the partner counts
+    # a request when this loop gets to it, so a delay here bunches its per-second counts.
+    lag: dict[int, float] = field(default_factory=dict)
 
     def enter(self, phase: str) -> None:
         self.phase, self.since = phase, time.monotonic()
@@ -219,6 +219,11 @@ class Progress:
             text += f"; no output in the {time.time() - back:.0f}s since the broker came back"
         return text
 
+    def rps(self, second: int, count: int) -> str:
+        """A partner's count for one second, when it happened and the driver's loop delay."""
+        lag = max(self.lag.get(second, 0.0), self.lag.get(second - 1, 0.0))
+        return f"{count}@{self.relative(second + 0.5)}(lag {lag:.2f}s)"
+
     @contextlib.asynccontextmanager
     async def reporting(self) -> AsyncIterator[Progress]:
         async def report() -> None:
@@ -226,11 +231,19 @@ class Progress:
                 await asyncio.sleep(PROGRESS_EVERY)  # a periodic report; nothing waits on it
                 print(self.line(), file=sys.stderr, flush=True)
 
-        task = asyncio.ensure_future(report())
+        async def sample_lag() -> None:
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.05)  # a sample of the loop's delay; nothing waits on it
+                second = int(time.time())
+                self.lag[second] = max(self.lag.get(second, 0.0), time.monotonic() - before - 0.05)
+
+        tasks = [asyncio.ensure_future(report()), asyncio.ensure_future(sample_lag())]
         try:
             yield self
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
 
 def worker_args(group: str, index: int, verbose: bool = False, loglevel: str = "warning") -> list[str]:
@@ -338,11 +351,10 @@ async def time_to_output(tally: Tally, since: float, timeout: float, what: str) 
 
 async def restart(worker: WorkerProcess, tally: Tally, progress: Progress, label: str) -> float:
     """Start the (killed) worker again, same instance id; seconds from the start to its first output."""
-    started = time.time()
     worker.start()
     progress.event(f"{label} restart")
     progress.enter(f"{label}: waiting for the restarted worker's first output")
-    return await time_to_output(tally, started, 300, f"the first output after {label}")
+    return await time_to_output(tally, worker.started, 300, f"the first output after {label}")
 
 
 async def restart_broker(state: str, progress: Progress) -> tuple[float, float]:
@@ -399,8 +411,11 @@ async def scenario_faults(
         await runner.cleanup()
     stats = partner[STATS]
     peak = max(stats.per_second.values(), default=0)
-    over = [f"{count}@{progress.relative(second + 0.5)}" for second, count in sorted(stats.per_second.items())
-            if count > sizes.rate]  # fmt: skip
+    over = [
+        progress.rps(second, count)
+        for second, count in sorted(stats.per_second.items())
+        if count > sizes.rate
+    ]
     line = (
         f"faults: in={len(tally.inputs)} out={len(set(tally.outputs))} lost={tally.lost} "
         f"errors_without_reason={tally.without_reason} "
@@ -415,15 +430,16 @@ async def scenario_faults(
 
 
 def slow_heads(stats: Stats, tally: Tally, key_of: dict[str, bytes], since: float) -> list[tuple[int, int]]:
-    """The slow leads the worker started at ``since`` still waits for (a second more at
-    least) while a later lead of their partition is written: their partition/offset."""
-    now = time.monotonic()
+    """The slow leads the worker started at ``since`` (time.time()) still waits for (a
+    second more at least) while it wrote a later lead of their partition: their
+    partition/offset."""
+    now = time.time()
     heads = []
     for call in list(stats.slow.values()):
         where = tally.keys.get(key_of.get(call.email, b""))
         if call.started < since or call.until < now + 1 or where is None or where in tally.outputs:
             continue
-        if tally.written_before(where[0], now) > where[1]:
+        if tally.written_since(where[0], since) > where[1]:
             heads.append(where)
     return heads
 
@@ -432,8 +448,8 @@ async def worst_moment(
     run: Run, stats: Stats, tally: Tally, key_of: dict[str, bytes], enough: float = math.inf
 ) -> tuple[int, int] | None:
     """Until a slow lead is at the head of its partition: unfinished, later leads of its
-    partition written, and the group's commit reached it HELD_AT_HEAD seconds ago; that
-    lead. None once ``enough`` outputs are read."""
+    partition written by this worker, and the group's commit at it (or past it) for
+    HELD_AT_HEAD seconds since; that lead. None once ``enough`` outputs are read."""
     reached: dict[tuple[int, int], float] = {}  # when the commit was first seen at the head
     deadline = time.monotonic() + 300
     while len(tally.outputs) < enough:
@@ -497,7 +513,7 @@ async def scenario_slow_kills(
                 committed_past += at > offset
                 progress.enter(
                     f"{label}: killed with partition {partition}'s offset {offset} unfinished "
-                    f"(outputs up to {tally.written_before(partition, math.inf)}), committed: {at}"
+                    f"(outputs up to {tally.written_since(partition)}), committed: {at}"
                 )
                 recoveries.append(await restart(worker, tally, progress, label))
             waiting("broker restart")
@@ -552,6 +568,8 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
         f"shared_limit: workers=2 in={len(tally.inputs)} lost={tally.lost} max_rps={peak} "
         f"mean_rps={mean:.0f} limit={sizes.shared_rate} elapsed={elapsed:.1f}s"
     )
+    over = [progress.rps(second, n) for second, n in sorted(per_second.items()) if n > sizes.shared_rate]
+    line += f" over_limit={over}" if over else ""
     # Together under the limit in every second, and close to it on average.
     ok = tally.lost == 0 and peak <= sizes.shared_rate and mean >= 0.8 * sizes.shared_rate
     return ("" if ok else "FAILED ") + line, run, tally
