@@ -19,12 +19,13 @@ from urllib.parse import quote
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.faust_seam import LeadApp
+from agents.faust_seam import LeadApp, aiokafka_producer
 from agents.inflight import LeadLoop, exit_if_it_fails
 from agents.intake import LeadIntake
 from agents.kafka_connection import KafkaConnection
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, FaustProducerBatches, OutputWriter
+from agents.readiness import Readiness
 from agents.table_cache import TableCache
 from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
@@ -168,6 +169,23 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
             guards.set_share(min(share, 1.0))
             log.info("rate limits: this worker owns %d/%d input partitions", owned, options.input_partitions)
 
+    readiness = Readiness()
+
+    @app.on_partitions_revoked.connect
+    async def not_ready_while_rebalancing(
+        sender: faust.App, revoked: set[faust.types.TP], **kwargs: object
+    ) -> None:
+        readiness.partitions_revoked()
+
+    @app.on_partitions_assigned.connect
+    async def ready_once_assigned(sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:
+        readiness.partitions_assigned()
+
+    @app.task
+    async def probe_broker() -> None:
+        """A metadata request over the producer's connection every few seconds (/ready)."""
+        await readiness.probe_forever(lambda: aiokafka_producer(app.producer).client.fetch_all_metadata())
+
     @app.task
     async def settle_garbage_collector() -> None:
         """What exists once the worker runs lives as long as it: keep it out of the cyclic
@@ -182,6 +200,14 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     async def health_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         """Liveness: the worker's event loop answers."""
         return web.json({"status": "ok", "flow": flow.name})
+
+    @app.page("/ready")
+    async def ready_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        """Readiness: in the group with an assignment, and the broker answered within 30 s."""
+        reasons = readiness.reasons()
+        if reasons:
+            return web.json({"status": "not ready", "flow": flow.name, "reasons": reasons}, status=503)
+        return web.json({"status": "ready", "flow": flow.name})
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:

@@ -87,6 +87,11 @@ async def test_every_lead_lands_once_on_the_expected_topic(worker: WorkerRun) ->
     assert written == LEADS
     assert "leadstreams_request_duration_seconds_bucket" in metrics
 
+    ready_url = f"http://127.0.0.1:{worker.web_port}/ready"
+    async with aiohttp.ClientSession() as session, session.get(ready_url) as ready:
+        assert ready.status == 200, await ready.text()  # in its group, the broker answering
+        assert (await ready.json())["status"] == "ready"
+
 
 async def scrape(port: int) -> str:
     async with (
