@@ -205,6 +205,19 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 )
 @click.option("--partitions", default=4, show_default=True, help="Partitions for topics it creates.")
 @click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replicas for topics it creates (default: the broker's default.replication.factor).",
+)
+@click.option(
+    "--topic-config",
+    "topic_configs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A config for topics it creates, e.g. retention.ms=604800000 (repeatable).",
+)
+@click.option(
     "--create-topics/--no-create-topics",
     default=True,
     show_default=True,
@@ -237,6 +250,8 @@ def worker(
     instance_id: str | None,
     session_timeout: float,
     partitions: int,
+    replication_factor: int | None,
+    topic_configs: tuple[str, ...],
     create_topics: bool,
     max_lead_bytes: int,
     max_output_bytes: int,
@@ -260,10 +275,21 @@ def worker(
     names = [topics.input, topics.enriched, topics.errors]
     if loaded.delayed_retry is not None and topics.retry:
         names += tier_topics(topics.retry, loaded.delayed_retry).values()
+    configs = _topic_configs(topic_configs)
     if create_topics:
-        created = asyncio.run(ensure_topics(kafka, names, partitions))
+        created = asyncio.run(ensure_topics(kafka, names, partitions, replication_factor, configs))
         if created:
             err.print(f"created topics: {', '.join(created)}")
+    input_partitions = asyncio.run(partition_count(kafka, topics.input))
+    if create_topics and input_partitions is not None and input_partitions < partitions:
+        click.echo(  # one line, not wrapped: log files and shippers read it
+            f"WARNING: input topic {topics.input} has {input_partitions} partition(s), fewer than "
+            f"--partitions {partitions}: at most {input_partitions} worker(s) can share it. Add partitions "
+            f"with kafka-topics.sh --alter --topic {topics.input} --partitions {partitions} (leads with "
+            "the same id may then be processed out of order once), or pass --partitions "
+            f"{input_partitions}.",
+            err=True,
+        )
     options = WorkerOptions(
         kafka=kafka,
         web_host=web_host,
@@ -273,7 +299,7 @@ def worker(
         group_id=group_id,
         instance_id=instance_id,
         session_timeout=session_timeout,
-        input_partitions=asyncio.run(partition_count(kafka, topics.input)),
+        input_partitions=input_partitions,
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,
     )
@@ -331,6 +357,16 @@ def tail(topics: tuple[str, ...], kafka: KafkaConnection, count: int, timeout: f
         collect(kafka, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
     )
     err.print(f"{len(records)} message(s)")
+
+
+def _topic_configs(pairs: tuple[str, ...]) -> dict[str, str]:
+    configs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not (sep and key.strip() and value.strip()):
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--topic-config")
+        configs[key.strip()] = value.strip()
+    return configs
 
 
 def _read_lead(file: click.utils.LazyFile) -> dict[str, object]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from agents.kafka_connection import KafkaConnection
@@ -18,21 +19,45 @@ from agents.kafka_connection import KafkaConnection
 Kafka = KafkaConnection | str  # a connection, or a bare PLAINTEXT bootstrap address
 
 
-async def ensure_topics(kafka: Kafka, names: Iterable[str], partitions: int = 1) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+async def ensure_topics(
+    kafka: Kafka,
+    names: Iterable[str],
+    partitions: int = 1,
+    replication_factor: int | None = None,
+    configs: dict[str, str] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created. Without a
+    ``replication_factor`` the broker's ``default.replication.factor`` is used."""
     admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
+            replicas = replication_factor or await default_replication_factor(admin)
+            topics = [NewTopic(n, partitions, replicas, topic_configs=configs or {}) for n in missing]
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
-                )
+                await admin.create_topics(topics)
         return missing
     finally:
         await admin.close()
+
+
+async def default_replication_factor(admin: AIOKafkaAdminClient) -> int:
+    """The broker's default.replication.factor (what a topic created without one gets)."""
+    cluster = await admin.describe_cluster()
+    broker = str(
+        cluster["controller_id"]
+        if cluster.get("controller_id", -1) >= 0
+        else cluster["brokers"][0]["node_id"]
+    )
+    wanted = ConfigResource(ConfigResourceType.BROKER, broker, {"default.replication.factor": None})
+    (response,) = await admin.describe_configs([wanted])
+    for resource in response.resources:
+        for entry in resource[4]:  # (name, value, read_only, ...) per config
+            if entry[0] == "default.replication.factor" and entry[1]:
+                return int(entry[1])
+    return 1
 
 
 async def publish(

@@ -1,0 +1,60 @@
+"""Topics the worker creates take a replication factor and configs; a worker that finds
+its input topic with fewer partitions than asked says so at start."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from agents.kafka_io import ensure_topics, partition_counts, publish
+from agents.process import WorkerProcess, free_port, wait_for
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def topic_config(bootstrap: str, topic: str, key: str) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {key: None})]
+        )
+    finally:
+        await admin.close()
+    return dict((entry[0], entry[1]) for entry in response.resources[0][4])[key]
+
+
+async def test_created_topics_get_the_configs_and_the_brokers_replication_factor(
+    kafka_bootstrap: str,
+) -> None:
+    name = f"topics.{uuid.uuid4().hex[:8]}"
+    created = await ensure_topics(kafka_bootstrap, [name], 3, configs={"retention.ms": "3600000"})
+    assert created == [name]
+    assert (await partition_counts(kafka_bootstrap, [name])) == {name: 3}
+    assert await topic_config(kafka_bootstrap, name, "retention.ms") == "3600000"
+    assert await ensure_topics(kafka_bootstrap, [name], 3) == []  # exists: left alone
+
+
+async def test_an_input_topic_with_fewer_partitions_is_named_at_start(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    flow = tmp_path / "flow.yaml"
+    text = (ROOT / "examples" / "flows" / "demo.yaml").read_text()
+    flow.write_text(text.replace("leads.", f"leads-{suffix}."))
+    await publish(kafka_bootstrap, f"leads-{suffix}.incoming", [(b"k", b"{}")])  # auto-created: 1 partition
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(flow, kafka_bootstrap, free_port(), log, env={"INTERNAL_API_KEY": "k" * 8},
+                           args=["--partitions", "4"])  # fmt: skip
+    worker.start()
+    try:
+        await wait_for(lambda: "WARNING: input topic" in log.read_text(), 60, "the partition warning")
+        line = next(line for line in log.read_text().splitlines() if "WARNING: input topic" in line)
+        assert f"leads-{suffix}.incoming has 1 partition(s), fewer than --partitions 4" in line
+    finally:
+        worker.stop()
