@@ -1,8 +1,9 @@
 """The observability and deployment files of deploy/ agree with the code and with each other.
 
-Docker is not needed: compose and Kubernetes files are parsed and cross-checked. The
-Prometheus files are checked by the real promtool (`promtool check`/`test rules`); a
-missing promtool fails these tests (run deploy/prometheus/ensure-promtool.sh)."""
+Docker is not needed: compose files are parsed and cross-checked (the Kubernetes
+manifests are rendered and checked by tests/test_k8s.py). The Prometheus files are
+checked by the real promtool (`promtool check`/`test rules`); a missing promtool fails
+these tests (run deploy/prometheus/ensure-promtool.sh)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from agents.app import WorkerOptions, create_app
 from agents.cli import worker as worker_command
-from streams.loader import load_flow, parse_flow
+from streams.loader import load_flow
 from streams.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,6 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 RULES = {"recording": PROMETHEUS / "rules" / "recording.yml", "alerts": PROMETHEUS / "rules" / "alerts.yml"}
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "leadstreams.json"
-K8S = DEPLOY / "k8s"
 WEB_PORT = 6066
 ENSURE = "deploy/prometheus/ensure-promtool.sh"
 
@@ -140,12 +140,6 @@ def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])
 
 
-def k8s_object(kind: str) -> dict[str, Any]:
-    found = [doc for path in sorted(K8S.glob("*.yaml")) for doc in load_docs(path) if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in deploy/k8s, found {len(found)}"
-    return found[0]
-
-
 def compose() -> dict[str, Any]:
     return load_yaml(DEPLOY / "compose.yaml")
 
@@ -179,11 +173,15 @@ def test_the_deploy_directory_has_the_expected_files() -> None:
         "prometheus/rules/alerts.yml",
         "grafana/provisioning/datasources/prometheus.yml",
         "grafana/provisioning/dashboards/leadstreams.yml",
-        "k8s/deployment.yaml",
-        "k8s/service.yaml",
-        "k8s/configmap.yaml",
-        "k8s/secret.yaml",
-        "k8s/servicemonitor.yaml",
+        "k8s/base/kustomization.yaml",
+        "k8s/base/deployment.yaml",
+        "k8s/base/service.yaml",
+        "k8s/base/pdb.yaml",
+        "k8s/base/servicemonitor.yaml",
+        "k8s/base/prometheusrule.yaml",
+        "k8s/base/flow.yaml",
+        "k8s/secrets.example.yaml",
+        "k8s/examples/keda/scaledobject.yaml",
     } <= names
     assert list((PROMETHEUS / "tests").glob("*.yml"))
 
@@ -485,60 +483,6 @@ def test_compose_flow_reaches_the_partner_container() -> None:
     assert partner_cmd[partner_cmd.index("--api-key") + 1] == env["INTERNAL_API_KEY"]
     datasource = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090"
-
-
-def test_k8s_deployment_runs_the_worker_with_probes_on_6066() -> None:
-    deployment = k8s_object("Deployment")
-    pod = deployment["spec"]["template"]
-    (container,) = pod["spec"]["containers"]
-    assert container["args"][0] == "worker"
-    port_names = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert port_names == {"metrics": WEB_PORT}
-    assert container["args"][container["args"].index("--web-host") + 1] == "0.0.0.0"
-    if "--web-port" in container["args"]:
-        assert container["args"][container["args"].index("--web-port") + 1] == str(WEB_PORT)
-    liveness, readiness = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
-    assert (liveness["path"], liveness["port"]) == ("/healthz", "metrics")
-    assert (readiness["path"], readiness["port"]) == ("/metrics", "metrics")
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-
-
-def test_k8s_flow_configmap_is_mounted_where_the_worker_reads_it() -> None:
-    deployment = k8s_object("Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
-    configmap = k8s_object("ConfigMap")
-    flow_path = Path(container["args"][1])
-    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == flow_path.parent]
-    assert volumes[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
-    assert flow_path.name in configmap["data"]
-
-
-def test_k8s_secret_provides_every_variable_the_flow_needs() -> None:
-    deployment = k8s_object("Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    secret = k8s_object("Secret")
-    assert [ref["secretRef"]["name"] for ref in container["envFrom"]] == [secret["metadata"]["name"]]
-    env = {**secret["stringData"], **{e["name"]: e["value"] for e in container.get("env", [])}}
-    assert "LEADSTREAMS_BOOTSTRAP" in env  # read by `leadstreams worker --bootstrap`
-    text = k8s_object("ConfigMap")["data"]["flow.yaml"]
-    flow = parse_flow(text, "configmap flow.yaml", env)  # raises on an unset ${VAR}
-    assert flow.name == "lead-validation"
-
-
-def test_k8s_service_and_servicemonitor_select_the_worker_metrics_port() -> None:
-    deployment = k8s_object("Deployment")
-    service = k8s_object("Service")
-    monitor = k8s_object("ServiceMonitor")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    (port,) = service["spec"]["ports"]
-    assert (port["name"], port["port"], port["targetPort"]) == ("metrics", WEB_PORT, "metrics")
-    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert (endpoint["port"], endpoint.get("path", "/metrics")) == ("metrics", "/metrics")
 
 
 def test_ensure_promtool_script_is_executable_and_exits_0_when_present() -> None:
