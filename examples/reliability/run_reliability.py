@@ -188,6 +188,7 @@ class Progress:
     scenario: str
     expected: int
     tally: Tally
+    run: Run
     phase: str = "starting"
     since: float = field(default_factory=time.monotonic)  # when the phase began
     broker_back: float | None = None  # time.time() the broker came back (the line says if no output since)
@@ -219,6 +220,19 @@ class Progress:
             text += f"; no output in the {time.time() - back:.0f}s since the broker came back"
         return text
 
+    async def in_kafka(self) -> str:
+        """What Kafka holds: outputs written (and how many of them this run read) and inputs
+        committed, so a stall shows whether the worker or the run's reader stopped."""
+        run, topics = self.run, self.run.topics
+        try:
+            ends = await asyncio.wait_for(end_offsets(run.bootstrap, topics[1:3]), 5)
+            committed = await asyncio.wait_for(committed_offsets(run.bootstrap, run.prefix), 5)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            return f"; Kafka: {type(exc).__name__}"
+        read = sum(self.tally.read_to.get(where, 0) for where in ends)
+        inputs = sum(offset for (topic, _), offset in committed.items() if topic == topics[0])
+        return f"; Kafka: {sum(ends.values())} outputs ({read} read), {inputs} inputs committed"
+
     def rps(self, second: int, count: int) -> str:
         """A partner's count for one second, when it happened and the driver's loop delay."""
         lag = max(self.lag.get(second, 0.0), self.lag.get(second - 1, 0.0))
@@ -229,7 +243,7 @@ class Progress:
         async def report() -> None:
             while True:
                 await asyncio.sleep(PROGRESS_EVERY)  # a periodic report; nothing waits on it
-                print(self.line(), file=sys.stderr, flush=True)
+                print(self.line() + await self.in_kafka(), file=sys.stderr, flush=True)
 
         async def sample_lag() -> None:
             while True:
@@ -310,7 +324,7 @@ async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[]
         await asyncio.sleep(1.0)  # polling: Kafka does not announce commits
         if len(tally.inputs) < expected or busy() or time.monotonic() - tally.last_output < STALL:
             continue
-        with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):  # the broker may be restarting
+        with contextlib.suppress(TimeoutError, KafkaError, OSError):  # the broker may be restarting
             committed = await committed_offsets(run.bootstrap, run.prefix)
             ends = await end_offsets(run.bootstrap, run.topics)
             if all(committed.get(where, 0) >= end for where, end in ends.items() if where[0] in run.consumed):
@@ -381,7 +395,7 @@ async def scenario_faults(
     runner, url = await serve_app(partner)
     tally = Tally()
     recoveries: list[float] = []
-    progress = Progress("faults", sizes.leads, tally)
+    progress = Progress("faults", sizes.leads, tally, run)
     try:
         async with progress.reporting():
             await run.start(url)
@@ -458,7 +472,7 @@ async def worst_moment(
         heads = slow_heads(stats, tally, key_of, run.processes[0].started)
         committed: dict[tuple[str, int], int] = {}
         if heads:
-            with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError, KafkaError, OSError):
                 committed = await committed_offsets(run.bootstrap, run.prefix)
         now = time.monotonic()
         for head in heads:
@@ -486,7 +500,7 @@ async def scenario_slow_kills(
     recoveries: list[float] = []
     at_risk: list[tuple[int, int]] = []  # the slow lead at the head at each kill
     committed_past = 0  # kills at which the group had committed past that lead
-    progress = Progress("slow_kills", sizes.slow_leads, tally)
+    progress = Progress("slow_kills", sizes.slow_leads, tally, run)
 
     def waiting(label: str) -> None:
         progress.enter(f"{label}: waiting for a slow lead at the head of its partition, later ones written")
@@ -545,7 +559,7 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
     partner = create_faulty_partner(run.api_key, run.faults)
     runner, url = await serve_app(partner)
     tally = Tally()
-    progress = Progress("shared_limit", sizes.shared_leads, tally)
+    progress = Progress("shared_limit", sizes.shared_leads, tally, run)
     try:
         async with progress.reporting():
             await run.start(url)
@@ -582,7 +596,7 @@ async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[st
     runner, url = await serve_app(partner)
     tally = Tally()
     payloads = fuzzed_inputs(sizes.fuzz)
-    progress = Progress("fuzz", sizes.fuzz, tally)
+    progress = Progress("fuzz", sizes.fuzz, tally, run)
     try:
         async with progress.reporting():
             await run.start(url)
