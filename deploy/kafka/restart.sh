@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Restart the broker of STATE_DIR on the same ports and data (for fault-injection
-# runs): SIGTERM, wait, start again from the existing server.properties.
+# runs): SIGTERM, wait, start again from the existing server.properties. A secured
+# broker keeps its listeners, certificates and SCRAM users (they are in the metadata log).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 state="$(cd "${1:?usage: restart.sh STATE_DIR}" && pwd)"
@@ -20,5 +21,9 @@ until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 
   (( SECONDS - started > timeout_s )) && { echo "error: Kafka not back after ${timeout_s}s" >&2; exit 1; }
   sleep 0.3
 done
+if [[ -f "$state/secured.env" ]] && ! python3 "$here/scram_check.py" "$state" \
+        $((timeout_s - (SECONDS - started))) "$(cat "$state/pid")"; then
+  echo "error: the secured listeners did not come back" >&2; exit 1
+fi
 echo "$bootstrap" > "$state/bootstrap"
 echo "Kafka restarted at $bootstrap after $((SECONDS - started))s" >&2

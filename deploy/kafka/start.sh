@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # Start a single-node KRaft Apache Kafka on free loopback ports.
-#   deploy/kafka/start.sh [STATE_DIR]   (default .kafka/ in the repository)
+#   deploy/kafka/start.sh [--secured] [STATE_DIR]   (default .kafka/ in the repository)
 # Idempotent: if the broker of STATE_DIR is running, prints its address again.
-# On success prints the bootstrap address (host:port) on stdout and writes it to
-# STATE_DIR/bootstrap; the broker log is STATE_DIR/broker.log.
+# On success prints the PLAINTEXT bootstrap address (host:port) on stdout and writes it
+# to STATE_DIR/bootstrap; the broker log is STATE_DIR/broker.log.
+# --secured (or KAFKA_SECURED=1): the same broker JVM also gets TLS/SASL listeners
+# (SASL_SSL with mutual TLS, SASL_SSL without client certificate, SSL with mutual TLS,
+# SASL_PLAINTEXT), a throwaway CA and certificates, SCRAM/PLAIN users with random
+# passwords; clients find everything in STATE_DIR/secured.env and
+# STATE_DIR/client-*.properties (see secured.sh). The PLAINTEXT listener is unchanged.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+secured="${KAFKA_SECURED:-0}"
+case "$secured" in 0|1) ;; *) echo "error: KAFKA_SECURED must be 0 or 1" >&2; exit 2 ;; esac
+if [[ ${1:-} == --secured ]]; then secured=1; shift; fi
 state="$(mkdir -p "${1:-$here/../../.kafka}" && cd "${1:-$here/../../.kafka}" && pwd)"
 timeout_s="${KAFKA_START_TIMEOUT:-120}"
 
 if [[ -f "$state/pid" ]] && kill -0 "$(cat "$state/pid")" 2>/dev/null; then
+  if (( secured )) && [[ ! -f "$state/secured.env" ]]; then
+    echo "error: the broker of $state runs without the secured listeners; stop it first" >&2; exit 1
+  fi
   cat "$state/bootstrap"; exit 0
 fi
 libs="$("$here/fetch.sh")"
 
-read -r port cport < <(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(2)]
+read -r port cport p_sasl_ssl p_nocert p_ssl p_sasl_plain < <(python3 - $((secured ? 6 : 2)) <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -24,16 +35,28 @@ for s in socks:
     s.close()
 PY
 )
-rm -rf "$state/data"; mkdir -p "$state/data"
+rm -rf "$state/data" "$state/tls" "$state/secured.env" "$state/server-secured.properties" \
+       "$state/scram-args" "$state"/client-*.properties
+mkdir -p "$state/data"
+listeners="PLAINTEXT://127.0.0.1:$port"
+protocols="PLAINTEXT:PLAINTEXT"
+scram_args=()
+if (( secured )); then
+  "$here/secured.sh" "$state" "$p_sasl_ssl" "$p_nocert" "$p_ssl" "$p_sasl_plain"
+  listeners+=",SASL_SSL://127.0.0.1:$p_sasl_ssl,SASL_SSL_NOCERT://127.0.0.1:$p_nocert"
+  listeners+=",SSL://127.0.0.1:$p_ssl,SASL_PLAINTEXT://127.0.0.1:$p_sasl_plain"
+  protocols+=",SASL_SSL:SASL_SSL,SASL_SSL_NOCERT:SASL_SSL,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"
+  mapfile -d '' scram_args < "$state/scram-args"
+fi
 cat > "$state/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$protocols
 log.dirs=$state/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -45,6 +68,9 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 PROPS
+if (( secured )); then
+  cat "$state/server-secured.properties" >> "$state/server.properties"; chmod 600 "$state/server.properties"
+fi
 cat > "$state/log4j2.properties" <<'PROPS'
 status = warn
 appender.console.type = Console
@@ -65,7 +91,7 @@ cid="$(python3 -c 'import base64,uuid
 while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
 print(cid)')"
 java -Xmx256m -cp "$libs/*" kafka.tools.StorageTool format --cluster-id="$cid" \
-     -c "$state/server.properties" > "$state/format.log" 2>&1 \
+     -c "$state/server.properties" "${scram_args[@]}" > "$state/format.log" 2>&1 \
   || { echo "error: formatting Kafka storage failed:" >&2; cat "$state/format.log" >&2; exit 1; }
 
 started=$SECONDS
@@ -84,6 +110,12 @@ until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $por
   fi
   sleep 0.3
 done
+# The secured listeners open together with PLAINTEXT; check one end to end (TLS with the
+# client certificate + SCRAM-SHA-512 with the user created at format time).
+if (( secured )) && ! python3 "$here/scram_check.py" "$state" $((timeout_s - (SECONDS - started))) \
+                                "$(cat "$state/pid")"; then
+  tail -30 "$state/broker.log" >&2; "$here/stop.sh" "$state" >&2 || true; exit 1
+fi
 echo "127.0.0.1:$port" > "$state/bootstrap"
-echo "Kafka ready at 127.0.0.1:$port after $((SECONDS - started))s (state: $state)" >&2
+echo "Kafka ready at 127.0.0.1:$port$( ((secured)) && echo " (+ secured listeners, $state/secured.env)") after $((SECONDS - started))s (state: $state)" >&2
 echo "127.0.0.1:$port"
