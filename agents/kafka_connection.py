@@ -86,8 +86,8 @@ class KafkaConnection:
             if not self.sasl_username or self.sasl_password is None:
                 where = f"--sasl-username, {ENV_PREFIX}SASL_PASSWORD or --kafka-config"
                 raise KafkaConfigError(f"{protocol} needs a SASL username and password ({where})")
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(self, name)
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if protocol in ("SSL", "SASL_SSL") else ():
+            path = getattr(self, name)  # (without TLS they are not used: a PLAINTEXT pod may set them)
             if path and not Path(path).is_file():
                 raise KafkaConfigError(f"{name.replace('_', '-')} {path}: no such file")
         if bool(self.ssl_keyfile) and not self.ssl_certfile:
