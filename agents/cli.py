@@ -46,27 +46,58 @@ KAFKA_OPTIONS = (
 )  # fmt: skip
 
 
-def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def kafka_options(broker_wait: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The Kafka connection options on a command, resolved into one ``kafka`` argument
-    (options, then LEADSTREAMS_KAFKA_* variables, then --kafka-config)."""
+    (options, then LEADSTREAMS_KAFKA_* variables, then --kafka-config), and a first contact
+    with the broker before the command runs: one line and exit 3 when it cannot work."""
 
-    @functools.wraps(command)
-    def with_connection(*args: Any, **kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name) for name in KAFKA_OPTION_NAMES}
-        config_file = given.pop("kafka_config")
-        try:
-            kwargs["kafka"] = KafkaConnection.resolve(given, config_file)
-        except KafkaConfigError as exc:
-            raise click.UsageError(str(exc)) from None
-        return command(*args, **kwargs)
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def with_connection(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in KAFKA_OPTION_NAMES}
+            config_file, wait = given.pop("kafka_config"), given.pop("broker_wait")
+            try:
+                kwargs["kafka"] = kafka = KafkaConnection.resolve(given, config_file)
+            except KafkaConfigError as exc:
+                raise click.UsageError(str(exc)) from None
+            reach_or_exit(kafka, wait)
+            return command(*args, **kwargs)
 
-    for option in reversed(KAFKA_OPTIONS):
-        with_connection = option(with_connection)
-    return with_connection
+        wait_option = click.option(
+            "--broker-wait",
+            type=click.FloatRange(min=0),
+            default=broker_wait,
+            show_default=True,
+            help="Seconds to wait for a broker that refuses connections (not for bad credentials or TLS).",
+        )
+        for option in (*reversed(KAFKA_OPTIONS), wait_option):
+            with_connection = option(with_connection)
+        return with_connection
+
+    return decorate
+
+
+def reach_or_exit(kafka: KafkaConnection, wait: float) -> None:
+    from agents.kafka_errors import EXIT_KAFKA, KafkaUnavailable, preflight
+
+    said = -10.0
+
+    def waiting(line: str, waited: float) -> None:
+        nonlocal said
+        if waited - said >= 10:  # a progress line every 10 s, not every try
+            said = waited
+            click.echo(f"waiting for Kafka ({waited:.0f} of {wait:.0f}s): {line}", err=True)
+
+    try:
+        asyncio.run(preflight(kafka, wait, waiting))
+    except KafkaUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_KAFKA)
 
 
 KAFKA_OPTION_NAMES = ("bootstrap", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
-                      "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")  # fmt: skip
+                      "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname",
+                      "broker_wait")  # fmt: skip
 
 
 def _load(path: str) -> Flow:
@@ -174,7 +205,7 @@ def test_flow(flow: str, cases_file: str | None) -> None:
 
 @main.command()
 @click.argument("flow", type=click.Path(dir_okay=False))
-@kafka_options
+@kafka_options(broker_wait=60.0)
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Host of /metrics.")
 @click.option("--web-port", default=6066, show_default=True, help="Port of /metrics (one per worker).")
 @click.option("--batch-size", default=500, show_default=True, help="Leads handed over from a fetch at once.")
@@ -322,7 +353,7 @@ def worker(
 @main.command()
 @click.argument("topic")
 @click.argument("file", type=click.File("rb"))
-@kafka_options
+@kafka_options(broker_wait=10.0)
 def publish(topic: str, file: click.utils.LazyFile, kafka: KafkaConnection) -> None:
     """Publish each line of FILE (JSON lines) to TOPIC as-is; key = the lead's id."""
     from agents.kafka_io import publish as publish_messages
@@ -343,7 +374,7 @@ def publish(topic: str, file: click.utils.LazyFile, kafka: KafkaConnection) -> N
 
 @main.command()
 @click.argument("topics", nargs=-1, required=True)
-@kafka_options
+@kafka_options(broker_wait=10.0)
 @click.option("--count", "-n", default=0, help="Stop after this many messages (0: until --timeout).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to read for.")
 def tail(topics: tuple[str, ...], kafka: KafkaConnection, count: int, timeout: float) -> None:
