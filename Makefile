@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 kafka-fetch:
 	$(KAFKA)/fetch.sh >/dev/null
 
-## promtool and prometheus (Debian's package) for the rule tests and the end-to-end check.
+## promtool and prometheus (Debian's package) for the rule tests and the end-to-end check;
+## kubectl or kustomize to render deploy/k8s.
 tools:
 	deploy/prometheus/ensure-promtool.sh
+	deploy/k8s/ensure-kustomize.sh
 
 ## Start a local broker in .kafka/ (prints its bootstrap address); stop it with kafka-down.
 kafka-up:
