@@ -57,6 +57,7 @@ class WorkerOptions:
     max_output_bytes: int = MAX_OUTPUT_BYTES  # larger outputs go to errors as a short event
     instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
     session_timeout: float = 45.0  # seconds without heartbeats before the group drops a member
+    replication_factor: int = 1  # of the topics Faust creates itself (its leader topic, changelogs)
 
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
@@ -72,6 +73,9 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         datadir=options.data_dir or str(Path(tempfile.gettempdir()) / f"{app_id}-data"),
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=options.instance_id,
+        # Faust creates its own topics (the assignor's leader topic, the cache changelog) with
+        # replication 1 by default, which managed clusters refuse or lose with a broker.
+        topic_replication_factor=options.replication_factor,
         # Faust's assignor asserts that an assignment names this worker's canonical URL
         # (web host and port by default); a static member that rejoins gets its previous
         # assignment back, so with another --web-port its coordinator died. The URL only

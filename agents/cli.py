@@ -239,7 +239,8 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     "--replication-factor",
     type=click.IntRange(min=1),
     default=None,
-    help="Replicas for topics it creates (default: the broker's default.replication.factor).",
+    help="Replicas for topics it creates, Faust's own included (default: the broker's "
+    "default.replication.factor).",
 )
 @click.option(
     "--topic-config",
@@ -295,7 +296,7 @@ def worker(
     from prometheus_client import CollectorRegistry
 
     from agents.app import WorkerOptions, create_app
-    from agents.kafka_io import ensure_topics, partition_count
+    from agents.kafka_io import broker_replication_factor, ensure_topics, partition_count
     from agents.logs import logging_config, mask_log_records
     from streams.delayed import tier_topics
     from streams.masking import Masker
@@ -307,6 +308,7 @@ def worker(
     if loaded.delayed_retry is not None and topics.retry:
         names += tier_topics(topics.retry, loaded.delayed_retry).values()
     configs = _topic_configs(topic_configs)
+    replication_factor = replication_factor or asyncio.run(broker_replication_factor(kafka))
     if create_topics:
         created = asyncio.run(ensure_topics(kafka, names, partitions, replication_factor, configs))
         if created:
@@ -330,6 +332,7 @@ def worker(
         group_id=group_id,
         instance_id=instance_id,
         session_timeout=session_timeout,
+        replication_factor=replication_factor,
         input_partitions=input_partitions,
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,

@@ -43,6 +43,16 @@ async def ensure_topics(
         await admin.close()
 
 
+async def broker_replication_factor(kafka: Kafka) -> int:
+    """The broker's default.replication.factor."""
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
+    await admin.start()
+    try:
+        return await default_replication_factor(admin)
+    finally:
+        await admin.close()
+
+
 async def default_replication_factor(admin: AIOKafkaAdminClient) -> int:
     """The broker's default.replication.factor (what a topic created without one gets)."""
     cluster = await admin.describe_cluster()

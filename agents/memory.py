@@ -1,0 +1,66 @@
+"""Fixed malloc thresholds, so that the memory of large leads goes back to the system.
+
+glibc serves a block of at least M_MMAP_THRESHOLD bytes (128 KiB at start) with a mapping
+of its own and unmaps it when it is freed. But whenever it frees such a block it raises
+that threshold to the block's size (up to 32 MiB) and the heap's trim threshold to twice
+that (mallopt(3), "dynamic threshold"). One large lead is enough: orjson's working
+buffers are many times the document (gdb on the worker, a 0.9 MB lead: 10.8 MB to decode
+it, 33 MB to encode its output event), and once such a buffer is freed every block up to
+that size comes from a heap, and up to twice that stays free at the heap's top: in the
+main heap and in the arena of Faust's consumer thread alike. ``make bench`` P5 (2,000
+leads/s): 101 MiB before 20 leads of 1-2 MB, 130 MiB after and from then on, of which
+malloc_trim(0) gave back 25 MiB.
+
+Setting both thresholds turns the adjustment off: large blocks are unmapped when freed,
+and the heap's top is given back above ``TRIM_THRESHOLD``. The cost is a mapping per
+block of 256 KiB or more (fetch responses, output batches): a few per fetch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get a mapping of their own
+TRIM_THRESHOLD = 1024 * 1024  # free space kept at the top of a heap
+
+
+class Mallopt(Protocol):
+    def __call__(self, param: int, value: int, /) -> int: ...
+
+
+def glibc_mallopt() -> Mallopt | None:
+    """glibc's ``mallopt``, or None with another C library (musl's and macOS's
+    allocators have other rules, and musl's mallopt does nothing)."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):  # no such confstr name, no symbol
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt  # type: ignore[no-any-return]
+
+
+def fix_malloc_thresholds(
+    mallopt: Mallopt | None = None,
+    mmap_threshold: int = MMAP_THRESHOLD,
+    trim_threshold: int = TRIM_THRESHOLD,
+) -> bool:
+    """Fix glibc's mmap and trim thresholds for the whole process (all threads); False
+    where that is not possible (not glibc, or a value refused)."""
+    mallopt = mallopt or glibc_mallopt()
+    if mallopt is None:
+        log.debug("not glibc: malloc thresholds left as they are")
+        return False
+    fixed = bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) & bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    if not fixed:
+        log.warning("glibc refused the malloc thresholds %d/%d", mmap_threshold, trim_threshold)
+    return fixed
