@@ -6,8 +6,8 @@ import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -75,6 +75,22 @@ def kafka_options(broker_wait: float) -> Callable[[Callable[..., Any]], Callable
         return with_connection
 
     return decorate
+
+
+T = TypeVar("T")
+
+
+def kafka_call(call: Coroutine[Any, Any, T], hint: str) -> T:
+    """Run one Kafka request; a refusal (ACLs, policies, bad topic names) is one line, exit 3."""
+    from aiokafka.errors import KafkaError
+
+    from agents.kafka_errors import EXIT_KAFKA
+
+    try:
+        return asyncio.run(call)
+    except KafkaError as exc:
+        click.echo(f"error: Kafka refused {hint}: {exc}", err=True)
+        sys.exit(EXIT_KAFKA)
 
 
 def reach_or_exit(kafka: KafkaConnection, wait: float) -> None:
@@ -308,12 +324,15 @@ def worker(
     if loaded.delayed_retry is not None and topics.retry:
         names += tier_topics(topics.retry, loaded.delayed_retry).values()
     configs = _topic_configs(topic_configs)
-    replication_factor = replication_factor or asyncio.run(broker_replication_factor(kafka))
+    replication_factor = replication_factor or kafka_call(
+        broker_replication_factor(kafka), "to describe the broker's config (pass --replication-factor)"
+    )
     if create_topics:
-        created = asyncio.run(ensure_topics(kafka, names, partitions, replication_factor, configs))
+        creating = ensure_topics(kafka, names, partitions, replication_factor, configs)
+        created = kafka_call(creating, "to create the flow's topics (or create them, --no-create-topics)")
         if created:
-            err.print(f"created topics: {', '.join(created)}")
-    input_partitions = asyncio.run(partition_count(kafka, topics.input))
+            err.print(f"created topics: {', '.join(created)}", soft_wrap=True)
+    input_partitions = kafka_call(partition_count(kafka, topics.input), "to describe the input topic")
     if create_topics and input_partitions is not None and input_partitions < partitions:
         click.echo(  # one line, not wrapped: log files and shippers read it
             f"WARNING: input topic {topics.input} has {input_partitions} partition(s), fewer than "
@@ -340,7 +359,8 @@ def worker(
     app = create_app(loaded, options, CollectorRegistry())
     err.print(
         f"worker for flow {loaded.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}; "
-        f"metrics at http://{web_host}:{web_port}/metrics"
+        f"metrics at http://{web_host}:{web_port}/metrics",
+        soft_wrap=True,  # one line in log files, not wrapped at 80 columns
     )
     runner = faust.Worker(
         app,

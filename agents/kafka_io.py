@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from agents.kafka_connection import KafkaConnection
 
@@ -36,8 +35,17 @@ async def ensure_topics(
         if missing:
             replicas = replication_factor or await default_replication_factor(admin)
             topics = [NewTopic(n, partitions, replicas, topic_configs=configs or {}) for n in missing]
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                await admin.create_topics(topics)
+            response = await admin.create_topics(topics)
+            # aiokafka returns the broker's answer per topic without raising: a refused
+            # config or replication factor would otherwise pass unnoticed.
+            refused = [
+                (name, code, message)
+                for name, code, message in response.topic_errors
+                if code and code != TopicAlreadyExistsError.errno
+            ]  # (another worker won the race)
+            if refused:
+                name, code, message = refused[0]
+                raise for_code(code)(f"topic {name}: {message}")
         return missing
     finally:
         await admin.close()
@@ -63,7 +71,9 @@ async def default_replication_factor(admin: AIOKafkaAdminClient) -> int:
     )
     wanted = ConfigResource(ConfigResourceType.BROKER, broker, {"default.replication.factor": None})
     (response,) = await admin.describe_configs([wanted])
-    for resource in response.resources:
+    for resource in response.resources:  # (error_code, error_message, type, name, entries)
+        if resource[0]:
+            raise for_code(resource[0])(f"reading default.replication.factor: {resource[1] or 'refused'}")
         for entry in resource[4]:  # (name, value, read_only, ...) per config
             if entry[0] == "default.replication.factor" and entry[1]:
                 return int(entry[1])

@@ -3,6 +3,8 @@ its input topic with fewer partitions than asked says so at start."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -58,3 +60,32 @@ async def test_an_input_topic_with_fewer_partitions_is_named_at_start(
         assert f"leads-{suffix}.incoming has 1 partition(s), fewer than --partitions 4" in line
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--topic-config", "no.such.config=1"], "InvalidConfigurationError: topic t-"),
+        (["--replication-factor", "3"], "InvalidReplicationFactorError: topic t-"),
+    ],
+)
+def test_topics_kafka_refuses_to_create_are_one_line_and_exit_3(
+    kafka_bootstrap: str, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """aiokafka returns per-topic errors without raising: they must not pass unnoticed."""
+    suffix = uuid.uuid4().hex[:8]
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "version: 1\nname: refused\n"
+        f"topics: {{input: t-{suffix}.in, enriched: t-{suffix}.out, errors: t-{suffix}.err}}\n"
+        "integrations: {p: {base_url: 'http://127.0.0.1:1'}}\n"
+        "steps: [{name: s, integration: p, request: {url: /x}}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "worker", str(flow), "--bootstrap", kafka_bootstrap, *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    assert result.returncode == 3, lines
+    assert len(lines) == 1 and lines[0].startswith("error: Kafka refused to create the flow's topics"), lines
+    assert expected in lines[0]
