@@ -318,16 +318,25 @@ async def track(
 
 async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[], bool]) -> None:
     """Once nothing moves (every input read, no output for STALL seconds, no partner call
-    in flight) and the group has committed all it reads, ``tally.settled`` holds the output
-    topics' ends: an input still without an output then is lost, not late."""
+    in flight) and the group has committed all it reads, with the same topic ends STALL
+    seconds later, ``tally.settled`` holds the output topics' ends: an input still without
+    an output then is lost, not late."""
+    seen: tuple[float, dict[tuple[str, int], int]] | None = None  # when and what was first seen settled
     while tally.settled is None:
         await asyncio.sleep(1.0)  # polling: Kafka does not announce commits
         if len(tally.inputs) < expected or busy() or time.monotonic() - tally.last_output < STALL:
+            seen = None
             continue
         with contextlib.suppress(TimeoutError, KafkaError, OSError):  # the broker may be restarting
             committed = await committed_offsets(run.bootstrap, run.prefix)
             ends = await end_offsets(run.bootstrap, run.topics)
-            if all(committed.get(where, 0) >= end for where, end in ends.items() if where[0] in run.consumed):
+            if not all(
+                committed.get(where, 0) >= end for where, end in ends.items() if where[0] in run.consumed
+            ):
+                seen = None
+            elif seen is None or seen[1] != ends:
+                seen = (time.monotonic(), ends)
+            elif time.monotonic() - seen[0] >= STALL:
                 tally.settled = {where: end for where, end in ends.items() if where[0] not in run.consumed}
 
 
