@@ -40,7 +40,8 @@ from aiokafka.errors import KafkaError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faulty_partner import STATS, Faults, Stats, create_faulty_partner
 
-from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish
+from agents.kafka_connection import KafkaConnection
+from agents.kafka_io import Kafka, Record, collect, end_offsets, ensure_topics, publish
 from agents.process import ROOT, WorkerProcess, free_port, serve_app, wait_for
 from streams.delayed import tier_topics
 from streams.loader import load_flow
@@ -95,6 +96,14 @@ class Run:
     prefix: str = field(default_factory=lambda: f"rel-{uuid.uuid4().hex[:8]}")
     api_key: str = field(default_factory=lambda: f"rel-secret-{uuid.uuid4().hex}")
     processes: list[WorkerProcess] = field(default_factory=list)
+    kafka_config: Path | None = None  # a client properties file: the run's Kafka is a secured listener
+
+    @functools.cached_property
+    def kafka(self) -> Kafka:
+        """How the driver and the workers reach Kafka."""
+        if self.kafka_config is None:
+            return self.bootstrap
+        return KafkaConnection.resolve({"bootstrap": self.bootstrap}, str(self.kafka_config), environ={})
 
     @functools.cached_property
     def topics(self) -> list[str]:
@@ -114,11 +123,13 @@ class Run:
                 "RELIABILITY_TOPIC": self.prefix, "PARTNER_RATE_LIMIT": f"{self.rate}/s"}  # fmt: skip
 
     async def start(self, partner_url: str) -> None:
-        await ensure_topics(self.bootstrap, self.topics, PARTITIONS)
+        await ensure_topics(self.kafka, self.topics, PARTITIONS)
+        secured = ["--kafka-config", str(self.kafka_config)] if self.kafka_config else []
         for index in range(self.workers):
             worker = WorkerProcess(
                 self.flow, self.bootstrap, free_port(), self.workdir / f"{self.prefix}-worker{index}.log",
-                env=self.env(partner_url), args=worker_args(self.prefix, index, self.verbose, self.loglevel),
+                env=self.env(partner_url),
+                args=worker_args(self.prefix, index, self.verbose, self.loglevel) + secured,
             )  # fmt: skip
             worker.start()
             self.processes.append(worker)
@@ -225,8 +236,8 @@ class Progress:
         committed, so a stall shows whether the worker or the run's reader stopped."""
         run, topics = self.run, self.run.topics
         try:
-            ends = await asyncio.wait_for(end_offsets(run.bootstrap, topics[1:3]), 5)
-            committed = await asyncio.wait_for(committed_offsets(run.bootstrap, run.prefix), 5)
+            ends = await asyncio.wait_for(end_offsets(run.kafka, topics[1:3]), 5)
+            committed = await asyncio.wait_for(committed_offsets(run.kafka, run.prefix), 5)
         except (TimeoutError, KafkaError, OSError) as exc:
             return f"; Kafka: {type(exc).__name__}"
         read = sum(self.tally.read_to.get(where, 0) for where in ends)
@@ -310,7 +321,7 @@ async def track(
     watching = asyncio.ensure_future(watch_settled(run, tally, expected, busy))
     try:
         await collect(
-            run.bootstrap, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final)
+            run.kafka, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final)
         )
     finally:
         watching.cancel()
@@ -328,8 +339,8 @@ async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[]
             seen = None
             continue
         with contextlib.suppress(TimeoutError, KafkaError, OSError):  # the broker may be restarting
-            committed = await committed_offsets(run.bootstrap, run.prefix)
-            ends = await end_offsets(run.bootstrap, run.topics)
+            committed = await committed_offsets(run.kafka, run.prefix)
+            ends = await end_offsets(run.kafka, run.topics)
             if not all(
                 committed.get(where, 0) >= end for where, end in ends.items() if where[0] in run.consumed
             ):
@@ -340,8 +351,8 @@ async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[]
                 tally.settled = {where: end for where, end in ends.items() if where[0] not in run.consumed}
 
 
-async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def committed_offsets(kafka: Kafka, group: str) -> dict[tuple[str, int], int]:
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group)
@@ -599,8 +610,16 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
 
 
 async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, Run, Tally]:
-    """Unusable inputs all land on the errors topic with their raw bytes; the worker lives."""
-    run = Run(bootstrap, workdir, sizes.rate, Faults(0, 0, 0, 0))
+    """Unusable inputs all land on the errors topic with their raw bytes; the worker lives.
+    Over the secured listener (SASL_SSL, SCRAM-SHA-512, mutual TLS) when the broker has one,
+    so the secrets scan also looks for the Kafka password."""
+    secured = os.environ.get("LEADSTREAMS_SECURED_CONFIG_DIR")
+    if secured and os.environ.get("LEADSTREAMS_SECURED_BOOTSTRAP"):
+        config = Path(secured) / "client-sasl-ssl.properties"
+        run = Run(os.environ["LEADSTREAMS_SECURED_BOOTSTRAP"], workdir, sizes.rate, Faults(0, 0, 0, 0),
+                  kafka_config=config)  # fmt: skip
+    else:
+        run = Run(bootstrap, workdir, sizes.rate, Faults(0, 0, 0, 0))
     partner = create_faulty_partner(run.api_key, run.faults)
     runner, url = await serve_app(partner)
     tally = Tally()
@@ -610,7 +629,7 @@ async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[st
         async with progress.reporting():
             await run.start(url)
             tracking = asyncio.ensure_future(track(run, sizes.fuzz, sizes.deadline, tally))
-            await publish(bootstrap, run.topics[0], ((None, payload) for payload in payloads))
+            await publish(run.kafka, run.topics[0], ((None, payload) for payload in payloads))
             progress.enter("waiting for every input to have an output")
             await tracking
             alive = run.processes[0].alive
@@ -627,28 +646,31 @@ async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[st
     on_errors = tally.outcomes.get("errors:error", 0)
     line = (
         f"fuzz: in={len(tally.inputs)} errors={on_errors} raw_preserved={preserved} lost={tally.lost} "
-        f"worker_alive={alive}"
+        f"worker_alive={alive} kafka={KafkaConnection.of(run.kafka).security_protocol}"
     )
     ok = tally.lost == 0 and preserved == len(payloads) and on_errors == len(payloads) and alive
     return ("" if ok else "FAILED ") + line, run, tally
 
 
 def scenario_secrets(runs: list[tuple[Run, Tally]], broker_log: Path | None = None) -> str:
-    """Every message of every topic, every worker log and the broker's log, searched for every secret."""
+    """Every message of every topic, every worker log and the broker's log, searched for
+    every secret: the partner API keys and the Kafka password of the secured listener."""
     hits = scanned = log_bytes = 0
+    kafka_password = os.environ.get("LEADSTREAMS_SECURED_PASSWORD", "").encode()
+    secrets = [run.api_key.encode() for run, _ in runs] + ([kafka_password] if kafka_password else [])
     broker = broker_log.read_bytes() if broker_log and broker_log.exists() else b""
     log_bytes += len(broker)
-    hits += sum(broker.count(run.api_key.encode()) for run, _ in runs)
+    hits += sum(broker.count(secret) for secret in secrets)
     for run, tally in runs:
-        secret = run.api_key.encode()
         for record in tally.records:
             scanned += 1
-            hits += secret in record.value or secret in (record.key or b"")
+            hits += any(secret in record.value or secret in (record.key or b"") for secret in secrets)
         for worker in run.processes:
             text = worker.log_path.read_bytes() if worker.log_path.exists() else b""
             log_bytes += len(text)
-            hits += text.count(secret)
-    return ("" if hits == 0 else "FAILED ") + f"secrets: messages={scanned} log_bytes={log_bytes} hits={hits}"
+            hits += sum(text.count(secret) for secret in secrets)
+    line = f"secrets: kinds={'partner keys, Kafka password' if kafka_password else 'partner keys'} "
+    return ("" if hits == 0 else "FAILED ") + line + f"messages={scanned} log_bytes={log_bytes} hits={hits}"
 
 
 async def until_group_has(bootstrap: str, group: str, members: int, timeout: float = 90) -> None:

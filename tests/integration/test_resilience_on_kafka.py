@@ -146,9 +146,11 @@ async def test_cached_answer_survives_a_worker_restart(setup: Setup, kafka_boots
     assert second["lead"]["score"] == first["lead"]["score"]
 
 
+@pytest.mark.timeout(480)  # about 2 minutes here; two broker restarts take longer on a busy machine
 async def test_reliability_scenarios_at_small_size(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """`make reliability` at a small size: faults + kill -9 + broker restart, a shared
-    rate limit across two workers, fuzzed inputs, secrets."""
+    """`make reliability` at a small size: faults + kill -9 + broker restart, slow leads at
+    the head of a partition + kill -9, a shared rate limit across two workers, fuzzed inputs
+    over SASL_SSL, secrets (partner keys and the Kafka password)."""
     from run_reliability import Sizes, run_all
 
     state = os.environ.get("LEADSTREAMS_KAFKA_STATE")
@@ -156,3 +158,5 @@ async def test_reliability_scenarios_at_small_size(kafka_bootstrap: str, tmp_pat
     lines, ok = await run_all(kafka_bootstrap, state, Sizes.small(), tmp_path)
     assert ok, "\n".join(lines)
     assert lines[-1].startswith("reliability: ") and " lost=0 " in lines[-1]
+    assert any(line.startswith("fuzz: ") and "kafka=SASL_SSL" in line for line in lines), lines
+    assert any(line.startswith("secrets: kinds=partner keys, Kafka password") for line in lines), lines
