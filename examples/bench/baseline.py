@@ -3,7 +3,9 @@
 aiokafka consumer (``getmany``) -> one POST per lead, concurrently under a semaphore,
 through one shared aiohttp session -> set the mapped field and the outcome like the
 flow does -> produce every output of the batch, await their delivery -> commit.
-No templates, no policies, no metrics: just the work. Runs as its own process:
+No templates, no policies, no metrics: just the work, and the worker's size rules (an
+input over 1 MiB or an output over 1,000,000 bytes goes to errors as a short event).
+Runs as its own process:
 
     python examples/bench/baseline.py --bootstrap HOST:PORT --topic PREFIX --group G \
         --url http://127.0.0.1:PORT --concurrency 100
@@ -23,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from agents.partitioner import partition_for
+from streams.events import MAX_LEAD_BYTES, MAX_OUTPUT_BYTES
 
 FLOW = "bench-baseline"
 STEP = "score"
@@ -52,6 +55,9 @@ class Baseline:
     ) -> tuple[str, bytes]:
         """One lead: the partner call and the output event; (topic, value)."""
         received_at = now_text()
+        if len(record.value or b"") > MAX_LEAD_BYTES:  # as the worker: too large to take
+            reason = f"message of {len(record.value or b'')} bytes exceeds the {MAX_LEAD_BYTES}-byte limit"
+            return self.errors, self.short_error(record, reason, received_at)
         lead: dict[str, Any] = orjson.loads(record.value or b"{}")
         lead_id = str(lead.get("id"))
         body = orjson.dumps({"id": lead_id, "email": lead.get("email")})
@@ -82,7 +88,19 @@ class Baseline:
         }  # fmt: skip
         if outcome == "error":
             event["error"] = reason
-        return (self.errors if outcome == "error" else self.enriched), orjson.dumps(event)
+        value = orjson.dumps(event)
+        if len(value) > MAX_OUTPUT_BYTES:  # as the worker: Kafka would refuse it
+            reason = f"output of {len(value)} bytes is too large"
+            return self.errors, self.short_error(record, reason, received_at)
+        return (self.errors if outcome == "error" else self.enriched), value
+
+    @staticmethod
+    def short_error(record: ConsumerRecord[bytes, bytes], reason: str, received_at: str) -> bytes:
+        return orjson.dumps({
+            "id": f"{record.topic}/{record.partition}/{record.offset}", "flow": FLOW, "outcome": "error",
+            "reason": reason, "error": reason, "received_at": received_at, "completed_at": now_text(),
+            "input": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        })  # fmt: skip
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.kafka_io import Record, collect, partition_counts, publish
 
@@ -20,6 +21,22 @@ async def publish_fast(
     """Produce as fast as the client can batch; returns when every record is acknowledged."""
     return await publish(bootstrap, topic, messages, on_sent, chunk=10_000, acks=1, linger_ms=20,
                          max_batch_size=1 << 20, max_request_size=8 << 20)  # fmt: skip
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int, max_message_bytes: int) -> None:
+    """New topics whose records may be up to ``max_message_bytes`` (Kafka's default is 1 MiB)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(max_message_bytes)}
+        await admin.create_topics([NewTopic(n, partitions, 1, topic_configs=config) for n in names])
+    finally:
+        await admin.close()
+
+
+async def publish_large(bootstrap: str, topic: str, messages: Iterable[Message]) -> int:
+    """Produce messages of several MiB each (one record batch each); returns once acknowledged."""
+    return await publish(bootstrap, topic, messages, chunk=8, acks=1, max_request_size=16 << 20)
 
 
 async def publish_paced(

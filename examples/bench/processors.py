@@ -42,8 +42,12 @@ class Setup:
         return f"{self.topic}.in"
 
     @property
+    def errors(self) -> str:
+        return f"{self.topic}.errors"
+
+    @property
     def outputs(self) -> list[str]:
-        return [f"{self.topic}.enriched", f"{self.topic}.errors"]
+        return [f"{self.topic}.enriched", self.errors]
 
 
 def render_flow(setup: Setup, workdir: Path) -> Path:

@@ -3,9 +3,10 @@ aiohttp baseline on a real local Kafka and a local partner API.
 
 P1 overhead-bound throughput, P2 latency-bound throughput (50 ms partner), P3
 rate-limit precision (worker only, one then two workers), P4 latency the processor
-adds, P5 memory over a time cap. Prints progress, a table, and as the last line of
-stdout one JSON document with every figure. Needs LEADSTREAMS_BOOTSTRAP
-(`make bench` starts a broker and sets it). Sizes: see --help; --quick is tiny.
+adds, P5 memory over a time cap with bursts of 1-2 MB leads (--p5-long: 10 minutes).
+Prints progress, a table, and as the last line of stdout one JSON document with every
+figure. Needs LEADSTREAMS_BOOTSTRAP (`make bench` starts a broker and sets it).
+Sizes: see --help; --quick is tiny.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes (smoke test); the flags below still apply"
     )
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, e.g. P1,P4")
+    parser.add_argument(
+        "--p5-long", action="store_true", help="P5: 600 s, 3 bursts of large leads (other flags apply)"
+    )
     flags: list[tuple[str, type, str]] = [
         ("p1_leads", int, "P1 leads"),
         ("p2_leads", int, "P2 leads"),
@@ -54,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("p4_rate", float, "P4 leads/s (default: half of each side's P1)"),
         ("p5_seconds", float, "P5 time cap per side, seconds"),
         ("p5_rate", float, "P5 leads/s published (default: each side's P1)"),
+        ("p5_large", int, "P5 large leads per burst, 1-2 MB, half over the 1 MiB limit (0: none)"),
+        ("p5_bursts", int, "P5 bursts of large leads, evenly spread"),
         ("concurrency", int, "requests in flight in P1, P4, P5 (both sides)"),
         ("batch_size", int, "worker --batch-size and baseline getmany max_records"),
         ("partitions", int, "partitions of the input and output topics"),
@@ -70,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
     args.only = only
     base = Sizes.quick() if args.quick else default
+    if args.p5_long:
+        base = base.long_p5()
     given = {name: getattr(args, name) for name, _, _ in flags if getattr(args, name) is not None}
     args.sizes = dataclasses.replace(base, **given)
     return args

@@ -4,6 +4,8 @@ start-up is excluded; every wait polls end offsets against a deadline."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka_tools import Message, OutputCounter, publish_fast, publish_paced, read_all
+from kafka_tools import (
+    Message,
+    OutputCounter,
+    create_topics,
+    publish_fast,
+    publish_large,
+    publish_paced,
+    read_all,
+)
 from partner import PartnerState
 from processors import BASE, WORKER, Processor, Setup, start, start_worker
 from rich.progress import Progress, TaskID
@@ -37,6 +47,8 @@ class Sizes:
     p4_rate: float | None = None  # default: half of each side's P1 leads/s
     p5_seconds: float = 120.0
     p5_rate: float | None = None  # default: each side's P1 leads/s (kept busy)
+    p5_large: int = 16  # large leads per burst (0: none): around and above the worker's 1 MiB limit
+    p5_bursts: int = 1  # bursts of large leads, spread evenly over the run
     concurrency: int = 100  # P1, P4, P5 (both sides)
     batch_size: int = 500  # worker --batch-size, baseline getmany max_records
     partitions: int = 4  # input and output topics
@@ -47,7 +59,11 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(p1_leads=3000, p2_leads=2000, p3_rate=100, p3_seconds=4, p4_seconds=4,
-                   p5_seconds=8, deadline=180)  # fmt: skip
+                   p5_seconds=24, p5_large=4, deadline=180)  # fmt: skip
+
+    def long_p5(self) -> Sizes:
+        """P5 for 10 minutes with three bursts of large leads."""
+        return dataclasses.replace(self, p5_seconds=600.0, p5_bursts=3)
 
 
 @dataclass
@@ -102,6 +118,29 @@ def leads(tag: str, count: int | None = None) -> Iterator[Message]:
                 "source": {"id": "bench", "campaign": "c-7"}, "consent": True}  # fmt: skip
         yield lead_id.encode(), orjson.dumps(lead)
         index += 1
+
+
+LARGE_SIZES = (1_020_000, 1_020_000, 1_600_000, 2_100_000)  # bytes: two under 1 MiB, two over
+LARGE_TOPIC_BYTES = 4 << 20  # the P5 input topic's max.message.bytes
+
+
+def large_leads(tag: str, count: int) -> Iterator[Message]:
+    """Leads of exactly LARGE_SIZES bytes in turn, alternately one long string and many
+    small objects (a list of small dicts: many allocations when decoded). Every one ends
+    on the errors topic: over the 1 MiB input limit, or (under it) an output over
+    1,000,000 bytes."""
+    event = {"at": "2024-05-01T12:00:00.000Z", "kind": "page_view", "n": 0}
+    per_event = len(orjson.dumps(event)) + 7  # with a longer n and a comma
+    for index in range(count):
+        size = LARGE_SIZES[index % len(LARGE_SIZES)]
+        lead_id = f"{tag}-large-{index}"
+        lead: dict[str, Any] = {"id": lead_id, "email": f"large{index}@mail.example", "notes": ""}
+        if index % 2:
+            lead["history"] = [{**event, "n": n} for n in range(size // per_event)]
+        lead["notes"] = "n" * (size - len(orjson.dumps(lead)))
+        value = orjson.dumps(lead)
+        assert len(value) == size, (len(value), size)
+        yield lead_id.encode(), value
 
 
 def failed(processor: Processor, exc: BaseException) -> RuntimeError:
@@ -266,19 +305,32 @@ async def p4_latency(bench: Bench) -> dict[str, Any]:
 
 
 async def memory(bench: Bench, kind: str) -> dict[str, Any]:
-    """RSS every 0.5 s while the processor is kept busy for ``p5_seconds``."""
+    """RSS every 0.5 s while the processor is kept busy for ``p5_seconds``, with bursts of
+    large leads (``p5_large`` each, around and above the 1 MiB lead limit) at even
+    intervals: flat is the final value within ±10 % of the one after the warm-up."""
     sizes = bench.sizes
     rate = bench.rate_for(kind, sizes.p5_rate, 1.0)
     setup = bench.setup("P5", kind, sizes.concurrency)
     bench.partner.reset(error_rate=sizes.error_rate)
-    await bench.topics(setup)
+    await create_topics(bench.bootstrap, [setup.input, *setup.outputs], setup.partitions, LARGE_TOPIC_BYTES)
     processor = start(kind, setup, bench.workdir)
     sampler = RssSampler(processor.pid)
+    warmup = max(5.0, 0.2 * sizes.p5_seconds)
+    bursts = burst_times(sizes, warmup)
+    large: list[tuple[float, float]] = []
     try:
-        async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
+        async with OutputCounter(bench.bootstrap, setup.outputs) as counter, \
+                OutputCounter(bench.bootstrap, [setup.errors]) as errors:  # fmt: skip
             await warm_up(bench, setup, processor, counter)
             sampler.start()
-            published = await paced(bench, f"P5 {kind}", setup, rate, sizes.p5_seconds)
+            pacing = asyncio.ensure_future(paced(bench, f"P5 {kind}", setup, rate, sizes.p5_seconds))
+            try:
+                for number, at in enumerate(bursts):
+                    await asyncio.sleep(max(0.0, at - sampler.elapsed()))
+                    large.append(await burst(bench, setup, processor, errors, sampler, number))
+                published = await pacing
+            finally:
+                pacing.cancel()
             await sampler.stop()
             processed = await counter.count() - 1
             if not processor.alive:
@@ -288,9 +340,34 @@ async def memory(bench: Bench, kind: str) -> dict[str, Any]:
     finally:
         await sampler.stop()
         processor.stop()
-    warmup = max(5.0, 0.2 * sizes.p5_seconds)
     return {"seconds": sizes.p5_seconds, "rate": round(rate, 1), "published": published,
-            "leads": processed, "warmup_s": warmup, **sampler.summary(warmup)}  # fmt: skip
+            "large": len(bursts) * sizes.p5_large, "leads": processed, "warmup_s": warmup,
+            "bursts_at_s": [round(at, 1) for at in bursts], **sampler.summary(warmup, large)}  # fmt: skip
+
+
+def burst_times(sizes: Sizes, warmup: float) -> list[float]:
+    """When each burst of large leads goes out (seconds after the warm-up lead): evenly
+    spaced after the warm-up value, the last one well before the end."""
+    if not sizes.p5_large:
+        return []
+    span = sizes.p5_seconds - warmup
+    return [warmup + span * (k + 1) / (sizes.p5_bursts + 1) for k in range(sizes.p5_bursts)]
+
+
+async def burst(
+    bench: Bench, setup: Setup, processor: Processor, errors: OutputCounter, sampler: RssSampler, number: int
+) -> tuple[float, float]:
+    """Publish one burst of large leads alongside the paced ones; returns when the errors
+    topic has one output more for each (every large lead ends there: too large as input
+    or as output), as (published, handled) in the sampler's seconds. With --error-rate
+    above 0 paced leads go there too, so "handled" may come early."""
+    count = bench.sizes.p5_large
+    before = await errors.count()
+    sent_at = sampler.elapsed()
+    await publish_large(bench.bootstrap, setup.input, large_leads(f"{setup.topic}-{number}", count))
+    alive = lambda: processor.alive  # noqa: E731
+    await errors.wait_for(before + count, bench.sizes.deadline, alive, what="large-lead outputs")
+    return sent_at, sampler.elapsed()
 
 
 async def p5_memory(bench: Bench) -> dict[str, Any]:

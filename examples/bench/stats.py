@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -82,15 +83,21 @@ def rss_kb(pid: int) -> int | None:
 
 @dataclass
 class RssSampler:
-    """Samples a process's RSS every ``interval`` seconds while running."""
+    """Samples a process's RSS every ``interval`` seconds while running; times are seconds
+    since ``start``."""
 
     pid: int
     interval: float = 0.5
     samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, kB)
     _task: asyncio.Task[None] | None = None
+    _started: float = 0.0
 
     def start(self) -> None:
+        self._started = time.monotonic()
         self._task = asyncio.ensure_future(self._run())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -99,23 +106,55 @@ class RssSampler:
                 await self._task
 
     async def _run(self) -> None:
-        started = time.monotonic()
         while (value := rss_kb(self.pid)) is not None:
-            self.samples.append((time.monotonic() - started, value))
+            self.samples.append((self.elapsed(), value))
             await asyncio.sleep(self.interval)
 
-    def summary(self, warmup: float) -> dict[str, float | bool]:
-        """Peak and final RSS (MiB), the value at ``warmup`` seconds, and whether final is
-        within ±10 % of it (flat)."""
+    def at(self, seconds: float) -> int:
+        """The first sample at or after ``seconds`` (else the last one), kB."""
         if not self.samples:
             raise ValueError(f"no RSS samples of pid {self.pid}")
-        after = [kb for t, kb in self.samples if t >= warmup] or [self.samples[-1][1]]
-        warm, final = after[0], self.samples[-1][1]
+        return next((kb for t, kb in self.samples if t >= seconds), self.samples[-1][1])
+
+    def before(self, seconds: float) -> int:
+        """The last sample before ``seconds`` (else the first one), kB."""
+        if not self.samples:
+            raise ValueError(f"no RSS samples of pid {self.pid}")
+        return next((kb for t, kb in reversed(self.samples) if t < seconds), self.samples[0][1])
+
+    def summary(self, warmup: float, large: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
+        """Peak and final RSS (MiB), the value at ``warmup`` seconds, and whether final is
+        within ±10 % of it (flat). ``large``: (published, handled) seconds of each burst of
+        large inputs; for those, the value just before the first, the highest value
+        ``LARGE_SETTLE`` seconds after each was handled (after_large), and the peak during one."""
+        if not self.samples:
+            raise ValueError(f"no RSS samples of pid {self.pid}")
+        warm, final = self.at(warmup), self.samples[-1][1]
         peak = max(kb for _, kb in self.samples)
-        return {
-            "peak_rss_mib": round(peak / 1024, 1),
-            "final_rss_mib": round(final / 1024, 1),
-            "warm_rss_mib": round(warm / 1024, 1),
+        figures: dict[str, Any] = {
+            "peak_rss_mib": mib(peak),
+            "final_rss_mib": mib(final),
+            "warm_rss_mib": mib(warm),
             "final_over_warm": round(final / warm, 3),
             "flat": abs(final - warm) <= 0.10 * warm,
+            "rss_mib_every_10s": [mib(self.at(t)) for t in range(0, int(self.samples[-1][0]) + 1, 10)],
         }
+        if large:
+            after = max(self.at(done + LARGE_SETTLE) for _, done in large)
+            during = max((kb for t, kb in self.samples if any(sent <= t <= done for sent, done in large)),
+                         default=after)  # fmt: skip
+            figures |= {
+                "before_large_rss_mib": mib(self.before(large[0][0])),
+                "large_peak_rss_mib": mib(during),
+                "after_large_rss_mib": mib(after),
+                "after_large_over_warm": round(after / warm, 3),
+                "large_handled_s": [round(done - sent, 1) for sent, done in large],
+            }
+        return figures
+
+
+LARGE_SETTLE = 5.0  # seconds after a burst of large inputs was handled: its after-large value
+
+
+def mib(kb: int) -> float:
+    return round(kb / 1024, 1)

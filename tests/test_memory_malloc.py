@@ -1,0 +1,86 @@
+"""agents.memory: glibc's malloc thresholds fixed, so that freed large blocks go back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from agents.memory import (
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    MMAP_THRESHOLD,
+    TRIM_THRESHOLD,
+    fix_malloc_thresholds,
+    glibc_mallopt,
+)
+
+
+class FakeMallopt:
+    def __init__(self, answer: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answer = answer
+
+    def __call__(self, param: int, value: int, /) -> int:
+        self.calls.append((param, value))
+        return self.answer
+
+
+def test_both_thresholds_are_set() -> None:
+    mallopt = FakeMallopt()
+    assert fix_malloc_thresholds(mallopt)
+    assert mallopt.calls == [(M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
+
+
+def test_a_refused_value_is_reported_and_the_other_still_tried() -> None:
+    mallopt = FakeMallopt(answer=0)
+    assert not fix_malloc_thresholds(mallopt, mmap_threshold=1 << 30)
+    assert [param for param, _ in mallopt.calls] == [M_MMAP_THRESHOLD, M_TRIM_THRESHOLD]
+
+
+def test_without_glibc_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.memory.glibc_mallopt", lambda: None)
+    assert not fix_malloc_thresholds()
+
+
+# A large working buffer freed, then blocks of 600 kB of which a few outlive the others:
+# what a burst of large leads does. Measured with glibc's mallinfo2 in a fresh
+# interpreter, so that nothing else moves the heap: the free bytes the heaps keep.
+PROBE = textwrap.dedent(
+    """
+    import ctypes, sys
+    import orjson
+    from agents.memory import fix_malloc_thresholds
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Mallinfo2
+    if sys.argv[1] == "fixed":
+        assert fix_malloc_thresholds()
+    output = orjson.dumps({"notes": "n" * 1_000_000})  # a working buffer of several MB
+    blocks = [bytes(600_000) + bytes([i]) for i in range(40)]
+    kept = blocks[::8]
+    del output, blocks
+    print(libc.mallinfo2().fordblks)
+    """
+)
+
+
+def free_in_heaps(mode: str) -> int:
+    """Free bytes glibc's heaps hold at the end of the probe."""
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+@pytest.mark.skipif(glibc_mallopt() is None, reason="glibc's malloc only")
+def test_freed_large_blocks_are_not_kept_in_the_heap() -> None:
+    # The default: once a large mapped block is freed, the next ones come from the heap
+    # and their space stays there (the cause of P5's growth after large leads).
+    assert free_in_heaps("default") > 16 << 20, "glibc no longer keeps freed large blocks: recheck the cause"
+    assert free_in_heaps("fixed") < 2 << 20
