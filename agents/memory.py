@@ -9,16 +9,21 @@ it, 33 MB to encode its output event), and once such a buffer is freed every blo
 that size comes from a heap, and up to twice that stays free at the heap's top: in the
 main heap and in the arena of Faust's consumer thread alike. ``make bench`` P5 at
 500 leads/s, 16 leads of 1-2 MB at 72 s: 82.8 MiB before them, 120.4 after and at the
-end. A probe in the worker after such a burst: 64-70 MiB free inside the heaps
-(mallinfo2), 15 MiB of them in use, and malloc_trim(0) took RSS down by 25-33 MiB.
+end. A probe in the worker after such a burst (mallinfo2): heaps of 80-89 MiB with
+15-16 MiB in use, and malloc_trim(0) took RSS down by 25-33 MiB.
 
 Setting both thresholds turns the adjustment off: large blocks are unmapped when freed,
 and the heap's top is given back above ``TRIM_THRESHOLD`` (same P5: 72.8 MiB before,
 81.5 after). The cost is a mapping per block of 256 KiB or more (fetch responses,
-output batches): a few per fetch. What such a burst still leaves is Python's own
-allocator's: arenas that the decoded leads filled and that a few live objects keep
-(+7 MiB of arenas, the same number of live blocks), a high-water mark that the next
-bursts reuse (three bursts in 10 minutes: 72 -> 79.6 -> 82.0 -> 82.1 MiB).
+output batches): a few per fetch. Free pages between live blocks, which no threshold
+returns, go back with ``trim_if_free_above`` every few seconds (P5: 73.3 -> 80.0 MiB).
+
+What a burst still leaves is Python's own allocator's: arenas that the decoded leads
+filled and that a few live objects keep (+7 MiB of arenas for the same number of live
+blocks), a high-water mark that later bursts reuse (three bursts in 10 minutes:
+72 -> 79.6 -> 82.0 -> 82.1 MiB). PYTHONMALLOC=malloc in the worker's environment leaves
+those objects to glibc too, whose free pages the trim returns (P5: 74.1 -> 77.8 MiB),
+at a CPU cost not measured cleanly yet.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 * 1024  # blocks at least this large get a mapping of their own
 TRIM_THRESHOLD = 1024 * 1024  # free space kept at the top of a heap
+TRIM_ABOVE = 4 << 20  # free bytes inside the heaps above which malloc_trim gives pages back
 
 
 class Mallopt(Protocol):
@@ -69,3 +75,51 @@ def fix_malloc_thresholds(
     if not fixed:
         log.warning("glibc refused the malloc thresholds %d/%d", mmap_threshold, trim_threshold)
     return fixed
+
+
+class Heap(Protocol):
+    """glibc's view of its heaps: free bytes inside them, and giving free pages back."""
+
+    def free_bytes(self) -> int: ...
+
+    def trim(self) -> None: ...
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost",
+    )]  # fmt: skip
+
+
+class GlibcHeap:
+    def __init__(self, libc: ctypes.CDLL) -> None:
+        self._mallinfo2 = libc.mallinfo2
+        self._mallinfo2.restype = _Mallinfo2
+        self._malloc_trim = libc.malloc_trim
+        self._malloc_trim.argtypes = [ctypes.c_size_t]
+
+    def free_bytes(self) -> int:
+        return int(self._mallinfo2().fordblks)
+
+    def trim(self) -> None:
+        self._malloc_trim(0)
+
+
+def glibc_heap() -> Heap | None:
+    """The process's glibc heaps (mallinfo2 needs glibc 2.33), or None."""
+    if glibc_mallopt() is None:
+        return None
+    try:
+        return GlibcHeap(ctypes.CDLL(None))
+    except AttributeError:
+        return None
+
+
+def trim_if_free_above(heap: Heap, limit: int = TRIM_ABOVE) -> bool:
+    """Give the heaps' free pages back (malloc_trim) when more than ``limit`` bytes are
+    free inside them: the holes between live blocks, which no threshold returns."""
+    if heap.free_bytes() <= limit:
+        return False
+    heap.trim()
+    return True

@@ -1,4 +1,5 @@
-"""agents.memory: glibc's malloc thresholds fixed, so that freed large blocks go back."""
+"""agents.memory: glibc's malloc thresholds fixed, so that freed large blocks go back;
+the heaps' free pages given back above a limit."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from agents.memory import (
     M_MMAP_THRESHOLD,
     M_TRIM_THRESHOLD,
     MMAP_THRESHOLD,
+    TRIM_ABOVE,
     TRIM_THRESHOLD,
     fix_malloc_thresholds,
+    glibc_heap,
     glibc_mallopt,
+    trim_if_free_above,
 )
 
 
@@ -84,3 +88,32 @@ def test_freed_large_blocks_are_not_kept_in_the_heap() -> None:
     # and their space stays there (the cause of P5's growth after large leads).
     assert free_in_heaps("default") > 16 << 20, "glibc no longer keeps freed large blocks: recheck the cause"
     assert free_in_heaps("fixed") < 2 << 20
+
+
+class FakeHeap:
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.trims = 0
+
+    def free_bytes(self) -> int:
+        return self.free
+
+    def trim(self) -> None:
+        self.trims += 1
+        self.free = 0
+
+
+def test_the_heaps_are_trimmed_only_above_the_limit() -> None:
+    heap = FakeHeap(free=TRIM_ABOVE)
+    assert not trim_if_free_above(heap)
+    heap.free = TRIM_ABOVE + 1
+    assert trim_if_free_above(heap)
+    assert heap.trims == 1 and not trim_if_free_above(heap)
+
+
+@pytest.mark.skipif(glibc_heap() is None, reason="glibc 2.33+ only")
+def test_glibc_heap_reads_and_trims_the_real_heaps() -> None:
+    heap = glibc_heap()
+    assert heap is not None
+    assert heap.free_bytes() >= 0
+    heap.trim()  # malloc_trim(0): returns pages, frees nothing in use

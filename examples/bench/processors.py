@@ -110,6 +110,8 @@ def start_worker(setup: Setup, workdir: Path, index: int = 0, extra: Sequence[st
     flow = render_flow(setup, workdir)
     log_path = workdir / f"{setup.topic}-worker{index}.log"
     env = {"BENCH_TOPIC": setup.topic, "PARTNER_URL": setup.partner_url}
+    # e.g. "PYTHONMALLOC=malloc MALLOC_ARENA_MAX=2": the worker's environment only, to try settings
+    env |= dict(item.split("=", 1) for item in os.environ.get("BENCH_WORKER_ENV", "").split())
     tried = os.environ.get("BENCH_WORKER_ARGS", "").split()  # e.g. "--max-in-flight 300", to try options
     args = ["--group-id", setup.group, "--batch-size", str(setup.batch_size),
             "--partitions", str(setup.partitions), "--no-create-topics", *tried, *extra]  # fmt: skip
