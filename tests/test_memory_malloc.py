@@ -3,6 +3,7 @@ the heaps' free pages given back above a limit."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,6 @@ from agents.memory import (
     TRIM_THRESHOLD,
     fix_malloc_thresholds,
     glibc_heap,
-    glibc_mallopt,
     trim_if_free_above,
 )
 
@@ -54,35 +54,31 @@ def test_without_glibc_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
 # interpreter, so that nothing else moves the heap: the free bytes the heaps keep.
 PROBE = textwrap.dedent(
     """
-    import ctypes, sys
+    import sys
     import orjson
-    from agents.memory import fix_malloc_thresholds
+    from agents.memory import fix_malloc_thresholds, glibc_heap
 
-    class Mallinfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = Mallinfo2
     if sys.argv[1] == "fixed":
         assert fix_malloc_thresholds()
     output = orjson.dumps({"notes": "n" * 1_000_000})  # a working buffer of several MB
     blocks = [bytes(600_000) + bytes([i]) for i in range(40)]
     kept = blocks[::8]
     del output, blocks
-    print(libc.mallinfo2().fordblks)
+    print(glibc_heap().free_bytes())
     """
 )
 
 
 def free_in_heaps(mode: str) -> int:
-    """Free bytes glibc's heaps hold at the end of the probe."""
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+    """Free bytes glibc's heaps hold at the end of the probe (malloc left to its defaults)."""
+    tuning = ("MALLOC_", "GLIBC_TUNABLES", "PYTHONMALLOC")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(tuning)}
+    command = [sys.executable, "-c", PROBE, mode]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return int(done.stdout.strip())
 
 
-@pytest.mark.skipif(glibc_mallopt() is None, reason="glibc's malloc only")
+@pytest.mark.skipif(glibc_heap() is None, reason="glibc's malloc only")
 def test_freed_large_blocks_are_not_kept_in_the_heap() -> None:
     # The default: once a large mapped block is freed, the next ones come from the heap
     # and their space stays there (the cause of P5's growth after large leads).
