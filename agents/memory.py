@@ -15,15 +15,16 @@ end. A probe in the worker after such a burst (mallinfo2): heaps of 80-89 MiB wi
 Setting both thresholds turns the adjustment off: large blocks are unmapped when freed,
 and the heap's top is given back above ``TRIM_THRESHOLD`` (same P5: 72.8 MiB before,
 81.5 after). The cost is a mapping per block of 256 KiB or more (fetch responses,
-output batches): a few per fetch. Free pages between live blocks, which no threshold
-returns, go back with ``trim_if_free_above`` every few seconds (P5: 73.3 -> 80.0 MiB).
+output batches): a few per fetch.
 
 What a burst still leaves is Python's own allocator's: arenas that the decoded leads
 filled and that a few live objects keep (+7 MiB of arenas for the same number of live
 blocks), a high-water mark that later bursts reuse (three bursts in 10 minutes:
-72 -> 79.6 -> 82.0 -> 82.1 MiB). PYTHONMALLOC=malloc in the worker's environment leaves
-those objects to glibc too, whose free pages the trim returns (P5: 74.1 -> 77.8 MiB),
-at a CPU cost not measured cleanly yet.
+72 -> 79.6 -> 82.0 -> 82.1 MiB). ``trim_if_free_above`` (malloc_trim: free pages between
+live blocks, which no threshold returns) cannot touch those arenas (same run with it:
+71.5 -> 80.0 -> 80.4 -> 80.5); with PYTHONMALLOC=malloc in the worker's environment the
+objects are glibc's too and the trim gives their pages back (P5: 74.1 -> 77.8 MiB), at a
+CPU cost not measured cleanly yet.
 """
 
 from __future__ import annotations
