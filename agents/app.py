@@ -23,6 +23,7 @@ from agents.faust_seam import LeadApp, aiokafka_producer
 from agents.inflight import LeadLoop, exit_if_it_fails
 from agents.intake import LeadIntake
 from agents.kafka_connection import KafkaConnection
+from agents.memory import fix_malloc_thresholds
 from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, FaustProducerBatches, OutputWriter
 from agents.readiness import Readiness
@@ -195,7 +196,10 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         """What exists once the worker runs lives as long as it: keep it out of the cyclic
         collector, whose full passes over it paused the event loop for up to ~90 ms and
         bunched sends the rate limiter had spaced (make bench, P3); and collect the young
-        generation less often (thousands of leads in flight allocate fast)."""
+        generation less often (thousands of leads in flight allocate fast). And fix glibc's
+        malloc thresholds, or the memory of a few large leads stays with the process
+        (agents.memory; make bench, P5)."""
+        fix_malloc_thresholds()
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
