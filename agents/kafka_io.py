@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,17 @@ from agents.kafka_connection import KafkaConnection
 Kafka = KafkaConnection | str  # a connection, or a bare PLAINTEXT bootstrap address
 
 
+@contextlib.asynccontextmanager
+async def admin_client(kafka: Kafka) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed afterwards."""
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(
     kafka: Kafka,
     names: Iterable[str],
@@ -27,9 +39,7 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created. Without a
     ``replication_factor`` the broker's ``default.replication.factor`` is used."""
-    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
-    await admin.start()
-    try:
+    async with admin_client(kafka) as admin:
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
@@ -47,18 +57,12 @@ async def ensure_topics(
                 name, code, message = refused[0]
                 raise for_code(code)(f"topic {name}: {message}")
         return missing
-    finally:
-        await admin.close()
 
 
 async def broker_replication_factor(kafka: Kafka) -> int:
     """The broker's default.replication.factor."""
-    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
-    await admin.start()
-    try:
+    async with admin_client(kafka) as admin:
         return await default_replication_factor(admin)
-    finally:
-        await admin.close()
 
 
 async def default_replication_factor(admin: AIOKafkaAdminClient) -> int:
@@ -182,17 +186,20 @@ async def end_offsets(kafka: Kafka, topics: list[str]) -> dict[tuple[str, int], 
 
 async def partition_counts(kafka: Kafka, topics: list[str]) -> dict[str, int]:
     """Partitions of each of ``topics`` that exists (one metadata request)."""
-    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
-    await admin.start()
-    try:
+    async with admin_client(kafka) as admin:
         described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
     return {
         entry["topic"]: len(entry["partitions"])
         for entry in described
         if entry.get("topic") in topics and not entry.get("error_code") and entry.get("partitions")
     }
+
+
+async def committed_offsets(kafka: Kafka, group: str) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offsets, by (topic, partition)."""
+    async with admin_client(kafka) as admin:
+        found = await admin.list_consumer_group_offsets(group)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()}
 
 
 async def partition_count(kafka: Kafka, topic: str) -> int | None:

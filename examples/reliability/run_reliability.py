@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faulty_partner import STATS, Faults, Stats, create_faulty_partner
 
 from agents.kafka_connection import KafkaConnection
-from agents.kafka_io import Kafka, Record, collect, end_offsets, ensure_topics, publish
+from agents.kafka_io import Kafka, Record, collect, committed_offsets, end_offsets, ensure_topics, publish
 from agents.process import ROOT, WorkerProcess, free_port, serve_app, wait_for
 from streams.delayed import tier_topics
 from streams.loader import load_flow
@@ -351,16 +351,6 @@ async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[]
                 tally.settled = {where: end for where, end in ends.items() if where[0] not in run.consumed}
 
 
-async def committed_offsets(kafka: Kafka, group: str) -> dict[tuple[str, int], int]:
-    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_options())
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()}
-
-
 def output_gap(tally: Tally, since: float) -> float | None:
     """Seconds from ``since`` (time.time()) to the first output written after it, by its
     Kafka timestamp (None: none read yet)."""
@@ -389,6 +379,17 @@ async def restart(worker: WorkerProcess, tally: Tally, progress: Progress, label
     progress.event(f"{label} restart")
     progress.enter(f"{label}: waiting for the restarted worker's first output")
     return await time_to_output(tally, worker.started, 300, f"the first output after {label}")
+
+
+async def restart_broker_then_finish(
+    state: str, progress: Progress, tracking: asyncio.Future[None], tally: Tally
+) -> tuple[float, float | None]:
+    """Restart the broker, then wait for every input's output: (seconds the broker was
+    away, seconds from its return to the next output)."""
+    away, back = await restart_broker(state, progress)
+    progress.enter("waiting for every input to have an output")
+    await tracking
+    return away, output_gap(tally, back)
 
 
 async def restart_broker(state: str, progress: Progress) -> tuple[float, float]:
@@ -435,11 +436,8 @@ async def scenario_faults(
             await wait_for(
                 lambda: sum(tally.outputs.values()) >= sizes.leads * 0.8, 300, "80% of the outputs"
             )
-            away, back = await restart_broker(state, progress)
-            progress.enter("waiting for every input to have an output")
-            await tracking
+            away, gap = await restart_broker_then_finish(state, progress, tracking, tally)
             alive = worker.alive
-            gap = output_gap(tally, back)
     finally:
         run.stop()
         await runner.cleanup()
@@ -552,11 +550,8 @@ async def scenario_slow_kills(
                 recoveries.append(await restart(worker, tally, progress, label))
             waiting("broker restart")
             await worst_moment(run, stats, tally, key_of, enough=0.9 * sizes.slow_leads)
-            away, back = await restart_broker(state, progress)
-            progress.enter("waiting for every input to have an output")
-            await tracking
+            away, gap = await restart_broker_then_finish(state, progress, tracking, tally)
             alive = worker.alive
-            gap = output_gap(tally, back)
     finally:
         run.stop()
         await runner.cleanup()

@@ -21,9 +21,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.kafka_io import collect, end_offsets, ensure_topics
+from agents.kafka_io import collect, committed_offsets, end_offsets, ensure_topics
 from agents.process import WorkerProcess, free_port, serve_app, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -115,17 +114,9 @@ class CommitRun:
             await producer.stop()
 
     async def committed(self) -> dict[int, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(self.group)
-        finally:
-            await admin.close()
-        return {
-            tp.partition: meta.offset
-            for tp, meta in offsets.items()
-            if tp.topic == self.topics["input"] and meta.offset >= 0
-        }
+        offsets = await committed_offsets(self.bootstrap, self.group)
+        return {partition: offset for (topic, partition), offset in offsets.items()
+                if topic == self.topics["input"] and offset >= 0}  # fmt: skip
 
     async def wait_committed(self, partition: int, offset: int, timeout: float = 60) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
