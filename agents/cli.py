@@ -308,12 +308,12 @@ def worker(
     log_bodies: bool,
 ) -> None:
     """Run the Faust worker for FLOW (consume, call APIs, produce results)."""
-    import faust
     from prometheus_client import CollectorRegistry
 
     from agents.app import WorkerOptions, create_app
     from agents.kafka_io import broker_replication_factor, ensure_topics, partition_count
-    from agents.logs import logging_config, mask_log_records
+    from agents.logs import mask_log_records
+    from agents.worker_run import run_worker
     from streams.delayed import tier_topics
     from streams.masking import Masker
 
@@ -362,15 +362,7 @@ def worker(
         f"metrics at http://{web_host}:{web_port}/metrics",
         soft_wrap=True,  # one line in log files, not wrapped at 80 columns
     )
-    runner = faust.Worker(
-        app,
-        loglevel=loglevel.upper(),
-        redirect_stdouts=False,
-        logging_config=logging_config(log_format, loglevel, log_bodies),
-    )
-    if not sys.stdout.isatty():
-        runner.spinner = None  # its escape codes only garble log files
-    runner.execute_from_commandline()
+    run_worker(app, loglevel, log_format, log_bodies)
 
 
 @main.command()
