@@ -15,7 +15,7 @@ from streams.bodies.form_body import FormBody
 from streams.bodies.json_body import JsonBody
 from streams.headers import header_value
 from streams.http_types import RequestBuildError
-from streams.templates import compile_value, environment
+from streams.templates import TemplateRenderError, compile_value, environment
 from streams.urls import add_query, encode_path_value, join_url
 
 # Lead values come from JSON, which cannot carry lone surrogates.
@@ -23,8 +23,8 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
 BASE = "https://partner.example/api/v1"
 
 
-def path_for(template: str, **lead: Any) -> URL:
-    rendered = compile_value(template, environment(False, encode_path_value)).render({"lead": lead})
+def path_for(template: str, where: str = "", **lead: Any) -> URL:
+    rendered = compile_value(template, environment(False, encode_path_value), where).render({"lead": lead})
     return join_url(BASE, str(rendered))
 
 
@@ -63,10 +63,27 @@ def test_a_lead_value_cannot_replace_the_host() -> None:
 
 
 @pytest.mark.parametrize("value", [".", ".."])
-def test_dot_segment_values_cannot_climb(value: str) -> None:
-    url = path_for("/leads/{{ lead.id }}/check", id=value)
-    assert "/./" not in url.raw_path and "/../" not in url.raw_path
-    assert url.parts[-2:] == (value, "check")
+def test_dot_segment_values_are_a_template_error(value: str) -> None:
+    # Issue #16.7: "%2E%2E" was sent, which RFC 3986 normalises back to "..".
+    template = "/leads/{{ lead.id }}/check"
+    with pytest.raises(
+        TemplateRenderError, match=r"steps\.0\.request\.url: /leads/\{\{ lead\.id \}\}/check: .*dot segment"
+    ):
+        path_for(template, where="f.yaml:3: steps.0.request.url", id=value)
+
+
+@pytest.mark.parametrize("lead", [{}, {"id": None}, {"id": ""}])
+def test_missing_path_value_is_a_template_error_not_a_double_slash(lead: dict[str, Any]) -> None:
+    # Issue #16.7: a missing field produced /v2/leads//validate.
+    template = "/v2/leads/{{ lead.id }}/validate"
+    with pytest.raises(
+        TemplateRenderError, match=r"/v2/leads/\{\{ lead\.id \}\}/validate: .*(missing|empty)"
+    ):
+        path_for(template, **lead)
+
+
+def test_dots_inside_a_value_are_plain_text() -> None:
+    assert path_for("/leads/{{ lead.id }}", id="a.b..c").raw_path == "/api/v1/leads/a.b..c"
 
 
 def test_add_query_merges_with_existing_query() -> None:
@@ -79,6 +96,24 @@ def test_add_query_lists_repeat_none_omitted_bools_lowercase() -> None:
     assert url.query.getall("tag") == ["a", "b"]
     assert "gone" not in url.query
     assert (url.query["ok"], url.query["no"]) == ("true", "false")
+
+
+def test_query_key_replaces_the_same_key_in_the_url() -> None:
+    # Issue #16.6: "?source=web&type=auto&source=123".
+    url = add_query(URL("https://p.example/search?source=web&type=auto"), {"source": 123})
+    assert url.raw_query_string == "type=auto&source=123"
+
+
+def test_query_list_replaces_every_value_of_the_key() -> None:
+    url = add_query(URL("https://p.example/x?tag=old&a=%2B1+2&tag=older"), {"tag": ["n1", "n2"]})
+    assert url.raw_query_string == "a=%2B1+2&tag=n1&tag=n2"  # the URL's own spelling is kept
+
+
+def test_fallback_url_keeps_its_own_keys_and_gets_the_query_once() -> None:
+    # Issue #16.6: the fallback got "?fail=0&key=secondary&fail=5&key=E…".
+    fallback = URL("https://secondary.example/v1/check?fail=0&key=secondary#top", encoded=True)
+    url = add_query(fallback, {"fail": "5", "key": "E1-primary-key", "email": "a@b.c"}, url_wins=True)
+    assert str(url) == "https://secondary.example/v1/check?fail=0&key=secondary&email=a@b.c#top"
 
 
 def test_add_query_without_params_is_unchanged() -> None:
@@ -101,6 +136,10 @@ def test_header_value_renders_scalars() -> None:
 
 @given(TEXT)
 def test_property_path_value_is_exactly_one_segment(value: str) -> None:
+    if value in {"", ".", ".."}:
+        with pytest.raises(TemplateRenderError):
+            path_for("/leads/{{ lead.id }}/check", id=value)
+        return
     url = path_for("/leads/{{ lead.id }}/check", id=value)
     assert url.parts == ("/", "api", "v1", "leads", value, "check")
     assert url.raw_path.count("/") == 5
