@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from streams.activity import FlowActivity
 from streams.auth import NoAuth, send_with_auth
 from streams.cache import InMemoryCache, ResponseCache
 from streams.flow import Step
@@ -20,6 +21,7 @@ from streams.guards import Guards
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.metrics import Metrics
 from streams.netguard import AddressRefused
+from streams.partner_errors import describe
 from streams.responses.xml_format import parse_xml
 from streams.retry_policy import Action, Decision, decide, parse_retry_after
 from streams.transport import Transport
@@ -44,6 +46,7 @@ class StepServices:
     can_defer: bool = False  # the flow has delayed retry topics
     rng: random.Random = field(default_factory=random.Random)
     batcher: Batcher | None = None  # windows of the flow's `batch:` steps
+    activity: FlowActivity | None = None  # the worker's per-minute log of partners and leads
 
 
 @dataclass
@@ -78,6 +81,8 @@ async def call_partner(
     guard = services.guards.for_integration(integration)
     circuit = guard.circuit if use_circuit else None
     metrics, flow = services.metrics, services.flow
+    # A fallback ``url`` is another source: its failures are not the partner's.
+    activity = services.activity if use_circuit else None
     attempts = 0
 
     async def send(outgoing: OutgoingRequest) -> HttpResult:
@@ -95,7 +100,8 @@ async def call_partner(
             try:
                 answer = await services.client.send(integration, outgoing, timeout)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                log_exchange(step, flow, outgoing, None, attempt, f"{type(exc).__name__}: {exc}")
+                if http_log.isEnabledFor(logging.DEBUG):
+                    log_exchange(step, flow, outgoing, None, attempt, describe(exc, timeout))
                 raise
             finally:
                 guard.in_flight -= 1
@@ -129,16 +135,23 @@ async def call_partner(
                 )  # fmt: skip
         except AddressRefused:
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
             attempts += 1
-            reason = f"timeout after {timeout:g}s"
+            reason = describe(exc, timeout)  # "timeout after 5s"
             if metrics is not None:
                 metrics.timeouts.labels(flow, integration.name).inc()
             decision = decide(step.retry_config, attempt, error="timeout", rng=services.rng)
         except aiohttp.ClientError as exc:
             attempts += 1
-            reason = f"connection error: {type(exc).__name__}: {exc}"
+            reason = describe(exc)  # "connection refused by 127.0.0.1:1", "TLS handshake failed: ..."
             decision = decide(step.retry_config, attempt, error="connection", rng=services.rng)
+        if activity is not None:
+            if response is None:
+                activity.failed(integration.name, reason)
+            elif response.status >= 500 and decision.action is not Action.DONE:  # (not a judged answer)
+                activity.failed(integration.name, f"HTTP {response.status}", answered=True)
+            else:
+                activity.answered(integration.name)
         if circuit is not None:
             circuit.record(response is not None and response.status < 500)
         if decision.auth_failure and metrics is not None:
@@ -199,7 +212,8 @@ def definitive(step: Step, response: HttpResult) -> bool:
 
 
 def reason_label(response: HttpResult | None, reason: str) -> str:
-    """A bounded label: the status, or the kind of transport failure."""
+    """A bounded label: the status, or the kind of transport failure ("timeout", or
+    "connection" for every other failure without an answer: refused, DNS, TLS, reset...)."""
     if response is not None:
         return str(response.status)
     return "timeout" if reason.startswith("timeout") else "connection"

@@ -19,6 +19,7 @@ from streams.headers import header_value
 from streams.http_client import ResponseTooLarge
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.outcomes import Outcome, StepResult
+from streams.partner_errors import describe
 from streams.responses import ResponseParseError, parse_response
 from streams.templates import TemplateRenderError, Value, truthy
 from streams.transport import current_step
@@ -149,8 +150,8 @@ def failure_of(exc: Exception) -> tuple[Outcome, str]:
         return Outcome.ERROR, f"template error: {exc}"
     if isinstance(exc, RequestBuildError):
         return Outcome.ERROR, f"request refused: {exc}"
-    if isinstance(exc, aiohttp.ClientError):
-        return Outcome.ERROR, f"connection error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ClientError):  # AddressRefused: "address refused: 127.0.0.1 is a loopback..."
+        return Outcome.ERROR, describe(exc)
     return Outcome.ERROR, str(exc)
 
 

@@ -62,6 +62,7 @@ class LeadPipeline:
         self.flow = runner.flow
         self.metrics = metrics
         self.masker = Masker(self.flow.secrets)
+        self.activity = runner.activity
 
     async def process(self, raw: bytes | None, source: Source, retry: RetryState | None = None) -> Output:
         """Never raises: anything unexpected becomes an errors-topic event for this lead.
@@ -79,20 +80,23 @@ class LeadPipeline:
             except BadInput as exc:
                 if self.metrics is not None:
                     self.metrics.bad_inputs.labels(self.flow.name).inc()
-                return self._output(
-                    Destination.ERRORS,
-                    lead_id_for(None, source),
-                    bad_input_event(
-                        self.flow.name, self.masker.raw_bytes(raw), source, str(exc), received_at
+                return self._done(
+                    self._output(
+                        Destination.ERRORS,
+                        lead_id_for(None, source),
+                        bad_input_event(
+                            self.flow.name, self.masker.raw_bytes(raw), source, str(exc), received_at
+                        ),
+                        raw,
                     ),
-                    raw,
+                    started,
                 )
             lead_id = lead_id_for(lead, source)
             result = await self.runner.run(lead, lead_id, copy_lead=False)
             if result.defer_after is not None:
                 deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
                 if deferred is not None:
-                    return deferred
+                    return self._done(deferred, started)
                 result.reason = (
                     f"gave up after {retry.attempt if retry else 0} delayed retries: {result.reason}"
                 )
@@ -102,17 +106,22 @@ class LeadPipeline:
                 self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(
                     time.perf_counter() - started
                 )
-            return self._output(destination, lead_id, event, raw)
+            return self._done(self._output(destination, lead_id, event, raw), started)
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
             lead_id = lead_id or lead_id_for(None, source)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             try:
-                return self._output(
-                    Destination.ERRORS,
-                    lead_id,
-                    bad_input_event(self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at),
-                    raw,
+                return self._done(
+                    self._output(
+                        Destination.ERRORS,
+                        lead_id,
+                        bad_input_event(
+                            self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at
+                        ),
+                        raw,
+                    ),
+                    started,
                 )
             except Exception:  # even the error event failed: the smallest event that can't
                 minimal = {
@@ -122,7 +131,15 @@ class LeadPipeline:
                     "received_at": received_at,
                     "completed_at": received_at,
                 }  # fmt: skip
-                return Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error")
+                return self._done(
+                    Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error"), started
+                )
+
+    def _done(self, output: Output, started: float) -> Output:
+        """The lead's outcome for the activity log (per-minute counts at info level)."""
+        if self.activity is not None:
+            self.activity.lead(output.outcome, time.perf_counter() - started)
+        return output
 
     def _defer(
         self,

@@ -7,6 +7,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.activity import ActivityLog
 from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
 from streams.calling import StepServices
@@ -27,10 +28,14 @@ class FlowRunner:
         guards: Guards | None = None,
         cache: ResponseCache | None = None,
         batch_windows: bool = False,
+        activity: ActivityLog | None = None,
     ) -> None:
         """``batch_windows``: `batch:` steps collect leads in real windows (the worker);
-        without, each lead is sent as a batch of one at once (test console, saved cases)."""
+        without, each lead is sent as a batch of one at once (test console, saved cases).
+        ``activity``: the worker's log of partner failures and lead counts (the pipeline
+        counts leads through ``self.activity``); none for the test console."""
         self.flow = flow
+        self.activity = activity.flow(flow.name) if activity is not None else None
         self.client = client
         self.metrics = metrics
         self.guards = guards or Guards(flow, metrics)
@@ -41,6 +46,7 @@ class FlowRunner:
             metrics=metrics,
             cache=cache if cache is not None else InMemoryCache(),
             can_defer=flow.delayed_retry is not None,
+            activity=self.activity,
         )
         base_context = {"settings": flow.settings, "flow": {"name": flow.name}}
         self.batcher = Batcher(self.services, base_context, windowed=batch_windows)
