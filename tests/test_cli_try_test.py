@@ -15,6 +15,8 @@ import pytest
 import yaml
 from helpers import FLOWS, ROOT, seed_env, seed_partner, serve
 from pytest_aiohttp import AiohttpServer
+from resilience_helpers import closed_port_url
+from yarl import URL
 
 from streams.batching import batch_id_for
 
@@ -180,6 +182,16 @@ async def test_try_step_in_text_mode_names_only_that_step(
     code, out, err = await try_flow(aiohttp_server, tmp_path, "oauth2-chain.yaml", "--step", "verify")
     assert code == 0, err
     assert "verify: success" in out and "create_lead:" not in out
+
+
+async def test_try_says_in_words_why_the_partner_did_not_answer(tmp_path: Path) -> None:
+    url = URL(closed_port_url())
+    code, out, err = await cli(
+        "try", str(FLOWS / "demo.yaml"), "--lead", lead_file(tmp_path), env=seed_env(str(url))
+    )
+    assert code == 1, err
+    assert f"check_blacklist: error — connection refused by 127.0.0.1:{url.port} (after 3 attempts)" in out
+    assert "ssl:default" not in out and "Cannot connect" not in out
 
 
 async def test_try_unknown_step_is_a_usage_error(tmp_path: Path) -> None:

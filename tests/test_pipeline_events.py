@@ -14,6 +14,8 @@ from aiohttp import web
 from helpers import API_KEY, REQUESTS, create_partner_app, demo_flow, make_flow, recording_app, serve
 from jsonschema import Draft202012Validator
 from pytest_aiohttp import AiohttpServer
+from resilience_helpers import closed_port_url
+from yarl import URL
 
 import schemas
 from streams.events import Source
@@ -87,6 +89,22 @@ async def test_flow_error_goes_to_errors_with_error_field(
     assert event["outcome"] == "error"
     assert event["error"] == event["reason"] == "check_blacklist: HTTP 422: invalid email"
     assert "raw" not in event and event["lead"]["id"] == "e1"
+
+
+async def test_a_partner_refusing_connections_is_named_in_the_event() -> None:
+    """The reason says who refused, in words: not aiohttp's "Cannot connect to host
+    127.0.0.1:PORT ssl:default [Connect call failed ...]" on an http URL."""
+    url = URL(closed_port_url())
+    flow = make_flow(
+        str(url), [{"name": "call", "request": {"url": "/x"}}], integration={"retry": {"attempts": 1}}
+    )
+    async with pipeline_for(flow) as pipeline:
+        output = await pipeline.process(b'{"id": "r1"}', SOURCE)
+    assert output.destination is Destination.ERRORS
+    event = event_of(output)
+    refused = f"connection refused by 127.0.0.1:{url.port}"
+    assert event["error"] == event["reason"] == f"call: {refused}"
+    assert [step["reason"] for step in event["steps"]] == [refused]
 
 
 BAD_INPUTS: dict[str, bytes | None] = {
