@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import orjson
 import pytest
@@ -165,7 +165,7 @@ def test_property_json_body_round_trips(value: str) -> None:
 
 @given(TEXT)
 def test_property_header_value_exact_or_refused(value: str) -> None:
-    unsafe = any(c in value for c in "\r\n\x00")
+    unsafe = any(c in value for c in "\r\n\x00") or not value.isascii()
     try:
         result = header_value("X-Lead", value)
     except RequestBuildError:
@@ -173,6 +173,54 @@ def test_property_header_value_exact_or_refused(value: str) -> None:
     else:
         assert not unsafe
         assert result == value
+
+
+def test_non_ascii_header_value_is_refused_naming_the_header() -> None:
+    with pytest.raises(RequestBuildError, match=r"'X-Customer' refused: .*non-ASCII"):
+        header_value("X-Customer", "José")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "sent"),
+    [
+        (
+            "Content-Disposition",
+            'attachment; filename="Crème brûlée.pdf"',
+            "attachment; filename*=utf-8''Cr%C3%A8me%20br%C3%BBl%C3%A9e.pdf",
+        ),
+        (
+            "content-disposition",
+            "inline; filename=José.txt; size=3",
+            "inline; filename*=utf-8''Jos%C3%A9.txt; size=3",
+        ),
+        (
+            "Link",
+            '<https://p.example/a>; rel="next"; title="Ünïcode"',
+            "<https://p.example/a>; rel=\"next\"; title*=utf-8''%C3%9Cn%C3%AFcode",
+        ),
+    ],
+)
+def test_non_ascii_parameters_are_encoded_per_rfc_8187(name: str, value: str, sent: str) -> None:
+    assert header_value(name, value) == sent
+
+
+def test_non_ascii_outside_a_parameter_is_refused_even_where_parameters_are_encoded() -> None:
+    with pytest.raises(RequestBuildError, match="'Link' refused"):
+        header_value("Link", "<https://p.example/é>; rel=next")
+
+
+@given(TEXT)
+def test_property_rfc_8187_parameter_round_trips(value: str) -> None:
+    if any(c in value for c in "\r\n\x00"):
+        return
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    sent = header_value("Content-Disposition", f'attachment; filename="{quoted}"')
+    assert sent.isascii()
+    if value.isascii():
+        assert sent == f'attachment; filename="{quoted}"'
+    else:
+        prefix = "attachment; filename*=utf-8''"
+        assert sent.startswith(prefix) and unquote(sent[len(prefix) :]) == value
 
 
 @given(TEXT, TEXT)
