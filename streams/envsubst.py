@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+import schemas
 from streams.yaml_source import Path
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TYPED = {"true": True, "false": False}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# A schema that finds one coerced value wrong may only then see the next (nested oneOf).
+_MAX_TYPING_PASSES = 5
 
 
 class MissingVariable(Exception):
@@ -19,20 +27,27 @@ class MissingVariable(Exception):
         super().__init__(f"environment variable {name} is not set (use ${{{name}:-default}})")
 
 
-def substitute(value: Any, env: Mapping[str, str], path: Path = ()) -> tuple[Any, list[MissingVariable]]:
-    """Replace references in every string of ``value``; list the unset ones."""
+def substitute(
+    value: Any, env: Mapping[str, str], path: Path = (), schema: str | None = "flow"
+) -> tuple[Any, list[MissingVariable]]:
+    """Replace references in every string of ``value``; list the unset ones.
+
+    A string that is exactly one reference becomes a number or boolean where ``schema``
+    (``schemas/<schema>.schema.json``) wants one and the text parses as one
+    (``concurrency: ${CONCURRENCY:-100}`` is 100); everywhere else it stays text, so ids and
+    zip codes that look numeric are not changed. Settings are never typed."""
     missing: list[MissingVariable] = []
+    whole: dict[Path, str] = {}  # exactly-one-reference strings outside settings, substituted
 
     def walk(node: Any, where: Path) -> Any:
         if isinstance(node, str):
             text = _REFERENCE.sub(lambda m: lookup(m, where), node)
-            # Outside settings, a value that is exactly one reference and reads true or
-            # false is a boolean (`allow_loopback: ${ALLOW:-false}`). Nothing else is
-            # typed: ids, keys and zip codes that look numeric must stay text.
             if where[:1] != ("settings",) and _REFERENCE.fullmatch(node.strip()):
+                # `allow_loopback: ${ALLOW:-false}` is a boolean wherever it is (as before).
                 word = text.strip().lower()
                 if word in _TYPED:
                     return _TYPED[word]
+                whole[where] = text
             return text
         if isinstance(node, dict):
             return {key: walk(item, (*where, key)) for key, item in node.items()}
@@ -49,4 +64,57 @@ def substitute(value: Any, env: Mapping[str, str], path: Path = ()) -> tuple[Any
         missing.append(MissingVariable(where, name))
         return ""
 
-    return walk(value, path), missing
+    result = walk(value, path)
+    if schema is not None and whole:
+        result = _typed(result, path, whole, schemas.load(schema))
+    return result, missing
+
+
+def _typed(data: Any, root: Path, whole: dict[Path, str], schema: dict[str, Any]) -> Any:
+    """Numbers and booleans for the ``whole`` strings the schema refuses for want of one."""
+    validator = Draft202012Validator(schema)
+    for _ in range(_MAX_TYPING_PASSES):
+        changed = False
+        for error in _all_errors(validator.iter_errors(data)):
+            where = (*root, *error.absolute_path)
+            if error.validator != "type" or where not in whole or not isinstance(error.instance, str):
+                continue
+            wanted = (
+                error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            )
+            typed = _parse(whole[where], wanted)
+            if typed is not None:
+                data = _replace(data, tuple(error.absolute_path), typed)
+                del whole[where]
+                changed = True
+        if not changed:
+            break
+    return data
+
+
+def _all_errors(errors: Any) -> Iterator[ValidationError]:
+    """Every error, with those inside oneOf/anyOf branches."""
+    for error in errors:
+        yield error
+        yield from _all_errors(error.context or ())
+
+
+def _parse(text: str, wanted: list[str]) -> int | float | bool | None:
+    word = text.strip()
+    if ("integer" in wanted or "number" in wanted) and _INTEGER.fullmatch(word):
+        return int(word)
+    if "number" in wanted:
+        try:
+            number = float(word)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None  # booleans were typed while substituting
+
+
+def _replace(data: Any, path: Path, value: Any) -> Any:
+    if not path:
+        return value
+    head, *rest = path
+    data[head] = _replace(data[head], tuple(rest), value)
+    return data
