@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 import pytest
 from aiohttp import web
@@ -17,6 +18,7 @@ from streams.auth.hmac_signature import HmacSignature
 from streams.flow import Integration
 from streams.http_client import HttpClient
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
+from tests.helpers import make_flow, run_once
 
 SECRET = "top-secret-key"
 NOW = 1_700_000_000.75  # a fractional clock: the timestamp is whole seconds
@@ -130,3 +132,87 @@ async def test_real_server_verifies_the_signature_on_the_wire(aiohttp_server: Ai
     finally:
         await client.close()
     assert verdicts == [True, True]
+
+
+# Issue #16.4: partners sign different strings; the canonical string is a template.
+@pytest.mark.parametrize(
+    ("canonical", "message"),
+    [
+        ("{method}{path}{timestamp}{body}", b"POST/v1/leads1700000000payload"),  # METHOD+PATH+TIMESTAMP+BODY
+        ("{body}", b"payload"),  # the body only
+        ("{path}?{sorted_query}", b"/v1/leads?a=caf%C3%A9&b=1&b=2"),  # the query-sorted path, hex
+        (
+            "{method}\n{target}\n{timestamp}\n{body}",
+            b"POST\n/v1/leads?b=2&a=caf%C3%A9&b=1\n1700000000\npayload",
+        ),
+        (
+            "{headers[content-type]}|{headers[X-Timestamp]}|{headers[X-Missing]}|{key_id}",
+            b"text/plain|1700000000||k9",
+        ),
+        ("{body_sha256}.{timestamp}", hashlib.sha256(b"payload").hexdigest().encode() + b".1700000000"),
+        ("{not a placeholder} {method}", b"{not a placeholder} POST"),
+    ],
+)
+def test_canonical_string_template(canonical: str, message: bytes) -> None:
+    url = URL("https://p.example/v1/leads?b=2&a=caf%C3%A9&b=1", encoded=True)
+    request = OutgoingRequest("post", url, {"Content-Type": "text/plain"}, b"payload")
+    signed = sign(request, hmac_auth(canonical=canonical, key_id="k9"))
+    assert signed.headers["X-Signature"] == hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("timestamp_format", "sent"),
+    [("unix", "1700000000"), ("unix_ms", "1700000000750"), ("iso8601", "2023-11-14T22:13:20Z")],
+)
+def test_timestamp_format(timestamp_format: str, sent: str) -> None:
+    auth = hmac_auth(timestamp_format=timestamp_format, canonical="{timestamp}")
+    signed = sign(OutgoingRequest("GET", URL("https://p.example/")), auth)
+    assert signed.headers["X-Timestamp"] == sent
+    assert (
+        signed.headers["X-Signature"] == hmac.new(SECRET.encode(), sent.encode(), hashlib.sha256).hexdigest()
+    )
+
+
+@pytest.mark.parametrize("canonical", ["{method}\n{pth}", "{headers}", "{method[x]}"])
+def test_unknown_placeholder_is_refused_when_the_flow_loads(canonical: str) -> None:
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        hmac_auth(canonical=canonical)
+
+
+def test_unknown_timestamp_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="timestamp_format must be one of unix, unix_ms, iso8601"):
+        hmac_auth(timestamp_format="rfc1123")
+
+
+async def test_flow_with_a_canonical_template_is_verified_on_the_wire(aiohttp_server: AiohttpServer) -> None:
+    """Through a flow file: `canonical:` and `timestamp_format:` pass the schema and reach the wire."""
+    received: list[tuple[str, str]] = []
+
+    async def verify(request: web.Request) -> web.Response:
+        message = f"{request.method}+{request.path}+{request.headers['X-Timestamp']}+".encode()
+        message += await request.read()
+        expected = hmac.new(SECRET.encode(), message, hashlib.sha512).hexdigest()
+        received.append((request.headers["X-Timestamp"], request.headers["X-Signature"]))
+        return web.json_response(
+            {"ok": True}, status=200 if expected == request.headers["X-Signature"] else 401
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", verify)
+    server = await aiohttp_server(app)
+    auth = {
+        "type": "hmac",
+        "secret": "{{ settings.signing_key }}",
+        "algorithm": "sha512",
+        "canonical": "{method}+{path}+{timestamp}+{body}",
+        "timestamp_format": "iso8601",
+    }
+    flow = make_flow(
+        f"http://{server.host}:{server.port}",
+        [{"name": "submit", "request": {"method": "POST", "url": "/v2/leads", "json": {"a": 1}}}],
+        integration={"auth": auth},
+        settings={"signing_key": SECRET},
+    )
+    result = await run_once(flow, {"id": "L1"})
+    assert [step.http_status for step in result.steps] == [200]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", received[0][0])

@@ -114,7 +114,7 @@ def build_auth(spec: dict[str, Any] | None) -> Auth:
     from streams.auth.api_key import ApiKeyAuth
     from streams.auth.basic import BasicAuth
     from streams.auth.bearer import BearerAuth
-    from streams.auth.hmac_signature import HmacSignature
+    from streams.auth.hmac_signature import DEFAULT_CANONICAL, HmacSignature
     from streams.auth.oauth2 import OAuth2ClientCredentials
     from streams.auth.rotating import RotatingTokens
 
@@ -148,6 +148,8 @@ def build_auth(spec: dict[str, Any] | None) -> Auth:
             key_id_header=str(spec.get("key_id_header", "X-Key-Id")),
             encoding=spec.get("encoding", "hex"),
             prefix=str(spec.get("prefix") or ""),
+            canonical=str(spec.get("canonical") or DEFAULT_CANONICAL),
+            timestamp_format=spec.get("timestamp_format", "unix"),
         )
     if kind == "rotating":
         tokens = spec["tokens"]
