@@ -19,7 +19,8 @@ from urllib.parse import quote
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.faust_seam import LeadApp, aiokafka_producer
+from agents.faust_seam import LeadApp, aiokafka_producer, last_fetch_time, producer_connected
+from agents.health import BLOCKED_AFTER, LoopWatchdog
 from agents.inflight import LeadLoop, exit_if_it_fails
 from agents.intake import LeadIntake
 from agents.kafka_connection import KafkaConnection
@@ -51,6 +52,7 @@ class WorkerOptions:
     max_in_flight: int = 2000  # leads taken and not yet written (held by slow calls or batch windows)
     batch_within: float = 0.005  # seconds a retry tier's batch waits to fill
     shutdown_grace: float = 30.0  # seconds to finish an in-flight batch on shutdown
+    blocked_after: float = BLOCKED_AFTER  # seconds the event loop may not answer before /healthz fails
     group_id: str | None = None
     data_dir: str | None = None
     input_partitions: int | None = None  # to take this worker's share of the rate limits
@@ -61,7 +63,7 @@ class WorkerOptions:
     replication_factor: int = 1  # of the topics Faust creates itself (its leader topic, changelogs)
 
 
-def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> faust.App:
+def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> LeadApp:
     app_id = options.group_id or f"leadstreams-{flow.name}"
     kafka = KafkaConnection.of(options.kafka)
     app = LeadApp(
@@ -100,6 +102,8 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         # A lead waiting in a batch window is legitimately unacked for the whole window.
         broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
     )
+    app.summary = started_line(flow, options)
+    app.shutdown_grace = options.shutdown_grace
     metrics = Metrics(registry)
     guards = Guards(flow, metrics)
     client = HttpClient()
@@ -132,7 +136,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         def process(message: faust.types.Message) -> Coroutine[Any, Any, Output]:  # no extra coroutine
             return pipeline.process(message.value, source_of(message))
 
-        leads = LeadLoop(process, app.consumer, writer, observer, options.max_in_flight)
+        app.leads = leads = LeadLoop(process, app.consumer, writer, observer, options.max_in_flight)
         helpers = [asyncio.ensure_future(leads.write_forever())]
         if any(step.batch for step in flow.steps):
             helpers.append(asyncio.ensure_future(close_windows_on_handover(app, runner.batcher)))
@@ -156,40 +160,50 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
             add_retry_agent(app, raw_topic(topic), delay, pipeline, writer, observer, options)
 
+    readiness = Readiness(
+        producer_connected=lambda: producer_connected(app.producer),
+        last_fetch=lambda: last_fetch_time(app.consumer),
+    )
+    app.kafka_reachable = readiness.producer_connected
+    watchdog = LoopWatchdog(options.blocked_after)
+    one_partition = 1 / options.input_partitions if options.input_partitions else 1.0
     if options.input_partitions:
         # Until Faust tells us what we own (its signal comes after fetching has resumed),
         # take one partition's share: every worker that sends owns at least one partition,
         # so the group cannot exceed the limit while a rebalance settles.
-        one_partition = 1 / options.input_partitions
         guards.set_share(min(one_partition, 1.0))
 
-        @app.on_partitions_revoked.connect
-        async def give_up_share(sender: faust.App, revoked: set[faust.types.TP], **kwargs: object) -> None:
-            guards.set_share(min(one_partition, 1.0))
-
-        @app.on_partitions_assigned.connect
-        async def take_share(sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:
-            owned = sum(1 for tp in assigned if tp.topic == flow.topics.input)
-            share = max(owned, 1) / options.input_partitions  # type: ignore[operator]
-            guards.set_share(min(share, 1.0))
-            log.info("rate limits: this worker owns %d/%d input partitions", owned, options.input_partitions)
-
-    readiness = Readiness()
-
     @app.on_partitions_revoked.connect
-    async def not_ready_while_rebalancing(
-        sender: faust.App, revoked: set[faust.types.TP], **kwargs: object
-    ) -> None:
+    async def on_revoked(sender: faust.App, revoked: set[faust.types.TP], **kwargs: object) -> None:
         readiness.partitions_revoked()
+        if options.input_partitions:
+            guards.set_share(min(one_partition, 1.0))
+        if ours := partition_list(revoked):
+            log.info("partitions revoked (rebalance or stop): %s", ours)
 
     @app.on_partitions_assigned.connect
-    async def ready_once_assigned(sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:
-        readiness.partitions_assigned()
+    async def on_assigned(sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:
+        owned = sum(1 for tp in assigned if tp.topic == flow.topics.input)
+        readiness.partitions_assigned(owned)
+        share = ""
+        if options.input_partitions:
+            guards.set_share(min(max(owned, 1) / options.input_partitions, 1.0))
+            share = f" (rate limits: this worker owns {owned}/{options.input_partitions} input partitions)"
+        log.info("assigned partitions: %s%s", partition_list(assigned) or "none", share)
 
     @app.task
     async def probe_broker() -> None:
         """A metadata request over the producer's connection every few seconds (/ready)."""
         await readiness.probe_forever(lambda: aiokafka_producer(app.producer).client.fetch_all_metadata())
+
+    @app.task
+    async def watch_the_loop() -> None:
+        """The loop beats; a thread notices when it stops beating (/healthz, agents.health)."""
+        watchdog.start()
+        try:
+            await watchdog.beat_forever()
+        finally:
+            watchdog.stop()
 
     @app.task
     async def settle_garbage_collector() -> None:
@@ -206,12 +220,15 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
 
     @app.page("/healthz")
     async def health_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-        """Liveness: the worker's event loop answers."""
+        """Liveness: the worker's event loop answers, and was not blocked lately (agents.health)."""
+        reasons = watchdog.reasons()
+        if reasons:
+            return web.json({"status": "unhealthy", "flow": flow.name, "reasons": reasons}, status=503)
         return web.json({"status": "ok", "flow": flow.name})
 
     @app.page("/ready")
     async def ready_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-        """Readiness: in the group with an assignment, and the broker answered within 30 s."""
+        """Readiness: assigned, producer connected, a fetch answered lately (agents.readiness)."""
         reasons = readiness.reasons()
         if reasons:
             return web.json({"status": "not ready", "flow": flow.name, "reasons": reasons}, status=503)
@@ -278,6 +295,25 @@ async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
         if handing_over and batcher.pending:
             log.info("closing open batch windows (%d leads): partitions are handed over", batcher.pending)
             await batcher.flush()
+
+
+def started_line(flow: Flow, options: WorkerOptions) -> str:
+    topics = flow.topics
+    retry = f", retries via {topics.retry}.*" if flow.delayed_retry is not None and topics.retry else ""
+    base = f"http://{options.web_host}:{options.web_port}"
+    return (f"flow {flow.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}{retry}; "
+            f"{base}/healthz, {base}/ready, {base}/metrics")  # fmt: skip
+
+
+def partition_list(tps: set[faust.types.TP]) -> str:
+    """``leads.incoming[0,1,3]``, one group per topic; Faust's internal topics left out."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in tps:
+        if "__assignor" not in tp.topic:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(
+        f"{topic}[{','.join(map(str, sorted(parts)))}]" for topic, parts in sorted(by_topic.items())
+    )
 
 
 def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT | None:

@@ -14,15 +14,26 @@ Two things here reach into Faust's consumer (faust-streaming 0.15.x,
 * **The lead intake.** The lead topic's fetches skip Faust's per-message stream path
   (``_drain_messages``; see :mod:`agents.intake` for why and what it measured).
 
+And the worker's stop and health read a few private names (:class:`LeadWorker`,
+:func:`producer_connected`, :func:`last_fetch_time`, :meth:`LeadConsumer.offsets`):
+mode's signal handlers and printing (``_on_sigint``, ``_say``...), the aiokafka client's
+connections, the aiokafka consumer inside Faust's consumer thread, and Faust's read and
+committed offsets.
+
 tests/test_faust_seam.py checks this contract against the installed Faust; the broker
 tests in tests/integration/test_commit_on_kafka.py check the guarantee itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import logging
-from collections.abc import Iterator
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 from weakref import WeakSet
 
@@ -35,6 +46,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from agents.commit_ledger import CommitLedger
+from agents.log_policy import mark_started
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +104,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ledger = CommitLedger()
+        self.last_commits: dict[TP, int] = {}  # what this worker committed last, per partition
         self._unacked_messages = TakenMessages(self.ledger, self.app.topics.acks_enabled_for)
 
     # -- the commit rule -------------------------------------------------------------
@@ -124,6 +137,22 @@ class LeadConsumer(aiokafka_driver.Consumer):
             await super().on_partitions_revoked(revoked)  # waits for taken leads, commits
         finally:
             self.ledger.forget(revoked)  # the next owner reads them from their commit
+
+    # -- what the stop reports -------------------------------------------------------
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        committed = bool(await super()._commit(offsets))
+        if committed:
+            self.last_commits.update(offsets)
+        return committed
+
+    def offsets(self) -> dict[TP, tuple[int | None, int | None]]:
+        """Per partition with acks (not changelogs): (committed, last read) offsets."""
+        acked = self.app.topics.acks_enabled_for
+        tps = set(self._committed_offset) | set(self._read_offset)
+        return {
+            tp: (self._committed_offset.get(tp), self._read_offset.get(tp)) for tp in tps if acked(tp.topic)
+        }
 
     # -- the lead intake -------------------------------------------------------------
 
@@ -183,15 +212,185 @@ class LeadTransport(aiokafka_driver.Transport):
     Consumer = LeadConsumer
 
 
+class InFlight(Protocol):
+    @property
+    def unwritten(self) -> int:
+        """Leads taken and not yet written and acked."""
+
+
 class LeadApp(faust.App):
-    """A Faust app whose consumer hands ``intake``'s topics to it (None: Faust's path)."""
+    """A Faust app whose consumer hands ``intake``'s topics to it (None: Faust's path),
+    with what its worker's start and stop lines say."""
 
     intake: Intake | None = None
+    leads: InFlight | None = None  # the lead loop, once the agent runs
+    summary: str = ""  # flow, topics, web address: the "started" line
+    shutdown_grace: float = 30.0  # seconds the leads in flight get to be written on a stop
+    kafka_reachable: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
 
     def _new_transport(self) -> LeadTransport:
         return LeadTransport(self.conf.broker_consumer, self)
+
+    def in_flight(self) -> int:
+        return self.leads.unwritten if self.leads is not None else 0
 
 
 def aiokafka_producer(producer: ProducerT) -> AIOKafkaProducer:
     """The aiokafka producer inside Faust's (started and stopped with the app)."""
     return producer._ensure_producer()  # type: ignore[attr-defined,no-any-return]
+
+
+def producer_connected(producer: ProducerT) -> bool:
+    """Whether the producer's client holds a live connection to a broker (aiokafka drops a
+    connection the broker closed, and the readiness probe's metadata request opens one)."""
+    try:
+        connections = list(aiokafka_producer(producer).client._conns.values())
+    except Exception:  # not started yet, or stopped
+        return False
+    return any(connection.connected() for connection in connections)
+
+
+def last_fetch_time(consumer: faust.types.ConsumerT) -> float | None:
+    """Unix time of the newest fetch answer over the consumer's assigned partitions
+    (aiokafka's ``last_poll_timestamp``: empty answers count), None before the first.
+    Read from the main thread while the aiokafka consumer runs in Faust's consumer
+    thread: single reads of plain values, and a partition revoked meanwhile is skipped."""
+    try:
+        kafka = consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        stamps = [kafka.last_poll_timestamp(tp) for tp in kafka.assignment()]
+    except Exception:  # not started, stopping, or the assignment changed while reading
+        return None
+    known = [stamp for stamp in stamps if stamp is not None]
+    return max(known) / 1000 if known else None
+
+
+STOP_WITHIN = 4.5  # seconds from a stop signal to the process's exit, unless leads are being written
+
+
+class LeadWorker(faust.Worker):
+    """Faust's worker with a stop that never hangs and prints nothing but log lines.
+
+    mode's worker echoes ``-INT-`` on SIGINT and prints its spinner to the terminal, and
+    its stop waits for each service (60 s for the consumer thread while Kafka is away,
+    then thread tracebacks). Here a stop signal
+    * with Kafka unreachable exits at once, with a WARNING of what was left uncommitted
+      (no commit can happen; the leads are read again by the next owner);
+    * otherwise runs Faust's stop (leads in flight get ``app.shutdown_grace`` to be
+      written, then commit and hand-over), bounded: STOP_WITHIN seconds after the signal,
+      or the grace while leads are still being written with Kafka reachable, the process
+      exits as above. A second signal exits at once.
+    """
+
+    app: LeadApp
+
+    def __init__(self, app: LeadApp, *args: Any, stop_within: float = STOP_WITHIN, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        self.spinner = None  # the "started" line says it; no escape codes in logs, nothing non-JSON
+        self.stop_within = stop_within
+        self.stop_signal: signal.Signals | None = None
+        self.stop_started = 0.0
+        self.stopped_cleanly = False
+
+    # -- printing: mode prints to stdout/stderr; everything goes through logging ---------
+
+    def _say(self, msg: str, file: Any = None, end: str = "\n", **kwargs: Any) -> None:
+        if text := msg.strip():
+            log.info("%s", text)
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        if not self._shutdown_immediately:
+            mark_started()
+            log.info("started: %s", self.app.summary)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _on_sigint(self) -> None:  # mode's carps "-INT- -INT- ..." first
+        self.stop_on(signal.SIGINT)
+
+    def _on_sigterm(self) -> None:
+        self.stop_on(signal.SIGTERM)
+
+    def stop_on(self, received: signal.Signals) -> None:
+        if self.stop_signal is not None:
+            self.exit_now(f"a second {received.name}")
+            return
+        self.stop_signal, self.stop_started = received, time.monotonic()
+        self._flag_as_shutdown_by_signal()
+        threading.excepthook = quiet_while_stopping
+        if not self.app.kafka_reachable():
+            self.exit_now(f"{received.name} while Kafka is unreachable")
+            return
+        in_flight = self.app.in_flight()
+        log.info("stopping (%s): %s, then committing and handing over the partitions", received.name,
+                 f"{in_flight} leads in flight get up to {self.app.shutdown_grace:.0f}s to be written"
+                 if in_flight else "no lead in flight")  # fmt: skip
+        self.arm(self.stop_within)
+        self._schedule_shutdown(received)
+
+    def arm(self, after: float) -> None:
+        timer = threading.Timer(after, self.on_deadline)
+        timer.daemon = True
+        timer.start()
+
+    def on_deadline(self) -> None:  # on the timer's thread
+        if self.stopped_cleanly:
+            os._exit(0)  # committed and handed over; only mode's loop teardown was left
+        elapsed = time.monotonic() - self.stop_started
+        if self.app.in_flight() and elapsed < self.app.shutdown_grace and self.app.kafka_reachable():
+            self.arm(0.5)  # leads are being written: they get the grace
+            return
+        self.exit_now(f"the stop did not finish within {elapsed:.1f}s of {self.stop_signal}")
+
+    def exit_now(self, why: str) -> None:
+        """Exit without a commit: what was read since the last one is read again."""
+        try:
+            in_flight = self.app.in_flight()
+            offsets = self.consumer_offsets().values()
+            read = sum(
+                max(0, last - done + 1) for done, last in offsets if done is not None and last is not None
+            )
+            counts = f"{in_flight} leads in flight, about {max(read, in_flight)} read since the last commit"
+        except Exception:  # read from another thread while it changes: say so
+            counts = "an unknown number of leads"
+        log.warning("exiting without a commit (%s): %s will be processed again", why, counts)
+        flush_logs()
+        os._exit(0)
+
+    def consumer_offsets(self) -> dict[TP, tuple[int | None, int | None]]:
+        consumer = self.app.consumer
+        return consumer.offsets() if isinstance(consumer, LeadConsumer) else {}
+
+    def stop_and_shutdown(self) -> None:  # mode's, with the "stopped" line between the two
+        if self._signal_stop_future and not self._signal_stop_future.done():
+            self.loop.run_until_complete(self._signal_stop_future)
+        elif not self._stopped.is_set():
+            self.loop.run_until_complete(self.stop())
+        self.stopped_cleanly = not self.crash_reason
+        if self.stopped_cleanly:
+            log.info("stopped: %s", self.handover())
+        flush_logs()
+        self._shutdown_loop()
+
+    def handover(self) -> str:
+        consumer = self.app.consumer
+        commits = consumer.last_commits if isinstance(consumer, LeadConsumer) else {}
+        committed = sorted(f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in commits.items())
+        left = self.app.in_flight()
+        uncommitted = f"{left} leads left uncommitted (read again)" if left else "no lead left uncommitted"
+        return f"committed {', '.join(committed) or 'nothing'}; {uncommitted}"
+
+    async def _sentinel_task(self) -> None:  # mode sleeps 1 s before closing the loop
+        await asyncio.sleep(0)
+
+
+def quiet_while_stopping(args: threading.ExceptHookArgs) -> None:
+    """Faust's consumer thread, stopped while aiokafka still waits on a fetch or a broker
+    that is away, ends with a CancelledError: expected while stopping, so no traceback."""
+    log.debug("thread %s ended while stopping", args.thread.name if args.thread else "?",
+              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
+
+
+def flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()

@@ -52,6 +52,11 @@ class LeadLoop:
         self._tasks: dict[asyncio.Task[Output], Message] = {}  # running leads (asyncio keeps tasks weakly)
         self._admitting = True
 
+    @property
+    def unwritten(self) -> int:
+        """Leads admitted and not yet written and acked (what a stop hands over)."""
+        return self._unwritten
+
     def stop_admitting(self) -> None:
         """From now on ``admit`` takes nothing (the worker is stopping)."""
         self._admitting = False

@@ -8,6 +8,7 @@ import traceback
 
 import orjson
 
+from agents.log_policy import LogPolicy
 from streams.masking import Masker
 
 
@@ -51,7 +52,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def logging_config(fmt: str, level: str, bodies: bool) -> dict[str, object]:
-    """A dictConfig for the worker: text or JSON lines on stderr; request logs at
+    """A dictConfig for the worker: text or JSON lines on stderr, through the log policy
+    (agents.log_policy: libraries' chatter at DEBUG, floods folded); request logs at
     DEBUG (``leadstreams.http``), with bodies only when asked (``leadstreams.http.bodies``)."""
     formatter = (
         {"()": JsonFormatter}
@@ -62,8 +64,14 @@ def logging_config(fmt: str, level: str, bodies: bool) -> dict[str, object]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatter},
+        "filters": {"policy": {"()": LogPolicy, "level": level.upper()}},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "main",
+                "filters": ["policy"],
+                "stream": "ext://sys.stderr",
+            }
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {"leadstreams.http.bodies": {"level": "DEBUG" if bodies else "WARNING"}},

@@ -5,20 +5,37 @@ is checked on the real broker (tests/integration/test_commit_on_kafka.py)."""
 from __future__ import annotations
 
 import inspect
+import logging
+import signal
+import threading
 
+import faust
+import mode
 import pytest
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer
+from aiokafka.conn import AIOKafkaConnection
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP, Message
 
-from agents.faust_seam import LeadApp, LeadConsumer, TakenMessages, UnsupportedFaust, check_faust_version
+from agents.faust_seam import (
+    LeadApp,
+    LeadConsumer,
+    LeadWorker,
+    TakenMessages,
+    UnsupportedFaust,
+    check_faust_version,
+    last_fetch_time,
+    producer_connected,
+)
 
 OVERRIDDEN = ["ack", "_new_offset", "_filter_tps_with_pending_acks", "on_partitions_revoked",
               "_drain_messages"]  # fmt: skip
 CALLED = ["_filter_committable_offsets", "_should_commit", "track_message", "getmany", "wait_first",
-          "commit", "force_commit", "_commit_tps"]  # fmt: skip
+          "commit", "force_commit", "_commit_tps", "_commit"]  # fmt: skip
 ATTRIBUTES = ["_unacked_messages", "_waiting_for_ack", "_n_acked", "_commit_every", "_read_offset",
-              "_committed_offset", "_stopped", "diag", "suspend_flow", "callback"]  # fmt: skip
+              "_committed_offset", "_stopped", "diag", "suspend_flow", "callback", "_thread"]  # fmt: skip
 
 
 def test_faust_version_is_checked() -> None:
@@ -95,3 +112,62 @@ async def test_revoked_partitions_are_forgotten(consumer: LeadConsumer) -> None:
     await consumer.on_partitions_revoked({TP("leads", 0)})
     assert consumer.ledger.unfinished(TP("leads", 0)) == 0
     assert not consumer.ack(first)  # acked late: counts for nothing
+
+
+# -- the worker's stop and health ------------------------------------------------------
+
+WORKER_METHODS = ["_on_sigint", "_on_sigterm", "_say", "_schedule_shutdown", "_shutdown_loop",
+                  "_sentinel_task", "stop_and_shutdown", "_flag_as_shutdown_by_signal",
+                  "on_startup_finished"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WORKER_METHODS)
+def test_the_worker_methods_we_override_or_call_exist(name: str) -> None:
+    assert callable(getattr(faust.Worker, name, None)), f"Faust's worker has no {name}"
+
+
+def test_modes_worker_routes_signals_and_printing_through_what_we_override() -> None:
+    install = inspect.getsource(mode.Worker._install_signal_handlers_unix)
+    assert "self._on_sigint" in install and "self._on_sigterm" in install
+    assert "self._say(" in inspect.getsource(mode.Worker.say) + inspect.getsource(mode.Worker.carp)
+    mirrored = inspect.getsource(mode.Worker.stop_and_shutdown)  # LeadWorker's copy adds a log line
+    assert "_signal_stop_future" in mirrored and "self._shutdown_loop()" in mirrored
+    assert "self._sentinel_task()" in inspect.getsource(mode.Worker._shutdown_loop)
+    assert "self._commit(" in inspect.getsource(Consumer._commit_offsets)  # LeadConsumer records commits
+
+
+def test_the_aiokafka_names_health_reads_exist() -> None:
+    assert "self._conns = {}" in inspect.getsource(AIOKafkaClient.__init__)
+    assert callable(AIOKafkaConnection.connected)
+    assert callable(AIOKafkaConsumer.last_poll_timestamp)
+    assert callable(AIOKafkaConsumerThread._ensure_consumer)
+
+
+async def test_before_start_the_producer_is_not_connected_and_nothing_was_fetched(
+    consumer: LeadConsumer,
+) -> None:
+    assert isinstance(consumer._thread, AIOKafkaConsumerThread)
+    assert not producer_connected(consumer.app.producer)
+    assert last_fetch_time(consumer) is None
+
+
+async def test_the_worker_prints_nothing_and_a_stop_signal_is_one_line(
+    consumer: LeadConsumer, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    app = consumer.app
+    assert isinstance(app, LeadApp)
+    worker = LeadWorker(app, loglevel="INFO", override_logging=False)
+    scheduled: list[signal.Signals] = []
+    monkeypatch.setattr(worker, "_schedule_shutdown", scheduled.append)
+    monkeypatch.setattr(worker, "arm", lambda after: None)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # stop_on replaces it
+    with caplog.at_level(logging.INFO, "agents.faust_seam"):
+        worker.say("starting➢ ")
+        worker._on_sigint()
+    assert capsys.readouterr() == ("", "")  # mode would print "-INT- -INT- ..." and the spinner
+    assert scheduled == [signal.SIGINT]
+    assert [r.getMessage() for r in caplog.records] == [
+        "starting➢",
+        "stopping (SIGINT): no lead in flight, then committing and handing over the partitions",
+    ]

@@ -11,6 +11,7 @@ from aiohttp import web
 from helpers import make_flow, run_once, serve
 from pytest_aiohttp import AiohttpServer
 
+from agents.log_policy import LogPolicy, mark_started, reset_started
 from agents.logs import JsonFormatter, logging_config, mask_log_records
 from streams.masking import Masker
 
@@ -88,3 +89,89 @@ def test_logging_config_is_valid_for_both_formats() -> None:
     for fmt in ("text", "json"):
         logging.config.dictConfig(logging_config(fmt, "info", bodies=False))
     assert logging.getLogger("leadstreams.http.bodies").level == logging.WARNING
+
+
+def library_record(name: str, level: int, message: str) -> logging.LogRecord:
+    return logging.getLogger(name).makeRecord(name, level, __file__, 1, message, (), None)
+
+
+def passed(policy: LogPolicy, made: logging.LogRecord) -> tuple[str, str] | None:
+    return (made.levelname, made.getMessage()) if policy.filter(made) else None
+
+
+@pytest.fixture
+def starting() -> Iterator[None]:
+    reset_started()
+    yield
+    reset_started()
+
+
+def test_library_chatter_is_debug(starting: None) -> None:
+    info, debug = LogPolicy("INFO"), LogPolicy("DEBUG")
+    chatter = [
+        ("faust.transport.drivers.aiokafka", "[^--Producer]: Starting..."),
+        ("agents.faust_seam", "[^-LeadApp]: Stopping..."),  # mode's services log under their module
+        ("aiokafka.consumer.group_coordinator", "(Re-)joining group g"),
+        ("faust.worker", "Ready"),
+    ]
+    for name, message in chatter:
+        assert passed(info, library_record(name, logging.INFO, message)) is None
+        assert passed(debug, library_record(name, logging.INFO, message)) == ("DEBUG", message)
+    ours = library_record("agents.app", logging.INFO, "assigned partitions: leads.incoming[0]")
+    assert passed(info, ours) == ("INFO", "assigned partitions: leads.incoming[0]")
+
+
+def test_the_start_up_coordinator_error_is_debug_until_the_worker_started(starting: None) -> None:
+    policy = LogPolicy("INFO")
+    message = "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    assert (
+        passed(policy, library_record("aiokafka.consumer.group_coordinator", logging.ERROR, message)) is None
+    )
+    mark_started()
+    later = library_record("aiokafka.consumer.group_coordinator", logging.ERROR, message)
+    assert passed(policy, later) == ("WARNING", message)
+
+
+def test_a_flood_is_one_warning_per_cause_with_a_count_every_window() -> None:
+    clock = [0.0]
+    policy = LogPolicy("INFO", window=30, clock=lambda: clock[0])
+    refused = "Unable connect to node with id 1: [Errno 111] Connect call failed ('127.0.0.1', {port})"
+    fetch = "Failed fetch messages from 1: NodeNotReadyError"
+    printed = []
+    for tick in range(1000):  # 65 a second, over 61 s, two causes; the port varies
+        clock[0] = tick * 61 / 1000
+        for made in (library_record("aiokafka", logging.ERROR, refused.format(port=49000 + tick % 7)),
+                     library_record("aiokafka.consumer.fetcher", logging.ERROR, fetch)):  # fmt: skip
+            if result := passed(policy, made):
+                printed.append(result)
+    assert printed == [
+        ("WARNING", refused.format(port=49000)),
+        ("WARNING", fetch),
+        ("WARNING", refused.format(port=49000 + 492 % 7) + " (492 times in the last 30s)"),
+        ("WARNING", fetch + " (492 times in the last 30s)"),
+        ("WARNING", refused.format(port=49000 + 984 % 7) + " (492 times in the last 30s)"),
+        ("WARNING", fetch + " (492 times in the last 30s)"),
+    ]
+    ours = [library_record("agents.output", logging.WARNING, "3 outputs not acknowledged") for _ in range(3)]
+    assert all(passed(policy, made) for made in ours)  # our own lines are never folded
+
+
+def test_json_format_makes_every_line_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging.config
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logging.config.dictConfig(logging_config("json", "info", bodies=False))
+    try:
+        logging.getLogger("agents.app").info("assigned partitions: %s", "leads.incoming[0]")
+        logging.getLogger("faust.worker").info("[^Worker]: Starting...")  # chatter: not printed
+        logging.getLogger("aiokafka").error("Unable to update metadata from [1]")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = capsys.readouterr().err.splitlines()
+    entries = [orjson.loads(line) for line in lines]
+    assert [(e["level"], e["message"]) for e in entries] == [
+        ("info", "assigned partitions: leads.incoming[0]"),
+        ("warning", "Unable to update metadata from [1]"),
+    ]

@@ -1,11 +1,15 @@
-"""/ready's decision: in the group with an assignment, and the broker answered lately."""
+"""/ready's decision: in the group with an assignment, the producer connected, a fetch
+answered lately; and one log line when the answer changes."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from agents.process import wait_for
-from agents.readiness import BROKER_SILENCE, Readiness
+from agents.readiness import FETCH_SILENCE, Readiness
 
 
 class Clock:
@@ -16,22 +20,45 @@ class Clock:
         return self.now
 
 
-def test_ready_only_when_assigned_and_the_broker_answered_lately() -> None:
+def test_ready_only_when_assigned_connected_and_fetching(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    readiness = Readiness(clock=clock)
-    assert len(readiness.reasons()) == 2
-    readiness.partitions_assigned()
+    connected = False
+    fetched: float | None = None
+    readiness = Readiness(clock=clock, producer_connected=lambda: connected, last_fetch=lambda: fetched)
+    assert readiness.reasons() == ["not a member of its consumer group yet (joining or rebalancing)",
+                                   "producer not connected to Kafka"]  # fmt: skip
+    readiness.partitions_assigned(owned=3)
     readiness.broker_failed("KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 1)]")
-    assert readiness.reasons() == ["no answer from the broker yet: KafkaConnectionError: Unable to bootstrap "
-                                   "from [('127.0.0.1', 1)]"]  # fmt: skip
+    assert readiness.reasons() == ["producer not connected to Kafka (last error: KafkaConnectionError: "
+                                   "Unable to bootstrap from [('127.0.0.1', 1)])"]  # fmt: skip
+    connected = True
     readiness.broker_answered()
+    assert readiness.reasons() == []  # no fetch answered yet: counted from the assignment
+    clock.now += FETCH_SILENCE + 1
+    assert readiness.reasons() == ["no fetch answered by Kafka for 31s"]
+    fetched = clock.now - 2
     assert readiness.reasons() == []
-    clock.now += BROKER_SILENCE + 1
-    readiness.broker_failed("NodeNotReadyError")
-    assert readiness.reasons() == ["no answer from the broker for 31s: NodeNotReadyError"]
-    readiness.broker_answered()
+    readiness.partitions_assigned(owned=0)  # an idle member fetches nothing: still ready
+    clock.now += 100
+    assert readiness.reasons() == []
     readiness.partitions_revoked()
     assert readiness.reasons() == ["not a member of its consumer group yet (joining or rebalancing)"]
+
+    with caplog.at_level(logging.INFO, "agents.readiness"):
+        readiness.log_changes()  # never ready yet: starting is not a change
+        readiness.partitions_assigned(owned=0)
+        readiness.log_changes()
+        connected = False
+        clock.now += 5
+        readiness.log_changes()
+        readiness.log_changes()  # still not ready: no second line
+        connected = True
+        clock.now += 12
+        readiness.log_changes()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "not ready: producer not connected to Kafka"),
+        ("INFO", "ready again after 12s"),
+    ]
 
 
 async def test_the_probe_records_answers_and_failures() -> None:
@@ -45,10 +72,8 @@ async def test_the_probe_records_answers_and_failures() -> None:
     probe = asyncio.ensure_future(readiness.probe_forever(ask, every=0.01))
     try:
         await wait_for(lambda: readiness.last_broker_error is not None, 5, "a failed probe")
-        assert readiness.last_broker_answer is None
         assert "ConnectionRefusedError" in (readiness.last_broker_error or "")
         broker_up = True
-        await wait_for(lambda: readiness.last_broker_answer is not None, 5, "an answered probe")
-        assert readiness.last_broker_error is None
+        await wait_for(lambda: readiness.last_broker_error is None, 5, "an answered probe")
     finally:
         probe.cancel()
