@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
+import logging.config
+import socket
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -16,15 +20,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.kafka_connection import MECHANISMS, PROTOCOLS, KafkaConfigError, KafkaConnection
+from agents.topic_names import topic_name_problem
 from streams.flow import Flow
 from streams.loader import load_flow
 from streams.problems import FlowFileError
 
 err = Console(stderr=True)
 EXIT_INVALID_FLOW = 2
+EXIT_USAGE = 2  # click's code for a usage error; also a port in use, a bad topic name
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 KAFKA_OPTIONS = (
     click.option("--bootstrap", help="Kafka bootstrap servers, host:port[,host:port] "
-                 "(env LEADSTREAMS_BOOTSTRAP; default 127.0.0.1:9092)."),
+                 "(env LEADSTREAMS_BOOTSTRAP; else the address `make kafka-up` wrote to .kafka/bootstrap "
+                 "here or above, up to the repository's root; else 127.0.0.1:9092)."),
     click.option("--kafka-config", type=click.Path(dir_okay=False), help="A Kafka client properties file "
                  "(Java or librdkafka keys: bootstrap.servers, security.protocol, sasl.mechanism, "
                  "sasl.jaas.config, ssl.truststore.location with type PEM, ...) "
@@ -46,20 +55,67 @@ KAFKA_OPTIONS = (
 )  # fmt: skip
 
 
-def kafka_options(broker_wait: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+class Say:
+    """Where the CLI's own lines go. On stderr as they are, except in a worker: there
+    they are log records once logging is configured (``use``), so that with
+    ``--log-format json`` every line it prints is JSON."""
+
+    def __init__(self) -> None:
+        self.log: logging.Logger | None = None
+        self.records_only = False  # errors and progress as records too (JSON logs)
+
+    def use(self, log: logging.Logger, records_only: bool) -> None:
+        self.log, self.records_only = log, records_only
+
+    def __call__(self, level: int, line: str) -> None:
+        """info/warning lines: a record in a worker (stderr elsewhere); errors and
+        progress: ``error: ...`` / the line on stderr, unless records only."""
+        if self.log is not None and (self.records_only or level in (logging.INFO, logging.WARNING)):
+            self.log.log(level, line)
+        else:
+            click.echo(f"error: {line}" if level >= logging.ERROR else line, err=True)
+
+    def plain(self, line: str, level: int = logging.WARNING) -> None:
+        """A line as it is (progress, a flow's problems); a record at ``level`` if records only."""
+        if self.log is not None and self.records_only:
+            self.log.log(level, line)
+        else:
+            click.echo(line, err=True)
+
+
+say = Say()
+
+
+def fail(line: str, code: int) -> NoReturn:
+    """One line (``error: ...``, or a JSON record in a JSON-logging worker) and exit."""
+    say(logging.ERROR, line)
+    sys.exit(code)
+
+
+Prepare = Callable[[dict[str, Any]], Mapping[str, Any]]
+
+
+def kafka_options(
+    broker_wait: float, prepare: Prepare | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The Kafka connection options on a command, resolved into one ``kafka`` argument
-    (options, then LEADSTREAMS_KAFKA_* variables, then --kafka-config), and a first contact
-    with the broker before the command runs: one line and exit 3 when it cannot work."""
+    (options, then LEADSTREAMS_KAFKA_* variables, then --kafka-config, then the local
+    broker's .kafka/bootstrap), and a first contact with the broker before the command
+    runs: one line and exit 3 when it cannot work. ``prepare(arguments)`` runs first —
+    the checks that need no broker, so a mistake there is found at once — and returns
+    more keyword arguments for the command."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def with_connection(*args: Any, **kwargs: Any) -> Any:
             given = {name: kwargs.pop(name) for name in KAFKA_OPTION_NAMES}
             config_file, wait = given.pop("kafka_config"), given.pop("broker_wait")
+            if prepare is not None:
+                kwargs.update(prepare(kwargs))
             try:
-                kwargs["kafka"] = kafka = KafkaConnection.resolve(given, config_file)
+                kwargs["kafka"] = kafka = KafkaConnection.resolve(given, config_file, local_from=Path.cwd())
             except KafkaConfigError as exc:
-                raise click.UsageError(str(exc)) from None
+                fail(str(exc), EXIT_USAGE)
             reach_or_exit(kafka, wait)
             return command(*args, **kwargs)
 
@@ -89,11 +145,13 @@ def kafka_call(call: Coroutine[Any, Any, T], hint: str) -> T:
     try:
         return asyncio.run(call)
     except KafkaError as exc:
-        click.echo(f"error: Kafka refused {hint}: {exc}", err=True)
-        sys.exit(EXIT_KAFKA)
+        fail(f"Kafka refused {hint}: {exc}", EXIT_KAFKA)
 
 
 def reach_or_exit(kafka: KafkaConnection, wait: float) -> None:
+    """Contact the broker (waiting up to ``wait`` seconds for one that refuses, with a
+    progress line every 10 s); one line and exit 3 when it cannot be used, exit 130
+    at once on Ctrl-C."""
     from agents.kafka_errors import EXIT_KAFKA, KafkaUnavailable, preflight
 
     said = -10.0
@@ -102,13 +160,14 @@ def reach_or_exit(kafka: KafkaConnection, wait: float) -> None:
         nonlocal said
         if waited - said >= 10:  # a progress line every 10 s, not every try
             said = waited
-            click.echo(f"waiting for Kafka ({waited:.0f} of {wait:.0f}s): {line}", err=True)
+            say.plain(f"waiting for Kafka ({waited:.0f} of {wait:.0f}s): {line}")
 
     try:
         asyncio.run(preflight(kafka, wait, waiting))
     except KafkaUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_KAFKA)
+        fail(str(exc), EXIT_KAFKA)
+    except KeyboardInterrupt:  # asyncio.run cancelled the attempt (its client closed) first
+        fail(f"interrupted while waiting for Kafka at {kafka.bootstrap}", EXIT_INTERRUPTED)
 
 
 KAFKA_OPTION_NAMES = ("bootstrap", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
@@ -120,13 +179,37 @@ def _load(path: str) -> Flow:
     try:
         return load_flow(path)
     except FlowFileError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
+        problems = exc.problems
+        if len(problems) == 1 and problems[0].line == 0:  # unreadable, not UTF-8: one line
+            fail(f"flow {path}: {problems[0].message}", EXIT_INVALID_FLOW)
+        for problem in problems:
+            say.plain(str(problem), logging.ERROR)
+        say.plain(f"{len(problems)} problem(s) in {path}", logging.ERROR)
         sys.exit(EXIT_INVALID_FLOW)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """Click's usage errors as one line (``error: ...``, the command's --help named),
+    not its four-line usage block; Ctrl-C is one line and exit 130, not ``Aborted!``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False  # errors come back here instead of being printed
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="leadstreams", message="%(prog)s %(version)s")
 def main() -> None:
     """leadstreams: custom HTTP API integrations over a Kafka stream of leads."""
@@ -219,11 +302,76 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     sys.exit(1 if failed else 0)
 
 
+def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
+    """What a worker checks before it contacts Kafka: logging set up (so that every line
+    after this one is a log record: JSON with --log-format json), the flow, its topic
+    names, and that the web port is free — a mistake there costs no wait for a broker
+    and leaves no topics behind."""
+    from agents.logs import logging_config
+
+    logging.config.dictConfig(
+        logging_config(arguments["log_format"], arguments["loglevel"], arguments["log_bodies"])
+    )
+    say.use(logging.getLogger("leadstreams.worker"), records_only=arguments["log_format"] == "json")
+    loaded = _load(arguments["flow"])
+    for name in _topics_of(loaded):
+        problem = topic_name_problem(name)
+        if problem is not None:
+            fail(f"flow {arguments['flow']}: {problem}", EXIT_USAGE)
+    host, port = arguments["web_host"], arguments["web_port"]
+    problem = _port_problem(host, port)
+    if problem is not None:
+        fail(f"--web-host {host} --web-port {port}: {problem}", EXIT_USAGE)
+    return {"loaded": loaded}
+
+
+# What fewer partitions than asked cost, by role, and what adding some does.
+READ = "at most {count} worker(s) can share it (after adding some, a lead id may be run out of order once)"
+WRITTEN = "its readers can read it {count} consumer(s) at a time at most (adding some moves later keys)"
+
+
+def _topics_of(loaded: Flow) -> dict[str, str]:
+    """The topics a worker of ``loaded`` reads or writes (input, enriched, errors, retry
+    tiers), each with what fewer partitions than asked would cost."""
+    from streams.delayed import tier_topics
+
+    topics = loaded.topics
+    roles = {topics.input: READ, topics.enriched: WRITTEN, topics.errors: WRITTEN}
+    if loaded.delayed_retry is not None and topics.retry:
+        roles.update(dict.fromkeys(tier_topics(topics.retry, loaded.delayed_retry).values(), READ))
+    return roles
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the worker's web server could not listen on host:port, found by binding it
+    as aiohttp will (SO_REUSEADDR: a port left in TIME_WAIT is free, a listening one is
+    not). A port taken between this check and the start still fails there."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot resolve the host ({exc}); give an address of this machine with --web-host"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is in use (another worker?); give each worker its own --web-port"
+            return f"cannot listen there ({exc.strerror}); choose another --web-host or --web-port"
+    return None
+
+
 @main.command()
 @click.argument("flow", type=click.Path(dir_okay=False))
-@kafka_options(broker_wait=60.0)
+@kafka_options(broker_wait=60.0, prepare=_prepare_worker)
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Host of /metrics.")
-@click.option("--web-port", default=6066, show_default=True, help="Port of /metrics (one per worker).")
+@click.option(
+    "--web-port",
+    default=6066,
+    type=click.IntRange(1, 65535),
+    show_default=True,
+    help="Port of /metrics (one per worker).",
+)
 @click.option("--batch-size", default=500, show_default=True, help="Leads handed over from a fetch at once.")
 @click.option(
     "--max-in-flight",
@@ -284,11 +432,18 @@ def test_flow(flow: str, cases_file: str | None) -> None:
     help="An output Kafka would refuse as larger goes to the errors topic as a short event with the "
     "start of the input (Kafka's default limits; raise it with the topics' max.message.bytes).",
 )
-@click.option("--loglevel", default="info", show_default=True, help="debug logs every partner request.")
+@click.option(
+    "--loglevel",
+    type=click.Choice(LOGLEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="debug logs every partner request.",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-bodies", is_flag=True, help="With --loglevel debug, also log request/response bodies.")
 def worker(
     flow: str,
+    loaded: Flow,
     kafka: KafkaConnection,
     web_host: str,
     web_port: int,
@@ -311,18 +466,15 @@ def worker(
     from prometheus_client import CollectorRegistry
 
     from agents.app import WorkerOptions, create_app
-    from agents.kafka_io import broker_replication_factor, ensure_topics, partition_count
+    from agents.kafka_io import broker_replication_factor, ensure_topics, partition_counts
     from agents.logs import mask_log_records
     from agents.worker_run import run_worker
-    from streams.delayed import tier_topics
     from streams.masking import Masker
 
-    loaded = _load(flow)
     mask_log_records(Masker(loaded.secrets))
     topics = loaded.topics
-    names = [topics.input, topics.enriched, topics.errors]
-    if loaded.delayed_retry is not None and topics.retry:
-        names += tier_topics(topics.retry, loaded.delayed_retry).values()
+    roles = _topics_of(loaded)
+    names = list(roles)
     configs = _topic_configs(topic_configs)
     replication_factor = replication_factor or kafka_call(
         broker_replication_factor(kafka), "to describe the broker's config (pass --replication-factor)"
@@ -331,17 +483,12 @@ def worker(
         creating = ensure_topics(kafka, names, partitions, replication_factor, configs)
         created = kafka_call(creating, "to create the flow's topics (or create them, --no-create-topics)")
         if created:
-            err.print(f"created topics: {', '.join(created)}", soft_wrap=True)
-    input_partitions = kafka_call(partition_count(kafka, topics.input), "to describe the input topic")
-    if create_topics and input_partitions is not None and input_partitions < partitions:
-        click.echo(  # one line, not wrapped: log files and shippers read it
-            f"WARNING: input topic {topics.input} has {input_partitions} partition(s), fewer than "
-            f"--partitions {partitions}: at most {input_partitions} worker(s) can share it. Add partitions "
-            f"with kafka-topics.sh --alter --topic {topics.input} --partitions {partitions} (leads with "
-            "the same id may then be processed out of order once), or pass --partitions "
-            f"{input_partitions}.",
-            err=True,
-        )
+            say(logging.INFO, f"created topics: {', '.join(created)}")
+    counts = kafka_call(partition_counts(kafka, names), "to describe the flow's topics")
+    if create_topics:
+        for name in names:
+            if counts.get(name, partitions) < partitions:
+                say(logging.WARNING, _fewer_partitions(name, counts[name], partitions, roles[name], kafka))
     options = WorkerOptions(
         kafka=kafka,
         web_host=web_host,
@@ -352,43 +499,80 @@ def worker(
         instance_id=instance_id,
         session_timeout=session_timeout,
         replication_factor=replication_factor,
-        input_partitions=input_partitions,
+        input_partitions=counts.get(topics.input),
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,
     )
     app = create_app(loaded, options, CollectorRegistry())
-    err.print(
+    say(
+        logging.INFO,
         f"worker for flow {loaded.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}; "
         f"metrics at http://{web_host}:{web_port}/metrics",
-        soft_wrap=True,  # one line in log files, not wrapped at 80 columns
     )
     run_worker(app, loglevel, log_format, log_bodies)
 
 
+def _fewer_partitions(name: str, count: int, wanted: int, role: str, kafka: KafkaConnection) -> str:
+    """The start's WARNING for a topic that existed with fewer partitions than --partitions."""
+    return (
+        f"topic {name} has {count} partition(s), fewer than --partitions {wanted}: "
+        f"{role.format(count=count)}. Add partitions with kafka-topics.sh --bootstrap-server "
+        f"{kafka.bootstrap} --alter --topic {name} --partitions {wanted}, or pass --partitions {count}"
+    )
+
+
+class TopicName(click.ParamType):
+    """A topic name Kafka accepts, checked before any request (a bad one made publish
+    wait ~40 s for metadata, then print a traceback)."""
+
+    name = "topic"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        problem = topic_name_problem(str(value))
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return str(value)
+
+
+def _json_lines(ctx: click.Context, param: click.Parameter, file: Any) -> list[tuple[bytes | None, bytes]]:
+    """FILE's non-empty lines as (key, line), each checked to be JSON before anything is
+    sent: a binary or mistyped file is one line naming where, not a topic of junk."""
+    messages = []
+    for number, raw in enumerate(file, 1):
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        try:
+            line.decode("utf-8")
+            lead = orjson.loads(line)
+        except UnicodeDecodeError:
+            message = f"{file.name}:{number}: not UTF-8 text; FILE is JSON lines, one lead per line"
+            raise click.BadParameter(message, ctx, param) from None
+        except orjson.JSONDecodeError as exc:
+            raise click.BadParameter(
+                f"{file.name}:{number}: not JSON ({exc}); FILE is JSON lines, one lead per line", ctx, param
+            ) from None
+        messages.append((_key_of(lead), line))
+    return messages
+
+
 @main.command()
-@click.argument("topic")
-@click.argument("file", type=click.File("rb"))
+@click.argument("topic", type=TopicName())
+@click.argument("file", type=click.File("rb"), callback=_json_lines)
 @kafka_options(broker_wait=10.0)
-def publish(topic: str, file: click.utils.LazyFile, kafka: KafkaConnection) -> None:
+def publish(topic: str, file: list[tuple[bytes | None, bytes]], kafka: KafkaConnection) -> None:
     """Publish each line of FILE (JSON lines) to TOPIC as-is; key = the lead's id."""
     from agents.kafka_io import publish as publish_messages
 
-    lines = [line.rstrip(b"\r\n") for line in file if line.strip()]
     with _progress() as progress:
-        task = progress.add_task(f"publishing to {topic}", total=len(lines))
-        count = asyncio.run(
-            publish_messages(
-                kafka,
-                topic,
-                ((_key_of(line), line) for line in lines),
-                on_sent=lambda n: progress.update(task, completed=n),
-            )
-        )
+        task = progress.add_task(f"publishing to {topic}", total=len(file))
+        sending = publish_messages(kafka, topic, file, on_sent=lambda n: progress.update(task, completed=n))
+        count = kafka_call(sending, f"the messages for {topic}")
     err.print(f"published {count} message(s) to {topic}")
 
 
 @main.command()
-@click.argument("topics", nargs=-1, required=True)
+@click.argument("topics", nargs=-1, required=True, type=TopicName())
 @kafka_options(broker_wait=10.0)
 @click.option("--count", "-n", default=0, help="Stop after this many messages (0: until --timeout).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to read for.")
@@ -399,9 +583,8 @@ def tail(topics: tuple[str, ...], kafka: KafkaConnection, count: int, timeout: f
     def show(record: Record) -> None:
         click.echo(record.value.decode("utf-8", errors="replace"))
 
-    records = asyncio.run(
-        collect(kafka, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
-    )
+    reading = collect(kafka, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
+    records = kafka_call(reading, f"to read {', '.join(topics)}")
     err.print(f"{len(records)} message(s)")
 
 
@@ -416,20 +599,22 @@ def _topic_configs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _read_lead(file: click.utils.LazyFile) -> dict[str, object]:
+    data = file.read()
     try:
-        lead = orjson.loads(file.read())
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"{file.name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                 param_hint="--lead") from None  # fmt: skip
+    try:
+        lead = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--lead") from None
+        raise click.BadParameter(f"{file.name}: not valid JSON: {exc}", param_hint="--lead") from None
     if not isinstance(lead, dict):
-        raise click.BadParameter("a lead must be a JSON object", param_hint="--lead")
+        raise click.BadParameter(f"{file.name}: a lead must be a JSON object", param_hint="--lead")
     return lead
 
 
-def _key_of(line: bytes) -> bytes | None:
-    try:
-        lead = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
+def _key_of(lead: object) -> bytes | None:
     if isinstance(lead, dict) and isinstance(lead.get("id"), str | int):
         return str(lead["id"]).encode()
     return None
@@ -441,6 +626,5 @@ def _progress() -> Progress:
     )
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+if __name__ == "__main__":  # as the `leadstreams` entry point: no logging set up here
     main()

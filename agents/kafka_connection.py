@@ -6,7 +6,8 @@ file (``--kafka-config``), in the keys users already have — Java client keys
 (``security.protocol``, ``sasl.jaas.config``, ``ssl.truststore.location`` with
 ``ssl.truststore.type=PEM``, …) or librdkafka keys (``sasl.username``,
 ``ssl.ca.location``, …). The password is a secret: it is kept out of ``repr``, logs
-and ``--help``.
+and ``--help``. With no bootstrap from any of them, the commands look for the address
+``make kafka-up`` wrote (``.kafka/bootstrap``) before the default 127.0.0.1:9092.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from jproperties import Properties
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 ENV_PREFIX = "LEADSTREAMS_KAFKA_"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+LOCAL_BROKER_FILE = Path(".kafka") / "bootstrap"  # written by deploy/kafka/start.sh (make kafka-up)
 
 
 class KafkaConfigError(ValueError):
@@ -32,7 +35,7 @@ class KafkaConfigError(ValueError):
 
 @dataclass(frozen=True)
 class KafkaConnection:
-    bootstrap: str = "127.0.0.1:9092"
+    bootstrap: str = DEFAULT_BOOTSTRAP
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -42,6 +45,8 @@ class KafkaConnection:
     ssl_keyfile: str | None = None
     ssl_key_password: str | None = field(default=None, repr=False)
     ssl_check_hostname: bool = True
+    # Where the bootstrap address came from, for the message when nothing answers there.
+    bootstrap_source: str = field(default="the default", compare=False)
 
     # -- building ------------------------------------------------------------------
 
@@ -56,16 +61,34 @@ class KafkaConnection:
         options: Mapping[str, Any],
         config_file: str | None = None,
         environ: Mapping[str, str] | None = None,
+        local_from: Path | None = None,
     ) -> KafkaConnection:
         """Options given (not None) win over ``LEADSTREAMS_KAFKA_*``, which win over the
-        properties file, which wins over the defaults. Checked before it is returned."""
+        properties file, which wins over the defaults. With ``local_from`` (a directory)
+        and no bootstrap and no properties file at all, a PLAINTEXT connection takes the
+        address of the local broker found from there (:func:`local_broker`). Checked
+        before it is returned."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         config_file = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
         if config_file:
             values.update(from_properties(config_file))
+            if "bootstrap" in values:
+                values["bootstrap_source"] = f"--kafka-config {config_file}"
         values.update(from_environment(environ))
-        values.update({key: value for key, value in options.items() if value is not None})
+        named = [var for var, name in ENVIRONMENT.items() if name == "bootstrap" and environ.get(var)]
+        if named:
+            values["bootstrap_source"] = named[-1]  # (the last one set wins in from_environment)
+        given = {key: value for key, value in options.items() if value is not None}
+        values.update(given)
+        if "bootstrap" in given:
+            values["bootstrap_source"] = "--bootstrap"
+        plaintext = str(values.get("security_protocol", "PLAINTEXT")).upper() == "PLAINTEXT"
+        if local_from is not None and "bootstrap" not in values and not config_file and plaintext:
+            found = local_broker(local_from)
+            if found is not None:
+                values["bootstrap"], path = found
+                values["bootstrap_source"] = f"{path}, written by `make kafka-up`"
         known = {f.name for f in fields(cls)}
         connection = cls(**{key: value for key, value in values.items() if key in known})
         return connection.checked()
@@ -222,3 +245,22 @@ def from_properties(path: str) -> dict[str, Any]:
     if algorithm is not None and algorithm.lower() in ("", "none"):
         values["ssl_check_hostname"] = False
     return values
+
+
+def local_broker(start: Path) -> tuple[str, Path] | None:
+    """The address in ``.kafka/bootstrap`` of ``start`` or, inside a git checkout, of a
+    parent up to the repository's root: (address, file). ``make kafka-up`` writes it
+    while its broker runs (``make kafka-down`` removes it), so a newcomer never copies
+    a port. Outside a repository only ``start`` itself is looked at."""
+    chain = [start.resolve(), *start.resolve().parents]
+    root = next((i for i, directory in enumerate(chain) if (directory / ".git").exists()), None)
+    candidates = chain[: root + 1] if root is not None else chain[:1]
+    for directory in candidates:
+        path = directory / LOCAL_BROKER_FILE
+        try:
+            address = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if address:
+            return address, path
+    return None

@@ -16,14 +16,34 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 
-from agents.kafka_connection import KafkaConnection
+from agents.kafka_connection import KafkaConnection, local_broker
 
 EXIT_KAFKA = 3
-HINT = "set --bootstrap or LEADSTREAMS_BOOTSTRAP (`make kafka-up` prints the local broker's address)"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def unreachable_hint(kafka: KafkaConnection, here: Path | None = None) -> str:
+    """Where the address came from and how to give another; the local broker's
+    address when ``make kafka-up`` left one (``.kafka/bootstrap`` found from ``here``)."""
+    source = kafka.bootstrap_source
+    local = local_broker(here or Path.cwd())
+    if local is not None and source.startswith(str(local[1])):
+        return (
+            f"the address is from {source}: is that broker still running? `make kafka-up` starts it "
+            "again on the same port; or set --bootstrap or LEADSTREAMS_BOOTSTRAP"
+        )
+    if source == "the default":
+        where = "no address given (--bootstrap, LEADSTREAMS_BOOTSTRAP, --kafka-config, .kafka/bootstrap)"
+    else:
+        where = f"the address is from {source}"
+    if local is not None:
+        return f"{where}; `make kafka-up` started a broker at {local[0]} ({local[1]}): --bootstrap {local[0]}"
+    return f"{where}; set --bootstrap or LEADSTREAMS_BOOTSTRAP, or start a local broker with `make kafka-up`"
 
 
 class KafkaUnavailable(Exception):
@@ -88,7 +108,8 @@ def explain(kafka: KafkaConnection, cause: BaseException | str | None) -> KafkaU
             f"{where}: the broker reset the connection during the TLS handshake: {not_tls}", False
         )
     if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in text:
-        return KafkaUnavailable(f"{where}: connection refused (nothing listens there); {HINT}", retry=True)
+        hint = unreachable_hint(kafka)
+        return KafkaUnavailable(f"{where}: connection refused (nothing listens there); {hint}", retry=True)
     if isinstance(cause, KafkaConnectionError) and "closed" in text:
         if kafka.uses_tls:
             why = "it may require a client certificate (--ssl-certfile/--ssl-keyfile) or not speak TLS"
@@ -96,8 +117,10 @@ def explain(kafka: KafkaConnection, cause: BaseException | str | None) -> KafkaU
             why = "is it a TLS or SASL listener? set --security-protocol (SSL, SASL_SSL, SASL_PLAINTEXT)"
         return KafkaUnavailable(f"{where}: the broker closed the connection; {why}", retry=False)
     if isinstance(cause, OSError):
-        return KafkaUnavailable(f"{where}: {cause.strerror or text}; {HINT}", retry=True)
-    return KafkaUnavailable(f"{where}: cannot connect ({text or 'no answer'}); {HINT}", retry=True)
+        return KafkaUnavailable(f"{where}: {cause.strerror or text}; {unreachable_hint(kafka)}", retry=True)
+    return KafkaUnavailable(
+        f"{where}: cannot connect ({text or 'no answer'}); {unreachable_hint(kafka)}", True
+    )
 
 
 async def preflight(
@@ -131,8 +154,9 @@ async def _attempt(kafka: KafkaConnection, timeout: float) -> KafkaUnavailable |
         except (KafkaConnectionError, OSError, TimeoutError) as exc:
             cause = seen.causes[-1] if seen.causes else exc
             if isinstance(exc, TimeoutError) and not seen.causes:
+                hint = unreachable_hint(kafka)
                 return KafkaUnavailable(
-                    f"Kafka at {kafka.describe()}: no answer within {timeout:.0f}s; {HINT}", True
+                    f"Kafka at {kafka.describe()}: no answer within {timeout:.0f}s; {hint}", True
                 )
             return explain(kafka, cause)
         finally:

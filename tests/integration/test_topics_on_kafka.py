@@ -1,5 +1,5 @@
 """Topics the worker creates take a replication factor and configs; a worker that finds
-its input topic with fewer partitions than asked says so at start."""
+any of its topics with fewer partitions than asked says so at start, one WARNING each."""
 
 from __future__ import annotations
 
@@ -42,24 +42,33 @@ async def test_created_topics_get_the_configs_and_the_brokers_replication_factor
     assert await ensure_topics(kafka_bootstrap, [name], 3) == []  # exists: left alone
 
 
-async def test_an_input_topic_with_fewer_partitions_is_named_at_start(
+async def test_every_topic_with_fewer_partitions_is_named_at_start(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    """Topics auto-created by publishing before the first worker start have 1 partition:
+    one WARNING per such topic (input and errors here; enriched is created with 4)."""
     suffix = uuid.uuid4().hex[:8]
     flow = tmp_path / "flow.yaml"
     text = (ROOT / "examples" / "flows" / "demo.yaml").read_text()
     flow.write_text(text.replace("leads.", f"leads-{suffix}."))
-    await publish(kafka_bootstrap, f"leads-{suffix}.incoming", [(b"k", b"{}")])  # auto-created: 1 partition
+    for topic in (f"leads-{suffix}.incoming", f"leads-{suffix}.errors"):
+        await publish(kafka_bootstrap, topic, [(b"k", b"{}")])  # auto-created: 1 partition
     log = tmp_path / "worker.log"
     worker = WorkerProcess(flow, kafka_bootstrap, free_port(), log, env={"INTERNAL_API_KEY": "k" * 8},
                            args=["--partitions", "4"])  # fmt: skip
     worker.start()
     try:
-        await wait_for(lambda: "WARNING: input topic" in log.read_text(), 60, "the partition warning")
-        line = next(line for line in log.read_text().splitlines() if "WARNING: input topic" in line)
-        assert f"leads-{suffix}.incoming has 1 partition(s), fewer than --partitions 4" in line
+        await wait_for(lambda: log.read_text().count("fewer than --partitions") >= 2, 60, "the warnings")
     finally:
         worker.stop()
+    lines = [line for line in log.read_text().splitlines() if "fewer than --partitions" in line]
+    assert len(lines) == 2, lines
+    incoming, errors = sorted(lines, key=lambda line: "errors" in line)
+    assert " WARNING leadstreams.worker: " in incoming
+    assert f"leads-{suffix}.incoming has 1 partition(s), fewer than --partitions 4: at most 1 " in incoming
+    assert f"--alter --topic leads-{suffix}.incoming --partitions 4, or pass --partitions 1" in incoming
+    assert f"topic leads-{suffix}.errors has 1 partition(s)" in errors
+    assert f"leads-{suffix}.enriched" not in " ".join(lines)
 
 
 @pytest.mark.parametrize(
