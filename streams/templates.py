@@ -13,10 +13,13 @@ from functools import cache
 from typing import Any, Protocol
 
 import jinja2
+from jinja2 import nodes
+from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from streams.filters import FILTERS
+from streams.masking import learn
 
 Context = Mapping[str, Any]
 _LONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|\{#).)*)\}\}\s*$", re.S)
@@ -53,7 +56,77 @@ def environment(strict: bool = False, finalize: Callable[[Any], Any] | None = No
         keep_trailing_newline=True,
     )
     env.filters.update(FILTERS)
+    env.filters[_LEARN_FILTER] = _learn_secret
     return env
+
+
+# Settings are secrets, and so is what is computed from them alone: the output of every
+# (largest) sub-expression that reads `settings` and no other name, beyond a plain lookup
+# `settings.key` (masked as it is), is registered with the Masker when it renders: `{{
+# settings.key | b64encode }}` in a header, or the hash in `{{ lead.id ~ (settings.salt |
+# sha256) }}`, would otherwise show in clear. The whole output of an expression that mixes in
+# lead data is per lead, like a signature, and is not learned.
+_LEARN_FILTER = "_learn_secret"
+
+
+def _learn_secret(value: Any) -> Any:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        learn(str(value))
+    return value
+
+
+def _derived_from_settings(node: nodes.Node) -> bool:
+    """True for an expression over `settings` alone that is more than a lookup in it."""
+    if not isinstance(node, nodes.Expr):
+        return False
+    names = {
+        n.name for n in (node, *node.find_all(nodes.Name)) if isinstance(n, nodes.Name) and n.ctx == "load"
+    }
+    if names != {"settings"}:
+        return False
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        node = node.node
+    return not isinstance(node, nodes.Name)  # settings.a.b is a setting; anything else is derived
+
+
+def _mark_derived(node: nodes.Node, env: LeadEnvironment) -> bool:
+    """Pass every largest settings-derived sub-expression of ``node`` through the learning
+    filter, in place; True when there was one."""
+    marked = False
+    for field in node.fields:
+        value = getattr(node, field, None)
+        children = value if isinstance(value, list) else [value]
+        for index, child in enumerate(children):
+            if not isinstance(child, nodes.Node):
+                continue
+            if _derived_from_settings(child):
+                children[index] = nodes.Filter(
+                    child, _LEARN_FILTER, [], [], None, None, lineno=child.lineno, environment=env
+                )
+                marked = True
+            else:
+                marked = _mark_derived(child, env) or marked
+        if not isinstance(value, list) and children[0] is not value:
+            setattr(node, field, children[0])
+    return marked
+
+
+def _marked_template(env: LeadEnvironment, source: str) -> nodes.Template | str:
+    """``source`` parsed and marked, or unchanged when nothing in it derives from settings."""
+    if "settings" not in source:
+        return source
+    tree = env.parse(source)
+    return tree if _mark_derived(tree, env) else source
+
+
+def _compile_expression(env: LeadEnvironment, expr: str) -> TemplateExpression:
+    """``env.compile_expression(expr)`` (the same steps), with settings-derived parts marked."""
+    if "settings" in expr:
+        output = env.parse(f"{{{{{expr}}}}}").body[0]
+        if isinstance(output, nodes.Output) and len(output.nodes) == 1 and _mark_derived(output, env):
+            body = [nodes.Assign(nodes.Name("result", "store"), output.nodes[0], lineno=1)]
+            return TemplateExpression(env.from_string(nodes.Template(body, lineno=1)), False)
+    return env.compile_expression(expr, undefined_to_none=False)
 
 
 class Value(Protocol):
@@ -83,7 +156,7 @@ class Expression:
     def __init__(self, env: LeadEnvironment, source: str, expr: str, where: str = "") -> None:
         self.source = f"{where}: {source}" if where else source
         self.env = env
-        self.expression = env.compile_expression(expr, undefined_to_none=False)
+        self.expression = _compile_expression(env, expr)
         negated = _NOT.match(expr)
         self.negate = negated is not None  # `not lead.x`, as common as `lead.x` in conditions
         name = negated.group(1) if negated else expr
@@ -138,7 +211,7 @@ class Text:
 
     def __init__(self, env: LeadEnvironment, source: str, where: str = "") -> None:
         self.source = f"{where}: {source}" if where else source
-        self.template = env.from_string(source)
+        self.template = env.from_string(_marked_template(env, source))
 
     def render(self, context: Context) -> str:
         try:

@@ -221,7 +221,7 @@ def test_separate_instances_do_not_share_fetches() -> None:
         (result(200, b'["leaked-value"]'), "not a JSON object"),
         (result(200, b'{"token_type": "Bearer"}'), "no access_token"),
         (result(200, b'{"access_token": ""}'), "no access_token"),
-        (token_response("leaked-value\r\nX-Evil: 1"), "CR, LF or NUL"),
+        (token_response("leaked-value\r\nX-Evil: 1"), "CR, LF, NUL or non-ASCII"),
     ],
 )
 def test_failed_token_request_raises_auth_error_naming_the_endpoint(answer: HttpResult, problem: str) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from streams.auth import AuthFlow
 from streams.headers import header_value
 from streams.http_types import OutgoingRequest
+from streams.masking import learn
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,9 @@ class ApiKeyAuth:
     value: str
     header: str | None = None
     query: str | None = None
+
+    def __post_init__(self) -> None:
+        learn(self.value)  # also when it is not a setting (`value: ${PARTNER_KEY}`)
 
     def auth_flow(self, request: OutgoingRequest) -> AuthFlow:
         if self.query:

@@ -39,6 +39,7 @@ from typing import Literal
 from streams.auth import AuthFlow
 from streams.headers import header_value
 from streams.http_types import OutgoingRequest
+from streams.masking import learn
 
 ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "sha512": hashlib.sha512}
 ENCODINGS = ("hex", "base64")
@@ -65,6 +66,7 @@ class HmacSignature:
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
     def __post_init__(self) -> None:
+        learn(self.secret)  # the signatures are not secrets: each is good for one request and time
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"hmac algorithm must be one of {', '.join(ALGORITHMS)}, not {self.algorithm!r}")
         if self.encoding not in ENCODINGS:

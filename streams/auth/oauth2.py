@@ -21,6 +21,7 @@ from yarl import URL
 from streams.auth import AuthError, AuthFlow
 from streams.headers import header_value
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
+from streams.masking import TOKEN_FIELDS, learn
 
 # A token response without ``expires_in`` is trusted for this long; a 401 still forces a refresh.
 DEFAULT_LIFETIME = 300.0
@@ -69,6 +70,7 @@ class OAuth2ClientCredentials:
         if self.refresh_margin < 0:
             raise ValueError("oauth2 refresh_margin must not be negative")
         self._key = f"oauth2:{next(_instance_ids)}:{self.token_url}"
+        learn(self.client_secret, self._basic_credentials())
 
     def auth_flow(self, request: OutgoingRequest) -> AuthFlow:
         token = yield from self._usable_token()
@@ -110,8 +112,7 @@ class OAuth2ClientCredentials:
             form["audience"] = self.audience
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         if self.client_auth == "basic":
-            pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            headers["Authorization"] = "Basic " + self._basic_credentials()
         else:
             form.update(client_id=self.client_id, client_secret=self.client_secret)
         return OutgoingRequest(
@@ -121,6 +122,11 @@ class OAuth2ClientCredentials:
             body=urlencode(form).encode(),
             coalesce_key=self._key,
         )
+
+    def _basic_credentials(self) -> str:
+        """``client_id:client_secret`` for HTTP Basic, each form-urlencoded first (RFC 6749 §2.3.1)."""
+        pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
+        return base64.b64encode(pair.encode()).decode()
 
     def _parse(self, response: HttpResult, requested_at: float) -> _Token:
         """The token from a token response, or AuthError naming the endpoint (never the token)."""
@@ -136,13 +142,14 @@ class OAuth2ClientCredentials:
             raise fail(f"HTTP {response.status}{_oauth_error(payload)}")
         if not isinstance(payload, dict):
             raise fail(f"HTTP {response.status} with a body that is not a JSON object")
+        learn(*(payload.get(name) for name in TOKEN_FIELDS))  # before anything can show them
         value = payload.get("access_token")
         if not isinstance(value, str) or not value:
             raise fail("the response has no access_token")
         try:
             header_value("Authorization", value)
         except RequestBuildError:
-            raise fail("the access_token contains CR, LF or NUL") from None
+            raise fail("the access_token contains CR, LF, NUL or non-ASCII characters") from None
         lifetime = _lifetime(payload.get("expires_in"))
         return _Token(value=value, expires_at=requested_at + lifetime, lifetime=lifetime)
 

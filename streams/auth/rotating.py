@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from streams.auth import AuthFlow
 from streams.headers import header_value
 from streams.http_types import OutgoingRequest
+from streams.masking import learn
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class RotatingTokens:
         object.__setattr__(self, "tokens", tuple(self.tokens))  # accept a list, keep it immutable
         if not self.tokens:
             raise ValueError("rotating auth needs at least one token")
+        learn(*self.tokens)
 
     def auth_flow(self, request: OutgoingRequest) -> AuthFlow:
         token = self.tokens[next(self._turns) % len(self.tokens)]
