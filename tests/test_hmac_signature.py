@@ -18,6 +18,7 @@ from streams.auth.hmac_signature import HmacSignature
 from streams.flow import Integration
 from streams.http_client import HttpClient
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
+from streams.problems import FlowFileError
 from tests.helpers import make_flow, run_once
 
 SECRET = "top-secret-key"
@@ -216,3 +217,16 @@ async def test_flow_with_a_canonical_template_is_verified_on_the_wire(aiohttp_se
     result = await run_once(flow, {"id": "L1"})
     assert [step.http_status for step in result.steps] == [200]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", received[0][0])
+
+
+def test_check_names_an_unknown_placeholder_in_the_flow() -> None:
+    auth = {
+        "type": "hmac",
+        "secret": "s3cret-key",
+        "canonical": "{method}\n{pth}",
+        "timestamp_format": "unix_ms",
+    }
+    with pytest.raises(
+        FlowFileError, match=r"integrations\.api\.auth: hmac canonical: unknown placeholder '\{pth\}'"
+    ):
+        make_flow("https://p.example", [{"name": "s", "request": {"url": "/x"}}], integration={"auth": auth})

@@ -180,3 +180,22 @@ def test_the_dotted_name_fast_path_matches_jinja(expr: str, strict: bool) -> Non
 )
 def test_other_expressions_go_through_jinja(expr: str) -> None:
     assert Expression(environment(False), "{{ " + expr + " }}", expr).path is None
+
+
+def test_expressions_over_settings_keep_their_types_and_errors() -> None:
+    """Issue #16.2: settings-derived parts are passed through the masker's learning filter,
+    which must not change what they render."""
+    from streams.masking import forget_learned
+
+    context = {"settings": {"n": 21, "key": "abcdefgh", "flag": True}, "lead": {"id": "L1"}}
+    loose, strict = environment(False), environment(True)
+    try:
+        assert compile_value("{{ settings.n * 2 }}", loose).render(context) == 42
+        assert compile_value("{{ settings.flag and settings.n > 1 }}", loose).render(context) is True
+        assert compile_value("{{ [settings.key | upper] }}", loose).render(context) == ["ABCDEFGH"]
+        assert compile_value("{{ settings.nope | upper }}", loose).render(context) == ""
+        with pytest.raises(TemplateRenderError, match="nope"):
+            compile_value("{{ settings.nope | upper }}", strict).render(context)
+        assert compile_value("x{{ settings.key | b64encode }}", loose).render(context) == "xYWJjZGVmZ2g="
+    finally:
+        forget_learned()
