@@ -43,11 +43,13 @@ def test_property_idempotency_key_is_exact_ascii_or_refused(lead_id: str) -> Non
     assert (key if lead_id.isascii() else unquote(key)) == f"{lead_id}:step"
 
 
+FLOW = make_flow(UNREACHABLE, [{"name": "check", "request": {"method": "GET", "url": "/x"}}])
+
+
 @given(LEAD_IDS)
 def test_property_build_request_with_any_lead_id(lead_id: str) -> None:
-    flow = make_flow(UNREACHABLE, [{"name": "check", "request": {"method": "GET", "url": "/x"}}])
     try:
-        request, _ = build_request(flow.steps[0], {"lead": {}, "vars": {}, "settings": {}}, lead_id)
+        request, _ = build_request(FLOW.steps[0], {"lead": {}, "vars": {}, "settings": {}}, lead_id)
     except RequestBuildError as exc:
         assert any(c in lead_id for c in "\r\n\x00") and IDEMPOTENCY_HEADER in str(exc)
         return
@@ -56,9 +58,8 @@ def test_property_build_request_with_any_lead_id(lead_id: str) -> None:
 
 
 async def test_a_cr_lf_in_the_lead_id_is_a_step_error_and_the_lead_is_kept() -> None:
-    flow = make_flow(UNREACHABLE, [{"name": "check", "request": {"method": "GET", "url": "/x"}}])
     lead = {"id": "L1\r\nX-Evil: 1", "email": "a@example.com"}
-    result = await run_once(flow, dict(lead), lead_id=lead["id"])
+    result = await run_once(FLOW, dict(lead), lead_id=lead["id"])
     (step,) = result.steps
     assert step.outcome is Outcome.ERROR
     assert step.reason is not None and "'Idempotency-Key' refused" in step.reason
