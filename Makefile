@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka
 
-.PHONY: install demo test lint unit reliability bench tools kafka-up kafka-down kafka-fetch clean
+.PHONY: install demo test lint unit reliability bench tools kafka-up kafka-down kafka-clean kafka-fetch clean
 
 install: $(STAMP)
 
@@ -24,12 +24,18 @@ tools:
 	deploy/prometheus/ensure-promtool.sh
 	deploy/k8s/ensure-kustomize.sh
 
-## Start a local broker in .kafka/ (prints its bootstrap address); stop it with kafka-down.
+## Start a local broker in .kafka/ (prints its bootstrap address; the leadstreams commands
+## find it in .kafka/bootstrap); stop it with kafka-down. It keeps its port and topics from
+## one kafka-up to the next; kafka-clean stops it and wipes them.
 kafka-up:
 	$(KAFKA)/start.sh .kafka
 
 kafka-down:
 	$(KAFKA)/stop.sh .kafka
+
+kafka-clean:
+	$(KAFKA)/stop.sh .kafka
+	rm -rf .kafka
 
 lint: install
 	$(BIN)/ruff check streams agents tests examples

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Start a single-node KRaft Apache Kafka on free loopback ports.
-#   deploy/kafka/start.sh [--secured] [STATE_DIR]   (default .kafka/ in the repository)
+# Start a single-node KRaft Apache Kafka on loopback ports.
+#   deploy/kafka/start.sh [--secured] [--fresh] [--keep] [STATE_DIR]   (default .kafka/ in the repository)
 # Idempotent: if the broker of STATE_DIR is running, prints its address again.
-# On success prints the PLAINTEXT bootstrap address (host:port) on stdout and writes it
-# to STATE_DIR/bootstrap; the broker log is STATE_DIR/broker.log.
+# A STATE_DIR started before keeps its port and its topics: the ports of its previous
+# start are reused when they are all free (a client or worker left running finds the
+# broker where it was), and so is its data. --fresh wipes the data (topics, offsets)
+# first, still on the same ports when free. If a previous port is taken by now, the
+# broker starts fresh on new ports (said on stderr); with --keep (restart.sh) that is
+# an error instead.
+# On success prints the PLAINTEXT bootstrap address (host:port) on stdout (scripts read
+# it: nothing else goes there), writes it to STATE_DIR/bootstrap (the leadstreams
+# commands read .kafka/bootstrap when given no address) and prints
+# `export LEADSTREAMS_BOOTSTRAP=...` on stderr; the broker log is STATE_DIR/broker.log.
 # --secured (or KAFKA_SECURED=1): the same broker JVM also gets TLS/SASL listeners
 # (SASL_SSL with mutual TLS, SASL_SSL without client certificate, SSL with mutual TLS,
 # SASL_PLAINTEXT), a throwaway CA and certificates, SCRAM/PLAIN users with random
@@ -13,19 +21,74 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 secured="${KAFKA_SECURED:-0}"
 case "$secured" in 0|1) ;; *) echo "error: KAFKA_SECURED must be 0 or 1" >&2; exit 2 ;; esac
-if [[ ${1:-} == --secured ]]; then secured=1; shift; fi
+fresh=0; keep=0
+while [[ ${1:-} == --* ]]; do
+  case "$1" in
+    --secured) secured=1 ;;
+    --fresh) fresh=1 ;;
+    --keep) keep=1 ;;  # restart.sh: the same ports and data, or fail
+    *) echo "error: unknown option $1 (start.sh [--secured] [--fresh] [--keep] [STATE_DIR])" >&2; exit 2 ;;
+  esac
+  shift
+done
 state="$(mkdir -p "${1:-$here/../../.kafka}" && cd "${1:-$here/../../.kafka}" && pwd)"
 timeout_s="${KAFKA_START_TIMEOUT:-120}"
+hint() { echo "export LEADSTREAMS_BOOTSTRAP=$1" >&2; }
 
 if [[ -f "$state/pid" ]] && kill -0 "$(cat "$state/pid")" 2>/dev/null; then
   if (( secured )) && [[ ! -f "$state/secured.env" ]]; then
     echo "error: the broker of $state runs without the secured listeners; stop it first" >&2; exit 1
   fi
+  echo "Kafka already running at $(cat "$state/bootstrap") (state: $state)" >&2; hint "$(cat "$state/bootstrap")"
   cat "$state/bootstrap"; exit 0
 fi
+
+# The previous start's ports (PLAINTEXT first, CONTROLLER last, the secured ones between),
+# from its server.properties; reused when all are still free.
+previous=()
+was_secured=0; [[ -f "$state/secured.env" ]] && was_secured=1
+if [[ -f "$state/server.properties" ]]; then
+  mapfile -t previous < <(sed -n 's/^listeners=//p' "$state/server.properties" | grep -oE ':[0-9]+' | tr -d :)
+fi
+keep_ports=0
+if (( ${#previous[@]} )) && (( was_secured == secured || keep )); then
+  # Free = bindable with SO_REUSEADDR, as the broker binds (connections of the previous
+  # run left in TIME_WAIT do not count).
+  if python3 - "${previous[@]}" <<'PY'
+import socket, sys
+for port in sys.argv[1:]:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", int(port)))
+        except OSError:
+            sys.exit(1)
+PY
+  then keep_ports=1
+  elif (( keep )); then
+    echo "error: a port of the broker of $state (${previous[*]}) is taken by another process" >&2; exit 1
+  else
+    echo "note: a port of the previous broker of $state (${previous[*]}) is taken: starting fresh on new ports" >&2
+  fi
+elif (( ${#previous[@]} )); then
+  echo "note: the previous broker of $state was $( ((was_secured)) || echo "not ")secured: starting fresh" >&2
+fi
+if (( keep )) && ! (( keep_ports )); then echo "error: no broker state in $state" >&2; exit 1; fi
+if (( keep )); then secured=$was_secured; fi
+reuse=0
+(( keep_ports && (keep || !fresh) )) && [[ -f "$state/data/meta.properties" ]] && reuse=1
+if (( keep )) && ! (( reuse )); then echo "error: no broker data in $state" >&2; exit 1; fi
 libs="$("$here/fetch.sh")"
 
-read -r port cport p_sasl_ssl p_nocert p_ssl p_sasl_plain < <(python3 - $((secured ? 6 : 2)) <<'PY'
+if (( reuse )); then
+  port="${previous[0]}"
+else
+  if (( keep_ports )); then
+    ports=("${previous[@]}")  # the same order as the listeners: PLAINTEXT, secured..., CONTROLLER
+    port="${ports[0]}"; cport="${ports[-1]}"
+    read -r p_sasl_ssl p_nocert p_ssl p_sasl_plain <<< "${ports[*]:1:${#ports[@]}-2}" || true
+  else
+    read -r port cport p_sasl_ssl p_nocert p_ssl p_sasl_plain < <(python3 - $((secured ? 6 : 2)) <<'PY'
 import socket, sys
 socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
@@ -35,8 +98,11 @@ for s in socks:
     s.close()
 PY
 )
+  fi
+# -- a fresh broker: configuration written, storage formatted (up to "not reused") -----
 rm -rf "$state/data" "$state/tls" "$state/secured.env" "$state/server-secured.properties" \
        "$state/scram-args" "$state"/client-*.properties
+: > "$state/broker.log"  # (a reused broker appends to its log)
 mkdir -p "$state/data"
 listeners="PLAINTEXT://127.0.0.1:$port"
 protocols="PLAINTEXT:PLAINTEXT"
@@ -94,10 +160,12 @@ java -Xmx256m -cp "$libs/*" kafka.tools.StorageTool format --cluster-id="$cid" \
      -c "$state/server.properties" "${scram_args[@]}" > "$state/format.log" 2>&1 \
   || { echo "error: formatting Kafka storage failed:" >&2; cat "$state/format.log" >&2; exit 1; }
 
+fi  # (not reused)
+
 started=$SECONDS
 nohup java -Xms512m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
   -Dlog4j2.configurationFile="$state/log4j2.properties" \
-  -cp "$libs/*" kafka.Kafka "$state/server.properties" > "$state/broker.log" 2>&1 &
+  -cp "$libs/*" kafka.Kafka "$state/server.properties" >> "$state/broker.log" 2>&1 &
 echo $! > "$state/pid"
 # The PLAINTEXT listener only accepts connections once the broker is unfenced.
 until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; do
@@ -117,5 +185,7 @@ if (( secured )) && ! python3 "$here/scram_check.py" "$state" $((timeout_s - (SE
   tail -30 "$state/broker.log" >&2; "$here/stop.sh" "$state" >&2 || true; exit 1
 fi
 echo "127.0.0.1:$port" > "$state/bootstrap"
-echo "Kafka ready at 127.0.0.1:$port$( ((secured)) && echo " (+ secured listeners, $state/secured.env)") after $((SECONDS - started))s (state: $state)" >&2
+what="fresh"; (( reuse )) && what="topics kept from its previous start; --fresh or make kafka-clean wipes them"
+echo "Kafka ready at 127.0.0.1:$port$( ((secured)) && echo " (+ secured listeners, $state/secured.env)") after $((SECONDS - started))s (state: $state, $what)" >&2
+hint "127.0.0.1:$port"
 echo "127.0.0.1:$port"

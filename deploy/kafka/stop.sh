@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the broker started by start.sh with the same STATE_DIR (SIGTERM = clean
-# shutdown; SIGKILL after 30 s). Idempotent.
+# shutdown; SIGKILL after 30 s). Idempotent. The state (ports, topics) stays for the
+# next start.sh of STATE_DIR; `make kafka-clean` (or start.sh --fresh) wipes it.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 state="${1:-$here/../../.kafka}"
