@@ -15,7 +15,7 @@ from streams.cache import CachedResponse, request_fingerprint
 from streams.calling import Call, StepServices, call_partner
 from streams.fallbacks import Substitute, run_chain
 from streams.flow import Step
-from streams.headers import header_value
+from streams.headers import header_value, idempotency_key
 from streams.http_client import ResponseTooLarge
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.outcomes import Outcome, StepResult
@@ -53,12 +53,14 @@ def build_request(
         if truthy(route.when.render(context)):
             url_template, timeout = route.url, route.timeout or timeout
             break
+    fallback = url is not None  # a fallback url names its own parameters (e.g. its own key)
     url_template = url if url is not None else url_template
     if url_template is None:
         raise NoRoute("no route matched and the request has no default url")
     url = join_url(integration.base_url, str(url_template.render(context)))
-    url = add_query(url, {name: value.render(context) for name, value in spec.query.items()})
-    headers = {IDEMPOTENCY_HEADER: f"{lead_id}:{step.name}"}
+    query = {name: value.render(context) for name, value in spec.query.items()}
+    url = add_query(url, query, url_wins=fallback)
+    headers = {IDEMPOTENCY_HEADER: idempotency_key(lead_id, step.name)}
     body = spec.body
     if body is not None:
         content_type = getattr(body, "content_type_for", None)

@@ -22,6 +22,7 @@ from streams.auth import AuthError, AuthFlow
 from streams.headers import header_value
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.masking import TOKEN_FIELDS, learn
+from streams.partner_errors import describe
 
 # A token response without ``expires_in`` is trusted for this long; a 401 still forces a refresh.
 DEFAULT_LIFETIME = 300.0
@@ -97,7 +98,7 @@ class OAuth2ClientCredentials:
         try:
             response = yield self._token_request()
         except Exception as exc:  # thrown in by the driver: timeout, connection error, body too large
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            detail = describe(exc)
             raise AuthError(f"token request to {self.token_url} failed: {detail}") from exc
         token = self._parse(response, requested_at)
         if self._token is None:  # the first lead to get the shared response caches it
