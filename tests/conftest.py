@@ -21,6 +21,15 @@ sys.path.insert(0, str(ROOT / "examples" / "partners"))
 _skipped: list[str] = []
 
 
+@pytest.fixture(autouse=True)
+def no_learned_secrets() -> None:
+    """Secrets learned at runtime are process-wide (streams.masking): one test's tokens
+    must not mask another test's output."""
+    from streams.masking import forget_learned
+
+    forget_learned()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """The real local broker started by `make test` (deploy/kafka/with-kafka.sh)."""
