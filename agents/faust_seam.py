@@ -15,10 +15,10 @@ Two things here reach into Faust's consumer (faust-streaming 0.15.x,
   (``_drain_messages``; see :mod:`agents.intake` for why and what it measured).
 
 And the worker's stop and health read a few private names (:class:`LeadWorker`,
-:func:`producer_connected`, :func:`last_fetch_time`, :meth:`LeadConsumer.offsets`):
+:func:`producer_connected`, :func:`last_fetch_time`, :meth:`LeadConsumer.uncommitted`):
 mode's signal handlers and printing (``_on_sigint``, ``_say``...), the aiokafka client's
-connections, the aiokafka consumer inside Faust's consumer thread, and Faust's read and
-committed offsets.
+connections, the aiokafka consumer inside Faust's consumer thread, Faust's read offsets
+and its commit call (``_commit``).
 
 tests/test_faust_seam.py checks this contract against the installed Faust; the broker
 tests in tests/integration/test_commit_on_kafka.py check the guarantee itself.
@@ -105,6 +105,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
         super().__init__(*args, **kwargs)
         self.ledger = CommitLedger()
         self.last_commits: dict[TP, int] = {}  # what this worker committed last, per partition
+        self.first_read: dict[TP, int] = {}  # the first lead read of a partition since its assignment
         self._unacked_messages = TakenMessages(self.ledger, self.app.topics.acks_enabled_for)
 
     # -- the commit rule -------------------------------------------------------------
@@ -137,6 +138,8 @@ class LeadConsumer(aiokafka_driver.Consumer):
             await super().on_partitions_revoked(revoked)  # waits for taken leads, commits
         finally:
             self.ledger.forget(revoked)  # the next owner reads them from their commit
+            for tp in revoked:
+                self.first_read.pop(tp, None)
 
     # -- what the stop reports -------------------------------------------------------
 
@@ -146,13 +149,16 @@ class LeadConsumer(aiokafka_driver.Consumer):
             self.last_commits.update(offsets)
         return committed
 
-    def offsets(self) -> dict[TP, tuple[int | None, int | None]]:
-        """Per partition with acks (not changelogs): (committed, last read) offsets."""
-        acked = self.app.topics.acks_enabled_for
-        tps = set(self._committed_offset) | set(self._read_offset)
-        return {
-            tp: (self._committed_offset.get(tp), self._read_offset.get(tp)) for tp in tps if acked(tp.topic)
-        }
+    def uncommitted(self) -> int:
+        """Leads read since this worker's last commit of their partition (or since the
+        assignment): what the next owner reads again if this worker exits now."""
+        read = self._read_offset
+        total = 0
+        for tp, first in list(self.first_read.items()):
+            last = read.get(tp)
+            if last is not None:
+                total += max(0, last - self.last_commits.get(tp, first) + 1)
+        return total
 
     # -- the lead intake -------------------------------------------------------------
 
@@ -197,6 +203,8 @@ class LeadConsumer(aiokafka_driver.Consumer):
                 self._n_acked = 0
                 await self.commit()
             if message.topic in intake.topics:
+                if tp not in self.first_read:
+                    self.first_read[tp] = offset
                 leads.append(message)
                 if len(leads) >= intake.chunk:
                     await intake.deliver(leads)
@@ -340,26 +348,22 @@ class LeadWorker(faust.Worker):
         if self.app.in_flight() and elapsed < self.app.shutdown_grace and self.app.kafka_reachable():
             self.arm(0.5)  # leads are being written: they get the grace
             return
-        self.exit_now(f"the stop did not finish within {elapsed:.1f}s of {self.stop_signal}")
+        received = self.stop_signal.name if self.stop_signal else "the stop signal"
+        self.exit_now(f"the stop did not finish within {elapsed:.1f}s of {received}")
 
     def exit_now(self, why: str) -> None:
         """Exit without a commit: what was read since the last one is read again."""
         try:
+            consumer = self.app.consumer
+            read = consumer.uncommitted() if isinstance(consumer, LeadConsumer) else 0
             in_flight = self.app.in_flight()
-            offsets = self.consumer_offsets().values()
-            read = sum(
-                max(0, last - done + 1) for done, last in offsets if done is not None and last is not None
-            )
-            counts = f"{in_flight} leads in flight, about {max(read, in_flight)} read since the last commit"
+            counts = f"{max(read, in_flight)} leads read since the last commit ({in_flight} in flight)"
         except Exception:  # read from another thread while it changes: say so
             counts = "an unknown number of leads"
-        log.warning("exiting without a commit (%s): %s will be processed again", why, counts)
+        log.warning("exiting without a commit (%s): %s will be processed again by the partitions' next owner",
+                    why, counts)  # fmt: skip
         flush_logs()
         os._exit(0)
-
-    def consumer_offsets(self) -> dict[TP, tuple[int | None, int | None]]:
-        consumer = self.app.consumer
-        return consumer.offsets() if isinstance(consumer, LeadConsumer) else {}
 
     def stop_and_shutdown(self) -> None:  # mode's, with the "stopped" line between the two
         if self._signal_stop_future and not self._signal_stop_future.done():

@@ -96,16 +96,22 @@ class Readiness:
             self.ever_ready = True
 
     async def probe_forever(
-        self, ask_broker: Callable[[], Awaitable[object]], every: float = PROBE_EVERY
+        self, ask_broker: Callable[[], Awaitable[object]], every: float = PROBE_EVERY, tick: float = 1.0
     ) -> None:
-        """Ask the broker something small every ``every`` seconds, bounded by a timeout
-        (it keeps the producer's connection, and reconnects it when the broker is back)."""
+        """Ask the broker something small every ``every`` seconds, bounded by a timeout (it
+        keeps the producer's connection, and reconnects it when the broker is back); while
+        the broker is away, every ``tick``, so /ready turns 200 soon after it is back. The
+        changes of /ready's answer are logged within a tick."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            try:
-                await asyncio.wait_for(ask_broker(), timeout=every)
-            except Exception as exc:  # any failure means: not answered
-                self.broker_failed(describe(exc))
-            else:
-                self.broker_answered()
+            if loop.time() >= due:
+                try:
+                    await asyncio.wait_for(ask_broker(), timeout=every)
+                except Exception as exc:  # any failure means: not answered
+                    self.broker_failed(describe(exc))
+                else:
+                    self.broker_answered()
+                due = loop.time() + (every if self.last_broker_error is None else tick)
             self.log_changes()
-            await asyncio.sleep(every)
+            await asyncio.sleep(min(tick, max(0.0, due - loop.time())))

@@ -171,3 +171,13 @@ async def test_the_worker_prints_nothing_and_a_stop_signal_is_one_line(
         "starting➢",
         "stopping (SIGINT): no lead in flight, then committing and handing over the partitions",
     ]
+
+
+def test_uncommitted_counts_leads_read_since_the_last_commit_or_assignment(consumer: LeadConsumer) -> None:
+    tp = TP("leads", 0)
+    assert consumer.uncommitted() == 0
+    consumer.first_read[tp] = 10  # the first lead read after the assignment (no commit yet)
+    consumer._read_offset[tp] = 19
+    assert consumer.uncommitted() == 10
+    consumer.last_commits[tp] = 15  # committed up to 15 (exclusive)
+    assert consumer.uncommitted() == 5

@@ -69,7 +69,7 @@ async def test_the_probe_records_answers_and_failures() -> None:
         if not broker_up:
             raise ConnectionRefusedError(111, "Connect call failed")
 
-    probe = asyncio.ensure_future(readiness.probe_forever(ask, every=0.01))
+    probe = asyncio.ensure_future(readiness.probe_forever(ask, every=0.01, tick=0.01))
     try:
         await wait_for(lambda: readiness.last_broker_error is not None, 5, "a failed probe")
         assert "ConnectionRefusedError" in (readiness.last_broker_error or "")

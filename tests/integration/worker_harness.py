@@ -30,6 +30,7 @@ class WorkerRun:
     web_port: int = field(default_factory=free_port)
     partner: web.Application | None = None  # the partner app, to read what it counted
     worker: WorkerProcess | None = None
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--loglevel", "info"] (the last wins)
 
     @property
     def topics(self) -> dict[str, str]:
@@ -58,7 +59,7 @@ class WorkerRun:
             "PARTNER_ALLOW_LOOPBACK": "true",
         }
         group = f"it-{self.suffix}"  # a stable instance id: a restart rejoins at once
-        args = ["--group-id", group, "--instance-id", f"{group}-0", "--partitions", "3"]
+        args = ["--group-id", group, "--instance-id", f"{group}-0", "--partitions", "3", *self.extra_args]
         self.worker = WorkerProcess(self.flow_file(), self.bootstrap, self.web_port, self.log_path, env, args)
         self.worker.start()
 

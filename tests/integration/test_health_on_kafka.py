@@ -1,0 +1,208 @@
+"""Health on the real broker: the broker stops and comes back under a running worker.
+
+/ready goes 200 -> 503 while Kafka is away and 503 -> 200 when it is back, by itself;
+the log stays readable meanwhile (a few WARNING lines per 30 s, no ERROR from a normal
+start to the stop); no lead is lost. A second worker gets SIGTERM while the broker is
+away and exits within 5 s; the first gets SIGINT at the end with Kafka up and exits
+within 5 s after committing. Both through the real CLI, without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from leads import sample_leads
+from partner_api import create_partner_app
+from worker_harness import WorkerRun
+
+from agents.kafka_io import Record, collect, publish
+from agents.process import serve_app, wait_for
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
+AWAY = 35.0  # seconds the broker stays away: more than one 30 s fold window of the log policy
+LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] (\w+) ")
+
+
+@dataclass
+class ReadyWatch:
+    """Polls /ready; keeps each change of its answer with the time it was first seen."""
+
+    url: str
+    transitions: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.transitions[-1][1] if self.transitions else "none"
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                try:
+                    async with session.get(self.url) as response:
+                        body = await response.json()
+                        # "for 31s" -> "for Ns": a change of reasons, not of every second
+                        reasons = re.sub(r"\d+s\b", "Ns", "; ".join(body.get("reasons", [])))
+                        state = f"{response.status} {reasons}".strip()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    state = f"no answer ({type(exc).__name__})"
+                if state != self.state:
+                    self.transitions.append((time.time(), state))
+                await asyncio.sleep(0.25)
+
+    def report(self) -> list[str]:
+        return [f"{datetime.fromtimestamp(at).isoformat(timespec='milliseconds')} /ready {state}"
+                for at, state in self.transitions]  # fmt: skip
+
+
+def log_lines(path: Path, since: float, until: float, levels: set[str]) -> list[str]:
+    """The worker's log lines at ``levels`` stamped within [since, until) (local time)."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        if (match := LOG_LINE.match(line)) and match[2] in levels:
+            stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if since <= stamp < until:
+                found.append(line)
+    return found
+
+
+def broker_running(state: str) -> bool:
+    pid = Path(state, "pid")
+    alive = pid.exists() and subprocess.run(["kill", "-0", pid.read_text().strip()], capture_output=True)
+    return bool(alive) and alive.returncode == 0
+
+
+def start_broker_again(state: str, bootstrap: str) -> None:
+    """The same broker (ports, data) again: restart.sh reads the address from the state
+    directory, which stop.sh cleared."""
+    Path(state, "bootstrap").write_text(bootstrap + "\n")
+    restart = [str(ROOT / "deploy/kafka/restart.sh"), state]
+    subprocess.run(restart, check=True, capture_output=True, timeout=180)
+
+
+@asynccontextmanager
+async def worker_with_partner(bootstrap: str, workdir: Path) -> AsyncIterator[WorkerRun]:
+    api_key = "it-key-" + uuid.uuid4().hex
+    partner = create_partner_app(api_key)
+    runner, url = await serve_app(partner)
+    run = WorkerRun(bootstrap, url, api_key, workdir, partner=partner, extra_args=["--loglevel", "info"])
+    run.start()
+    try:
+        yield run
+    finally:
+        run.stop()
+        await runner.cleanup()
+
+
+async def all_outputs(run: WorkerRun, expected: int) -> list[Record]:
+    topics = run.topics
+
+    def done(records: list[Record]) -> bool:
+        return len({r.key for r in records if r.topic != topics["incoming"]}) >= expected
+
+    records = await collect(run.bootstrap, [topics["enriched"], topics["errors"]], done, timeout=120)
+    return [r for r in records if r.topic != topics["incoming"]]
+
+
+async def stop_with(run: WorkerRun, sent: signal.Signals) -> float:
+    """Send ``sent``; the seconds until the process exited (fails past 10 s)."""
+    assert run.process is not None
+    started = time.monotonic()
+    run.process.send_signal(sent)
+    process = run.process
+    await wait_for(lambda: process.poll() is not None, 10, f"the worker's exit on {sent.name}")
+    return time.monotonic() - started
+
+
+@pytest.mark.timeout(300)
+async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    state = os.environ.get("LEADSTREAMS_KAFKA_STATE")
+    assert state, "run through `make test` (deploy/kafka/with-kafka.sh sets LEADSTREAMS_KAFKA_STATE)"
+    async with (
+        worker_with_partner(kafka_bootstrap, tmp_path) as main,
+        worker_with_partner(kafka_bootstrap, tmp_path) as other,
+    ):
+        watch = ReadyWatch(f"http://127.0.0.1:{main.web_port}/ready")
+        watching = asyncio.ensure_future(watch.run())
+        try:
+            await wait_for(lambda: watch.state.startswith("200"), 90, f"/ready 200\n{main.log_tail()}")
+            first = sample_leads(100, run_id=f"{main.suffix}-a", malformed=5)
+            for run in (main, other):
+                await publish(kafka_bootstrap, run.topics["incoming"], [(x.key, x.value) for x in first])
+            assert len(await all_outputs(main, 100)) >= 100
+            assert len(await all_outputs(other, 100)) >= 100
+
+            stopped = time.time()
+            subprocess.run([str(ROOT / "deploy/kafka/stop.sh"), state], check=True, capture_output=True)
+            await wait_for(lambda: watch.state.startswith("503"), 30, f"/ready 503\n{main.log_tail()}")
+            other_exit = await stop_with(other, signal.SIGTERM)
+            # The scenario, not a synchronisation: the broker stays away this long.
+            await asyncio.sleep(max(0.0, stopped + AWAY - time.time()))
+            back = time.time()
+            start_broker_again(state, kafka_bootstrap)
+            await wait_for(lambda: watch.state.startswith("200"), 90, f"/ready 200 again\n{main.log_tail()}")
+            recovered = time.time()
+
+            second = sample_leads(100, run_id=f"{main.suffix}-b", malformed=5)
+            await publish(kafka_bootstrap, main.topics["incoming"], [(x.key, x.value) for x in second])
+            outputs = await all_outputs(main, 200)
+            await wait_for(lambda: "ready again after " in main.log_path.read_text(), 10, "the ready line")
+            watching.cancel()  # the stop below ends the answers
+            main_exit = await stop_with(main, signal.SIGINT)
+        finally:
+            watching.cancel()
+            if not broker_running(state):  # the other tests of the session need it
+                start_broker_again(state, kafka_bootstrap)
+
+    print("", *watch.report(), sep="\n")
+    print(f"broker stopped {datetime.fromtimestamp(stopped)}, started again {datetime.fromtimestamp(back)}, "
+          f"/ready 200 {recovered - back:.1f}s after the restart began")  # fmt: skip
+    codes = [state.split()[0] for _, state in watch.transitions]
+    ready = codes.index("200")
+    assert "503" in codes[ready:] and codes[-1] == "200", watch.report()
+
+    # Nothing lost: every lead of both batches has an output.
+    ids = {orjson.loads(r.value).get("id") for r in outputs}
+    assert {lead.lead_id for lead in first + second if lead.lead_id} <= ids
+    assert len({r.key for r in outputs}) >= 200
+
+    # The log while Kafka was away: a few WARNING lines per 30 s, and no ERROR from the start to the stop.
+    away = [log_lines(main.log_path, since, since + 30, {"WARNING", "ERROR", "CRITICAL"})
+            for since in (stopped, stopped + 30) if since + 30 <= back + 5]  # fmt: skip
+    print("\n".join(f"warnings in 30 s window {index}: {len(lines)}" for index, lines in enumerate(away)))
+    assert away and all(len(lines) <= 15 for lines in away), away
+    assert not log_lines(main.log_path, 0, time.time() + 1, {"ERROR", "CRITICAL"})
+    main_log = main.log_path.read_text()
+    assert "not ready: " in main_log and "ready again after " in main_log
+
+    # The stops: SIGTERM with Kafka away, SIGINT with Kafka up; both quick and without a traceback.
+    other_log = other.log_path.read_text()
+    print(f"SIGTERM with the broker away: exit after {other_exit:.2f}s; SIGINT with it up: {main_exit:.2f}s")
+    assert other_exit <= 5 and main_exit <= 5
+    [exit_line] = [line for line in other_log.splitlines() if "exiting without a commit" in line]
+    print(exit_line)
+    assert "(SIGTERM while Kafka is unreachable)" in exit_line
+    will = r": \d+ leads read since the last commit \(\d+ in flight\) will be processed again"
+    assert re.search(will, exit_line), exit_line
+    assert "stopping (SIGINT)" in main_log and "stopped: committed " in main_log, main_log[-3000:]
+    for text in (main_log, other_log):
+        for noise in ("Traceback", "-INT-", "Unclosed"):
+            assert noise not in text, text[-3000:]
+    assert main.process is not None and main.process.returncode == 0
+    assert other.process is not None and other.process.returncode == 0
