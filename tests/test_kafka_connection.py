@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.kafka_connection import KafkaConfigError, KafkaConnection, from_properties
+from agents.kafka_connection import KafkaConfigError, KafkaConnection, from_properties, local_broker
 
 PASSWORD = 'pa"ss=w;rd\\x'
 
@@ -164,3 +164,33 @@ def test_plaintext_needs_nothing() -> None:
         "bootstrap_servers": "h:1",
         "security_protocol": "PLAINTEXT",
     }
+
+
+def test_the_local_brokers_address_is_used_when_none_is_given(tmp_path: Path) -> None:
+    """`make kafka-up` writes .kafka/bootstrap: found from the directory or, inside a
+    repository, from below it; any address given wins; never for a secured protocol."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".kafka").mkdir()
+    (tmp_path / ".kafka" / "bootstrap").write_text("127.0.0.1:40123\n")
+    below = tmp_path / "examples" / "demo"
+    below.mkdir(parents=True)
+    found = KafkaConnection.resolve({}, environ={}, local_from=below)
+    assert found.bootstrap == "127.0.0.1:40123"
+    assert found.bootstrap_source == f"{tmp_path}/.kafka/bootstrap, written by `make kafka-up`"
+    given = KafkaConnection.resolve({"bootstrap": "h:1"}, environ={}, local_from=below)
+    assert (given.bootstrap, given.bootstrap_source) == ("h:1", "--bootstrap")
+    from_env = KafkaConnection.resolve({}, environ={"LEADSTREAMS_BOOTSTRAP": "e:2"}, local_from=below)
+    assert (from_env.bootstrap, from_env.bootstrap_source) == ("e:2", "LEADSTREAMS_BOOTSTRAP")
+    secured = KafkaConnection.resolve(
+        {"security_protocol": "SSL"}, environ={}, local_from=below
+    )  # the file holds the PLAINTEXT listener
+    assert (secured.bootstrap, secured.bootstrap_source) == ("127.0.0.1:9092", "the default")
+    assert KafkaConnection.resolve({}, environ={}).bootstrap == "127.0.0.1:9092"  # only when asked
+
+
+def test_outside_a_repository_only_the_directory_itself_is_looked_at(tmp_path: Path) -> None:
+    (tmp_path / ".kafka").mkdir()
+    (tmp_path / ".kafka" / "bootstrap").write_text("127.0.0.1:40123\n")
+    (tmp_path / "sub").mkdir()
+    assert local_broker(tmp_path) == ("127.0.0.1:40123", tmp_path / ".kafka" / "bootstrap")
+    assert local_broker(tmp_path / "sub") is None

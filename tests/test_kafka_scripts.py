@@ -11,7 +11,9 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import ssl
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +23,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
+
+from agents.kafka_io import admin_client, ensure_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -254,3 +258,52 @@ async def test_tls_client_on_the_plaintext_port_is_refused(
     cause, elapsed = await refused(mtls_scram512(env, bootstrap_servers=kafka_bootstrap), caplog)
     assert isinstance(cause, (ConnectionError, ssl.SSLError, KafkaConnectionError))
     assert elapsed < REFUSAL_BOUND_S
+
+
+# -- a state directory keeps its broker's port and topics (make kafka-up / kafka-down) ----
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=180)
+
+
+async def topics_of(bootstrap: str) -> set[str]:
+    async with admin_client(bootstrap) as admin:
+        return set(await admin.list_topics())
+
+
+async def test_a_state_dir_keeps_its_port_and_topics_until_fresh(tmp_path: Path) -> None:
+    state = str(tmp_path / "kafka")
+    try:
+        first = script("start.sh", state)
+        assert first.returncode == 0, first.stderr
+        bootstrap = first.stdout.strip()
+        assert first.stdout == f"{bootstrap}\n"  # stdout: the address only, scripts read it
+        assert f"export LEADSTREAMS_BOOTSTRAP={bootstrap}\n" in first.stderr
+        assert Path(state, "bootstrap").read_text().strip() == bootstrap
+        await ensure_topics(bootstrap, ["kept"], 2)
+
+        assert script("stop.sh", state).returncode == 0
+        again = script("start.sh", state)  # make kafka-down + make kafka-up
+        assert (again.returncode, again.stdout.strip()) == (0, bootstrap), again.stderr
+        assert "topics kept from its previous start" in again.stderr
+        assert "kept" in await topics_of(bootstrap)
+
+        assert script("stop.sh", state).returncode == 0
+        fresh = script("start.sh", "--fresh", state)
+        assert (fresh.returncode, fresh.stdout.strip()) == (0, bootstrap), fresh.stderr
+        assert "kept" not in await topics_of(bootstrap)
+
+        assert script("stop.sh", state).returncode == 0
+        port = int(bootstrap.rsplit(":", 1)[1])
+        with socket.socket() as taken:  # someone else took the port meanwhile
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            moved = script("start.sh", state)
+        assert moved.returncode == 0, moved.stderr
+        assert moved.stdout.strip() != bootstrap
+        assert "is taken: starting fresh on new ports" in moved.stderr
+    finally:
+        script("stop.sh", state)
