@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -222,3 +225,42 @@ async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
     assert main.process is not None and main.process.returncode == 0
     assert other.process is not None and other.process.returncode == 0
     assert third.process is not None and third.process.returncode == 0
+
+
+async def test_json_logs_are_json_lines_on_a_terminal_too(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Faust's worker draws a spinner and prints to a terminal; with --log-format json every
+    line on a tty is JSON, from the first to the stop."""
+    run = WorkerRun(kafka_bootstrap, "http://127.0.0.1:1", "key", tmp_path)
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "INTERNAL_API_KEY": "key", "PARTNER_URL": "http://127.0.0.1:1",
+           "PARTNER_ALLOW_LOOPBACK": "true"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "worker", str(run.flow_file()), "--bootstrap", kafka_bootstrap,
+         "--web-port", str(run.web_port), "--group-id", f"tty-{run.suffix}", "--log-format", "json"],
+        stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env=env,
+    )  # fmt: skip
+    os.close(secondary)
+    output = bytearray()
+
+    def read_some() -> None:
+        while select.select([primary], [], [], 0)[0]:
+            try:
+                output.extend(os.read(primary, 65536))
+            except OSError:  # the worker closed the terminal
+                return
+
+    try:
+        await wait_for(lambda: (read_some(), b'"started: ' in output)[1], 90, "the started line")
+        process.send_signal(signal.SIGINT)
+        await wait_for(lambda: (read_some(), process.poll() is not None)[1], 10, "the exit")
+        read_some()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(primary)
+    lines = [line for line in output.decode(errors="replace").replace("\r", "").splitlines() if line.strip()]
+    entries = [orjson.loads(line) for line in lines]  # fails on the first line that is not JSON
+    messages = [entry["message"] for entry in entries]
+    assert any(m.startswith("started: ") for m in messages), messages
+    assert any(m.startswith("stopped: ") for m in messages), messages
+    assert process.returncode == 0
