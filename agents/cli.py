@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import logging.config
-import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -19,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agents.cli_errors import EXIT_INTERRUPTED, EXIT_USAGE, OneLineErrors, TopicName, fail, port_problem, say
 from agents.kafka_connection import MECHANISMS, PROTOCOLS, KafkaConfigError, KafkaConnection
 from agents.topic_names import topic_name_problem
 from streams.flow import Flow
@@ -27,8 +26,6 @@ from streams.problems import FlowFileError
 
 err = Console(stderr=True)
 EXIT_INVALID_FLOW = 2
-EXIT_USAGE = 2  # click's code for a usage error; also a port in use, a bad topic name
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 KAFKA_OPTIONS = (
     click.option("--bootstrap", help="Kafka bootstrap servers, host:port[,host:port] "
@@ -53,43 +50,6 @@ KAFKA_OPTIONS = (
     click.option("--ssl-check-hostname/--no-ssl-check-hostname", default=None,
                  help="Check the broker's certificate names its host (default on)."),
 )  # fmt: skip
-
-
-class Say:
-    """Where the CLI's own lines go. On stderr as they are, except in a worker: there
-    they are log records once logging is configured (``use``), so that with
-    ``--log-format json`` every line it prints is JSON."""
-
-    def __init__(self) -> None:
-        self.log: logging.Logger | None = None
-        self.records_only = False  # errors and progress as records too (JSON logs)
-
-    def use(self, log: logging.Logger, records_only: bool) -> None:
-        self.log, self.records_only = log, records_only
-
-    def __call__(self, level: int, line: str) -> None:
-        """info/warning lines: a record in a worker (stderr elsewhere); errors and
-        progress: ``error: ...`` / the line on stderr, unless records only."""
-        if self.log is not None and (self.records_only or level in (logging.INFO, logging.WARNING)):
-            self.log.log(level, line)
-        else:
-            click.echo(f"error: {line}" if level >= logging.ERROR else line, err=True)
-
-    def plain(self, line: str, level: int = logging.WARNING) -> None:
-        """A line as it is (progress, a flow's problems); a record at ``level`` if records only."""
-        if self.log is not None and self.records_only:
-            self.log.log(level, line)
-        else:
-            click.echo(line, err=True)
-
-
-say = Say()
-
-
-def fail(line: str, code: int) -> NoReturn:
-    """One line (``error: ...``, or a JSON record in a JSON-logging worker) and exit."""
-    say(logging.ERROR, line)
-    sys.exit(code)
 
 
 Prepare = Callable[[dict[str, Any]], Mapping[str, Any]]
@@ -186,27 +146,6 @@ def _load(path: str) -> Flow:
             say.plain(str(problem), logging.ERROR)
         say.plain(f"{len(problems)} problem(s) in {path}", logging.ERROR)
         sys.exit(EXIT_INVALID_FLOW)
-
-
-class OneLineErrors(click.Group):
-    """Click's usage errors as one line (``error: ...``, the command's --help named),
-    not its four-line usage block; Ctrl-C is one line and exit 130, not ``Aborted!``."""
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        kwargs["standalone_mode"] = False  # errors come back here instead of being printed
-        try:
-            result = super().main(*args, **kwargs)
-        except click.UsageError as exc:
-            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            click.echo(f"error: {exc.format_message()}{where}", err=True)
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("error: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        sys.exit(result if isinstance(result, int) else 0)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -319,7 +258,7 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
         if problem is not None:
             fail(f"flow {arguments['flow']}: {problem}", EXIT_USAGE)
     host, port = arguments["web_host"], arguments["web_port"]
-    problem = _port_problem(host, port)
+    problem = port_problem(host, port)
     if problem is not None:
         fail(f"--web-host {host} --web-port {port}: {problem}", EXIT_USAGE)
     return {"loaded": loaded}
@@ -340,25 +279,6 @@ def _topics_of(loaded: Flow) -> dict[str, str]:
     if loaded.delayed_retry is not None and topics.retry:
         roles.update(dict.fromkeys(tier_topics(topics.retry, loaded.delayed_retry).values(), READ))
     return roles
-
-
-def _port_problem(host: str, port: int) -> str | None:
-    """Why the worker's web server could not listen on host:port, found by binding it
-    as aiohttp will (SO_REUSEADDR: a port left in TIME_WAIT is free, a listening one is
-    not). A port taken between this check and the start still fails there."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except (socket.gaierror, UnicodeError) as exc:
-        return f"cannot resolve the host ({exc}); give an address of this machine with --web-host"
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "the port is in use (another worker?); give each worker its own --web-port"
-            return f"cannot listen there ({exc.strerror}); choose another --web-host or --web-port"
-    return None
 
 
 @main.command()
@@ -519,19 +439,6 @@ def _fewer_partitions(name: str, count: int, wanted: int, role: str, kafka: Kafk
         f"{role.format(count=count)}. Add partitions with kafka-topics.sh --bootstrap-server "
         f"{kafka.bootstrap} --alter --topic {name} --partitions {wanted}, or pass --partitions {count}"
     )
-
-
-class TopicName(click.ParamType):
-    """A topic name Kafka accepts, checked before any request (a bad one made publish
-    wait ~40 s for metadata, then print a traceback)."""
-
-    name = "topic"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        problem = topic_name_problem(str(value))
-        if problem is not None:
-            self.fail(problem, param, ctx)
-        return str(value)
 
 
 def _json_lines(ctx: click.Context, param: click.Parameter, file: Any) -> list[tuple[bytes | None, bytes]]:

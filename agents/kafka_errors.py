@@ -24,7 +24,6 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from agents.kafka_connection import KafkaConnection, local_broker
 
 EXIT_KAFKA = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def unreachable_hint(kafka: KafkaConnection, here: Path | None = None) -> str:
