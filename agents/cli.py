@@ -265,8 +265,8 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 # What fewer partitions than asked cost, by role, and what adding some does.
-READ = "at most {count} worker(s) can share it (after adding some, a lead id may be run out of order once)"
-WRITTEN = "its readers can read it {count} consumer(s) at a time at most (adding some moves later keys)"
+READ = "at most {count} worker(s) can share it (once more are added, a lead id may run out of order once)"
+WRITTEN = "at most {count} consumer(s) of a group can read it in parallel"
 
 
 def _topics_of(loaded: Flow) -> dict[str, str]:
