@@ -348,10 +348,12 @@ class LeadWorker(faust.Worker):
         if self.app.in_flight() and elapsed < self.app.shutdown_grace and self.app.kafka_reachable():
             self.arm(0.5)  # leads are being written: they get the grace
             return
-        received = self.stop_signal.name if self.stop_signal else "the stop signal"
-        self.exit_now(f"the stop did not finish within {elapsed:.1f}s of {received}")
+        if self.stop_signal is None:  # Faust stopped on its own: a crash
+            self.exit_now(f"the stop after a crash did not finish within {elapsed:.1f}s", code=1)
+        else:
+            self.exit_now(f"the stop did not finish within {elapsed:.1f}s of {self.stop_signal.name}")
 
-    def exit_now(self, why: str) -> None:
+    def exit_now(self, why: str, code: int = 0) -> None:
         """Exit without a commit: what was read since the last one is read again."""
         try:
             consumer = self.app.consumer
@@ -363,9 +365,12 @@ class LeadWorker(faust.Worker):
         log.warning("exiting without a commit (%s): %s will be processed again by the partitions' next owner",
                     why, counts)  # fmt: skip
         flush_logs()
-        os._exit(0)
+        os._exit(code)
 
     def stop_and_shutdown(self) -> None:  # mode's, with the "stopped" line between the two
+        if self.stop_signal is None:  # not stopped by a signal (a crash): bounded the same way
+            self.stop_started = time.monotonic()
+            self.arm(self.stop_within)
         if self._signal_stop_future and not self._signal_stop_future.done():
             self.loop.run_until_complete(self._signal_stop_future)
         elif not self._stopped.is_set():

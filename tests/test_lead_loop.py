@@ -90,7 +90,9 @@ async def written(loop: LeadLoop, ledger: Ledger, count: int) -> None:
 async def test_current_messages_are_tracked_run_written_then_acked() -> None:
     loop, ledger, producer = lead_loop()
     await loop.admit([message(n) for n in range(5)], lambda m: True)
+    assert loop.unwritten == 5  # what a stop reports as in flight
     await written(loop, ledger, 5)
+    assert loop.unwritten == 0
     assert ledger.tracked == [0, 1, 2, 3, 4]
     assert sorted(ledger.acked) == [0, 1, 2, 3, 4]
     assert sorted(producer.sent) == [b"0", b"1", b"2", b"3", b"4"]
