@@ -13,13 +13,13 @@ import binascii
 import hashlib
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
+from streams.cache_index import DEFAULT_MAX_ENTRIES, CacheIndex, CacheLimit, CacheObserver, CachePolicy
 from streams.http_types import HttpResult
 
 _FORMAT_VERSION = 1
@@ -87,6 +87,21 @@ class CachedResponse:
         return cls(status=status, headers=headers, body=raw, stored_at=float(stored_at))
 
 
+def stored_at_of(data: bytes) -> float | None:
+    """When a changelog record's response was stored, without decoding its body (None: not a
+    record this version can read)."""
+    try:
+        record: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or record.get("v") != _FORMAT_VERSION:
+        return None
+    stored_at = record.get("stored_at")
+    if isinstance(stored_at, bool) or not isinstance(stored_at, int | float) or not math.isfinite(stored_at):
+        return None
+    return float(stored_at)
+
+
 class ResponseCache(Protocol):
     """Where last good results live. Async because the production store sits behind Kafka/RocksDB."""
 
@@ -96,44 +111,44 @@ class ResponseCache(Protocol):
 
 
 class InMemoryCache:
-    """A bounded LRU ``ResponseCache`` for tests and single-process runs.
+    """A bounded ``ResponseCache`` in a dict, for tests and single-process runs (``try``).
 
-    ``max_age`` (seconds, by ``clock``) is optional housekeeping: entries older than it are dropped
-    when read, so a long-lived process does not keep stale bodies it will never serve. Whether an entry
-    is fresh enough for a particular step is still the caller's decision, through ``fresh``.
+    It forgets by the same rule as the worker's table (``streams.cache_index``): per integration,
+    entries older than their limit's ``max_age`` expire and past ``max_entries`` the oldest stored
+    go first. Without a ``policy``, every integration gets ``CacheLimit(max_entries, max_age)``.
+    Whether an entry is fresh enough for a particular step is still the caller's decision, through
+    ``fresh``.
     """
 
     def __init__(
         self,
-        max_entries: int = 10000,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
         clock: Callable[[], float] = time.time,
         max_age: float | None = None,
+        *,
+        policy: CachePolicy | None = None,
+        observer: CacheObserver | None = None,
     ) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self.max_entries = max_entries
+        policy = policy or CachePolicy(default=CacheLimit(max_entries, max_age))
         self.clock = clock
-        self.max_age = max_age
-        self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
+        self.index = CacheIndex(policy, observer)
+        self._entries: dict[str, CachedResponse] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     async def get(self, key: str) -> CachedResponse | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if self.max_age is not None and not fresh(entry, self.max_age, self.clock()):
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)  # a read counts as use
-        return entry
+        self._forget_due()
+        return self._entries.get(key)
 
     async def put(self, key: str, response: CachedResponse) -> None:
         self._entries[key] = response
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.index.record(key, response.stored_at)
+        self._forget_due()
+
+    def _forget_due(self) -> None:
+        for key, _ in self.index.due(self.clock()):
+            del self._entries[key]
 
 
 def fresh(entry: CachedResponse, max_age: float, now: float) -> bool:
@@ -146,7 +161,10 @@ def fresh(entry: CachedResponse, max_age: float, now: float) -> bool:
 
 
 def request_fingerprint(integration: str, method: str, url: str, body: bytes | None) -> str:
-    """The cache key: sha256 hex over the integration name, method, URL and body, nothing else.
+    """The cache key: ``INTEGRATION:`` and a sha256 hex over the integration name, method, URL and
+    body, nothing else. The readable prefix is what the cache's per-integration limits go by
+    (``streams.cache_index.integration_of``); keys of the earlier, unprefixed format belong to no
+    integration, so a worker with a flow's policy deletes them.
 
     Headers are left out on purpose. Auth headers rotate (OAuth2 tokens, HMAC signatures with a
     timestamp), and so do per-attempt headers like ``Idempotency-Key`` or request ids; any of them in
@@ -168,4 +186,4 @@ def request_fingerprint(integration: str, method: str, url: str, body: bytes | N
     else:
         digest.update(b"\x01" + len(body).to_bytes(8, "big"))
         digest.update(body)
-    return digest.hexdigest()
+    return f"{integration}:{digest.hexdigest()}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from streams.auth import Auth, NoAuth
 from streams.bodies import Body
+from streams.cache_index import DEFAULT_MAX_ENTRIES, CacheLimit, CachePolicy
 from streams.outcomes import Outcome
 from streams.retry_policy import RetryConfig
 from streams.templates import Value
@@ -67,6 +68,7 @@ class Integration:
     allow_private_networks: bool = False
     allow_loopback: bool = False
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    cache_max_entries: int = DEFAULT_MAX_ENTRIES  # `cache: {max_entries}`: last good answers kept
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,23 @@ class Flow:
     @property
     def steps(self) -> tuple[Step, ...]:
         return tuple(step for stage in self.stages for step in stage)
+
+    @functools.cached_property
+    def cache_policy(self) -> CachePolicy:
+        """What the response cache keeps: per integration whose steps have ``fallback: [{cache:
+        AGE}]``, up to its ``cache.max_entries`` entries, each for the longest AGE among those
+        steps (steps of one integration share entries: the key has no step in it). Entries of
+        any other integration are never read by this flow, so the policy drops them."""
+        limits: dict[str, CacheLimit] = {}
+        for step in self.steps:
+            ages = [source.max_age for source in step.fallback if source.kind == "cache"]
+            if not ages:
+                continue
+            name = step.integration.name
+            known = limits.get(name)
+            age = max(ages) if known is None or known.max_age is None else max(*ages, known.max_age)
+            limits[name] = CacheLimit(step.integration.cache_max_entries, age)
+        return CachePolicy(limits, default=None)
 
     @property
     def secrets(self) -> list[str]:

@@ -166,6 +166,7 @@ class _Builder:
                 seen.add(member["name"])
                 stage.append(self.step(member, member_path, integrations))
             stages.append(tuple(stage))
+        self.check_cache_limits(data.get("integrations") or {}, [s for stage in stages for s in stage])
         if self.problems:
             return None
         return Flow(
@@ -177,6 +178,17 @@ class _Builder:
             source_file=self.filename,
             delayed_retry=delayed,
         )
+
+    def check_cache_limits(self, raw: dict[str, Any], steps: list[Step]) -> None:
+        """An integration's ``cache:`` with no step caching its answers is a mistake to report:
+        the author expects a cache that nothing fills."""
+        caching = {step.integration.name for step in steps if step.caches}
+        for name, spec in raw.items():
+            if (spec or {}).get("cache") is not None and name not in caching:
+                self.problem(
+                    ("integrations", name, "cache"),
+                    "no step of this integration has `fallback: [{cache: AGE}]`, so nothing is cached",
+                )
 
     def integration(self, name: str, raw: dict[str, Any], settings: dict[str, Any]) -> Integration:
         path: Path = ("integrations", name)
@@ -214,6 +226,7 @@ class _Builder:
             allow_private_networks=raw.get("allow_private_networks", False),
             allow_loopback=raw.get("allow_loopback", False),
             allowed_networks=self.networks(raw.get("allowed_networks") or [], (*path, "allowed_networks")),
+            cache_max_entries=(raw.get("cache") or {}).get("max_entries", defaults.cache_max_entries),
         )
 
     def step(self, raw: dict[str, Any], path: Path, integrations: dict[str, Integration]) -> Step:

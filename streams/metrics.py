@@ -138,6 +138,19 @@ class Metrics:
             ["flow", "step", "result"],
             registry=registry,
         )
+        self.cache_entries = Gauge(
+            "leadstreams_cache_entries",
+            "Entries in the fallback cache, by integration (each worker holds them all).",
+            ["flow", "integration"],
+            registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "leadstreams_cache_evictions_total",
+            "Cache entries deleted by this worker: expired, full (oldest past max_entries), "
+            "unused (of no integration the flow caches).",
+            ["flow", "integration", "reason"],
+            registry=registry,
+        )
         self.auth_failures = Counter(
             "leadstreams_auth_failures_total",
             "401/403 after the auth flow's own retry, and token failures.",
@@ -203,3 +216,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+
+class CacheMetrics:
+    """The cache's observer (``streams.cache_index.CacheObserver``) on a worker's metrics."""
+
+    def __init__(self, metrics: Metrics, flow: str) -> None:
+        self.metrics = metrics
+        self.flow = flow
+
+    def entries(self, integration: str, count: int) -> None:
+        self.metrics.cache_entries.labels(self.flow, integration).set(count)
+
+    def evicted(self, integration: str, reason: str, count: int) -> None:
+        self.metrics.cache_evictions.labels(self.flow, integration, reason).inc(count)

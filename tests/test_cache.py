@@ -1,13 +1,16 @@
-"""The last-good-result cache: changelog encoding, LRU bounds, freshness and the request key."""
+"""The last-good-result cache: changelog encoding, expiry and bounds (the rule of
+streams.cache_index, through InMemoryCache), the entry gauge, freshness and the request key."""
 
 from __future__ import annotations
 
 import base64
+import tracemalloc
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from streams.cache import (
     CacheDecodeError,
@@ -16,8 +19,11 @@ from streams.cache import (
     ResponseCache,
     fresh,
     request_fingerprint,
+    stored_at_of,
 )
+from streams.cache_index import CacheLimit, CachePolicy
 from streams.http_types import HttpResult
+from streams.metrics import CacheMetrics, Metrics
 
 responses = st.builds(
     CachedResponse,
@@ -88,41 +94,226 @@ async def test_in_memory_cache_is_a_response_cache() -> None:
     assert await cache.get("k") == entry(body=b"2")
 
 
-async def test_least_recently_used_entry_is_evicted_first() -> None:
-    cache = InMemoryCache(max_entries=3)
-    for key in "abc":
-        await cache.put(key, entry(body=key.encode()))
-    assert await cache.get("a") is not None  # reading "a" makes "b" the oldest
-    await cache.put("d", entry(body=b"d"))
-    assert len(cache) == 3
-    assert await cache.get("b") is None
-    assert [key for key in "acd" if await cache.get(key) is not None] == ["a", "c", "d"]
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
-async def test_rewriting_an_entry_refreshes_it() -> None:
-    cache = InMemoryCache(max_entries=2)
-    await cache.put("a", entry())
-    await cache.put("b", entry())
-    await cache.put("a", entry(body=b"new"))
-    await cache.put("c", entry())
-    assert await cache.get("b") is None
-    assert await cache.get("a") == entry(body=b"new")
+class Observed:
+    """A CacheObserver that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        self.evictions: dict[tuple[str, str], int] = {}
+
+    def entries(self, integration: str, count: int) -> None:
+        self.sizes[integration] = count
+
+    def evicted(self, integration: str, reason: str, count: int) -> None:
+        self.evictions[integration, reason] = self.evictions.get((integration, reason), 0) + count
 
 
-async def test_optional_max_age_drops_old_entries_on_read() -> None:
-    now = [1000.0]
-    cache = InMemoryCache(clock=lambda: now[0], max_age=60)
-    await cache.put("k", entry(stored_at=1000.0))
-    now[0] = 1060.0
-    assert await cache.get("k") is not None
-    now[0] = 1060.5
-    assert await cache.get("k") is None
+def key(integration: str, name: str) -> str:
+    return request_fingerprint(integration, "GET", f"https://x.example/{name}", None)
+
+
+def policy(**limits: CacheLimit) -> CachePolicy:
+    return CachePolicy(limits, default=None)
+
+
+async def test_entries_expire_after_their_age() -> None:
+    clock = Clock(1000.0)
+    cache = InMemoryCache(policy=policy(api=CacheLimit(max_age=60)), clock=clock)
+    await cache.put(key("api", "a"), entry(stored_at=1000.0))
+    await cache.put(key("api", "b"), entry(stored_at=1030.0))
+    clock.now = 1060.0  # exactly max_age old: still kept (as `fresh` counts it)
+    assert await cache.get(key("api", "a")) is not None
+    clock.now = 1060.5
+    assert await cache.get(key("api", "a")) is None
+    assert len(cache) == 1
+    clock.now = 1091.0
+    assert await cache.get(key("api", "b")) is None
     assert len(cache) == 0
 
 
-def test_max_entries_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+async def test_an_entry_replayed_after_its_age_does_not_come_back() -> None:
+    """A restart replays the changelog: what was stored more than max_age ago is dropped at once."""
+    clock = Clock(10_000.0)
+    cache = InMemoryCache(policy=policy(api=CacheLimit(max_age=60)), clock=clock)
+    await cache.put(key("api", "old"), entry(stored_at=9_000.0))
+    await cache.put(key("api", "new"), entry(stored_at=9_990.0))
+    assert await cache.get(key("api", "old")) is None
+    assert await cache.get(key("api", "new")) is not None
+
+
+async def test_the_oldest_stored_goes_first_and_reads_do_not_count() -> None:
+    cache = InMemoryCache(policy=policy(api=CacheLimit(max_entries=3)))
+    for stamp, name in enumerate("abc"):
+        await cache.put(key("api", name), entry(stored_at=float(stamp), body=name.encode()))
+    assert await cache.get(key("api", "a")) is not None  # a read is not in the changelog: no "use"
+    await cache.put(key("api", "d"), entry(stored_at=3.0, body=b"d"))
+    assert len(cache) == 3
+    assert [n for n in "abcd" if await cache.get(key("api", n)) is not None] == ["b", "c", "d"]
+
+
+async def test_order_is_by_time_stored_not_by_arrival() -> None:
+    """Workers see each other's writes late; ordering by the stamp in the entry (then the key)
+    makes every worker pick the same victim."""
+    cache = InMemoryCache(policy=policy(api=CacheLimit(max_entries=2)))
+    await cache.put(key("api", "late"), entry(stored_at=50.0))
+    await cache.put(key("api", "early"), entry(stored_at=10.0))  # another worker's, arriving late
+    await cache.put(key("api", "now"), entry(stored_at=60.0))
+    assert await cache.get(key("api", "early")) is None
+    assert await cache.get(key("api", "late")) is not None
+
+
+async def test_rewriting_an_entry_refreshes_it() -> None:
+    cache = InMemoryCache(policy=policy(api=CacheLimit(max_entries=2)))
+    await cache.put(key("api", "a"), entry(stored_at=1.0))
+    await cache.put(key("api", "b"), entry(stored_at=2.0))
+    await cache.put(key("api", "a"), entry(stored_at=3.0, body=b"new"))
+    await cache.put(key("api", "c"), entry(stored_at=4.0))
+    assert await cache.get(key("api", "b")) is None
+    assert await cache.get(key("api", "a")) == entry(stored_at=3.0, body=b"new")
+
+
+async def test_each_integration_has_its_own_bound() -> None:
+    cache = InMemoryCache(policy=policy(scoring=CacheLimit(max_entries=2), crm=CacheLimit(max_entries=5)))
+    for i in range(10):
+        await cache.put(key("scoring", str(i)), entry(stored_at=float(i)))
+        await cache.put(key("crm", str(i)), entry(stored_at=float(i)))
+    assert cache.index.sizes() == {"scoring": 2, "crm": 5}
+    assert await cache.get(key("scoring", "9")) is not None
+    assert await cache.get(key("crm", "5")) is not None
+    assert await cache.get(key("crm", "4")) is None
+
+
+async def test_entries_no_step_reads_are_dropped() -> None:
+    """A flow's policy names every integration it caches: another integration's key, or one
+    of the old unprefixed format, would never be read again."""
+    observed = Observed()
+    cache = InMemoryCache(policy=policy(api=CacheLimit()), observer=observed)
+    await cache.put(key("renamed", "a"), entry())
+    await cache.put("62f07e0ebdba17f2b07816cd369421d3dbdaae4122cc53d5b2f546da6b39124f", entry())
+    await cache.put(key("api", "a"), entry())
+    assert len(cache) == 1
+    assert observed.evictions == {("renamed", "unused"): 1, ("", "unused"): 1}
+
+
+async def test_without_a_policy_every_integration_gets_the_default_limit() -> None:
+    cache = InMemoryCache(max_entries=2)
+    for i in range(3):
+        await cache.put(key("a", str(i)), entry(stored_at=float(i)))
+        await cache.put(key("b", str(i)), entry(stored_at=float(i)))
+    assert cache.index.sizes() == {"a": 2, "b": 2}
+    assert InMemoryCache().index.policy.limit_for("any") == CacheLimit(max_entries=10_000, max_age=None)
+
+
+async def test_the_gauge_follows_the_entries_per_integration() -> None:
+    clock = Clock(100.0)
+    metrics = Metrics(CollectorRegistry())
+    cache = InMemoryCache(
+        policy=policy(scoring=CacheLimit(max_entries=2, max_age=10), crm=CacheLimit()),
+        clock=clock,
+        observer=CacheMetrics(metrics, "leads"),
+    )
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"flow": "leads", **labels})
+
+    for i in range(3):
+        await cache.put(key("scoring", str(i)), entry(stored_at=100.0 + i))
+    await cache.put(key("crm", "x"), entry(stored_at=100.0))
+    assert sample("leadstreams_cache_entries", integration="scoring") == 2
+    assert sample("leadstreams_cache_entries", integration="crm") == 1
+    assert sample("leadstreams_cache_evictions_total", integration="scoring", reason="full") == 1
+    clock.now = 200.0
+    assert await cache.get(key("crm", "x")) is not None  # crm's entries never expire by age
+    assert sample("leadstreams_cache_entries", integration="scoring") == 0
+    assert sample("leadstreams_cache_evictions_total", integration="scoring", reason="expired") == 2
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
         InMemoryCache(max_entries=0)
+    with pytest.raises(ValueError, match="max_age"):
+        CacheLimit(max_age=-1)
+    with pytest.raises(ValueError, match="max_age"):
+        CacheLimit(max_age=float("nan"))
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),  # integration
+        st.integers(min_value=0, max_value=30),  # which request
+        st.floats(min_value=-20, max_value=5),  # stored this long after (before) the clock
+        st.floats(min_value=0, max_value=10),  # then the clock moves on
+    ),
+    max_size=200,
+)
+
+
+@given(operations, st.integers(min_value=1, max_value=8), st.integers(min_value=1, max_value=8))
+async def test_the_bound_holds_and_matches_the_simple_rule(
+    ops: list[tuple[str, int, float, float]], bound_a: int, bound_b: int
+) -> None:
+    """After every write: no integration above its bound, nothing older than max_age, and
+    exactly the entries the rule written plainly (sort, drop the oldest) keeps."""
+    limits = {"a": CacheLimit(max_entries=bound_a, max_age=15.0), "b": CacheLimit(max_entries=bound_b)}
+    clock = Clock(0.0)
+    cache = InMemoryCache(policy=CachePolicy(limits, default=None), clock=clock)
+    model: dict[str, float] = {}
+    for integration, request, offset, step in ops:
+        k, stamp = key(integration, str(request)), clock.now + offset
+        await cache.put(k, entry(stored_at=stamp))
+        model[k] = stamp
+        for name, limit in limits.items():
+            mine = sorted((t, k) for k, t in model.items() if k.startswith(name + ":"))
+            for t, old in mine:
+                if limit.max_age is not None and clock.now - t > limit.max_age:
+                    del model[old]
+            mine = sorted((t, k) for k, t in model.items() if k.startswith(name + ":"))
+            for _, old in mine[: max(0, len(mine) - limit.max_entries)]:
+                del model[old]
+        assert {k: e.stored_at for k, e in cache._entries.items()} == model
+        sizes = cache.index.sizes()
+        assert sizes.get("a", 0) <= bound_a and sizes.get("b", 0) <= bound_b
+        assert len(cache.index) == len(cache)
+        clock.now += step
+
+
+async def test_a_hundred_thousand_requests_stay_within_the_bound() -> None:
+    """100,000 distinct requests (about 300-byte answers) into a 1,000-entry cache: the size
+    stays at the bound and the memory after 100,000 is what it was after 10,000."""
+    clock = Clock()
+    cache = InMemoryCache(policy=policy(api=CacheLimit(max_entries=1_000, max_age=3600)), clock=clock)
+    body = b'{"score": 7, "reasons": ["' + b"x" * 260 + b'"]}'
+    tracemalloc.start()
+    try:
+        for i in range(100_000):
+            clock.now = float(i)  # one request a second: none expires, the bound does the work
+            await cache.put(key("api", f"lead-{i}"), entry(stored_at=float(i), body=body + str(i).encode()))
+            if i == 9_999:
+                at_10k = tracemalloc.get_traced_memory()[0]
+        at_100k = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 1_000 and cache.index.sizes() == {"api": 1_000}
+    assert await cache.get(key("api", "lead-99999")) is not None
+    assert await cache.get(key("api", "lead-98999")) is None
+    assert at_100k < at_10k * 1.1 + 64 * 1024, (at_10k, at_100k)
+    heap = cache.index._groups["api"].heap
+    assert len(heap) <= 2 * 1_000 + 64
+
+
+def test_the_time_stored_is_read_without_the_body() -> None:
+    assert stored_at_of(entry(stored_at=12.5, body=b"\xff" * 10).to_bytes()) == 12.5
+    assert stored_at_of(b"not json") is None
+    assert stored_at_of(b'{"v": 2, "stored_at": 1}') is None
+    assert stored_at_of(b'{"v": 1, "stored_at": true}') is None
 
 
 @pytest.mark.parametrize(
@@ -142,7 +333,7 @@ def test_freshness_boundary(now: float, expected: bool) -> None:
 def test_fingerprint_is_a_stable_sha256() -> None:
     key = request_fingerprint("scoring", "POST", "https://api.example.com/v1/score?x=1", b'{"email":"a@b.c"}')
     # Pinned: a change here silently orphans every entry in the changelog.
-    assert key == "62f07e0ebdba17f2b07816cd369421d3dbdaae4122cc53d5b2f546da6b39124f"
+    assert key == "scoring:62f07e0ebdba17f2b07816cd369421d3dbdaae4122cc53d5b2f546da6b39124f"
     assert key == request_fingerprint(
         "scoring", "post", "https://api.example.com/v1/score?x=1", b'{"email":"a@b.c"}'
     )
