@@ -21,7 +21,9 @@ from resilience_helpers import (
     score_step,
 )
 
+from streams.cache import InMemoryCache
 from streams.loader import parse_flow
+from streams.metrics import CacheMetrics
 from streams.outcomes import Outcome
 from streams.problems import FlowFileError
 
@@ -157,6 +159,26 @@ async def test_a_rejected_lead_is_not_cached(aiohttp_server: AiohttpServer) -> N
         api.script.then(DOWN)
         later = only_step(await h.run(SAME_REQUEST))
     assert (later.outcome, later.source) == (Outcome.ERROR, None)
+
+
+async def test_the_flow_s_cache_limit_holds_through_the_engine(aiohttp_server: AiohttpServer) -> None:
+    """`cache: {max_entries: 2}` on the integration: a third answer pushes out the oldest stored,
+    and the gauge says 2 for the integration."""
+    api = await partner(aiohttp_server, OK)
+    chain = [{"cache": "1h"}, {"default": {"score": 0}}]
+    flow = build_flow(api.url, [score_step(fallback=chain)], integration={"cache": {"max_entries": 2}})
+    async with harness(flow) as h:
+        cache = InMemoryCache(policy=flow.cache_policy, observer=CacheMetrics(h.metrics, flow.name))
+        h.runner.services.cache = cache  # what runner.py's default cache gets once it takes the policy
+        for i, email in enumerate(["a@x.example", "b@x.example", "c@x.example"]):
+            assert only_step(await h.run({"id": f"L{i}", "email": email})).source == "primary"
+        api.script.then(DOWN)
+        oldest = await h.run({"id": "again-a", "email": "a@x.example"})
+        newest = await h.run({"id": "again-c", "email": "c@x.example"})
+        assert (only_step(oldest).source, oldest.lead["score"]) == ("default", 0)
+        assert (only_step(newest).source, newest.lead["score"]) == ("cache", 7)
+        assert h.sample("leadstreams_cache_entries", integration="api") == 2
+        assert h.sample("leadstreams_cache_evictions_total", integration="api", reason="full") == 1
 
 
 # --- default, skip ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from helpers import DEMO_FLOW, demo_flow
 
 from streams.auth.api_key import ApiKeyAuth
+from streams.cache_index import CacheLimit, CachePolicy
 from streams.flow import Flow
 from streams.loader import load_flow, parse_flow
 from streams.problems import FlowFileError, Problem
@@ -151,3 +152,76 @@ def test_bad_duration_is_reported() -> None:
 def test_unreadable_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(FlowFileError, match="cannot read"):
         load_flow(f"{tmp_path}/missing.yaml", {})
+
+
+CACHING = """\
+integrations:
+  api:
+    base_url: http://api.example
+    cache: {max_entries: 500}
+  crm:
+    base_url: http://crm.example
+steps:
+  - name: one
+    integration: api
+    request: {url: /check}
+    fallback: [{cache: 30m}]
+  - name: two
+    integration: api
+    request: {url: /other}
+    fallback: [{cache: 2h}, {skip: true}]
+  - name: three
+    integration: crm
+    request: {url: /crm}
+    fallback: [{cache: 1h}]
+  - name: four
+    request: {url: http://x.example/y}
+    fallback: [{cache: 10s}]
+"""
+
+
+def test_the_cache_policy_comes_from_the_flow() -> None:
+    """Per integration: its max_entries (default 10,000) and the longest `cache:` age of its
+    steps (they share entries); integrations nothing caches have no limit, so their keys go."""
+    flow = parse_flow(HEAD + CACHING, "flow.yaml", {})
+    assert flow.integrations["api"].cache_max_entries == 500
+    assert flow.cache_policy == CachePolicy(
+        {
+            "api": CacheLimit(max_entries=500, max_age=7200.0),
+            "crm": CacheLimit(max_entries=10_000, max_age=3600.0),
+            "step:four": CacheLimit(max_entries=10_000, max_age=10.0),
+        },
+        default=None,
+    )
+    assert parse_flow(HEAD + GOOD_STEPS, "flow.yaml", {}).cache_policy.limits == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "0 is less than the minimum of 1"),
+        ("-5", "-5 is less than the minimum of 1"),
+        ("lots", "'lots' is not of type 'integer'"),
+        ("1.5", "1.5 is not of type 'integer'"),
+        ("20000000", "20000000 is greater than the maximum of 10000000"),
+    ],
+)
+def test_a_bad_max_entries_is_reported(value: str, message: str) -> None:
+    problem = only_problem(HEAD + CACHING.replace("max_entries: 500", f"max_entries: {value}"))
+    assert (problem.line, problem.path, problem.message) == (7, "integrations.api.cache.max_entries", message)
+
+
+def test_an_unknown_cache_key_is_reported() -> None:
+    problem = only_problem(HEAD + CACHING.replace("max_entries: 500", "max_age: 1h"))
+    assert (problem.line, problem.path) == (7, "integrations.api.cache.max_age")
+    assert "unknown key 'max_age'" in problem.message
+
+
+def test_a_cache_limit_on_an_integration_nothing_caches_is_reported() -> None:
+    url = "base_url: http://api.example"
+    limited = GOOD_STEPS.replace(url, url + "\n    cache: {}")
+    problem = only_problem(HEAD + limited)
+    assert (problem.line, problem.path) == (7, "integrations.api.cache")
+    assert problem.message == (
+        "no step of this integration has `fallback: [{cache: AGE}]`, so nothing is cached"
+    )
