@@ -298,6 +298,7 @@ class LeadWorker(faust.Worker):
         self.stop_signal: signal.Signals | None = None
         self.stop_started = 0.0
         self.stopped_cleanly = False
+        self.up = False  # the "started" line was logged (mode has a `started` property)
 
     # -- printing: mode prints to stdout/stderr; everything goes through logging ---------
 
@@ -308,6 +309,7 @@ class LeadWorker(faust.Worker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         if not self._shutdown_immediately:
+            self.up = True
             mark_started()
             log.info("started: %s", self.app.summary)
 
@@ -326,6 +328,9 @@ class LeadWorker(faust.Worker):
         self.stop_signal, self.stop_started = received, time.monotonic()
         self._flag_as_shutdown_by_signal()
         threading.excepthook = quiet_while_stopping
+        if not self.up:  # nothing taken yet, nothing to hand over
+            self.exit_now(f"{received.name} before the worker started")
+            return
         if not self.app.kafka_reachable():
             self.exit_now(f"{received.name} while Kafka is unreachable")
             return

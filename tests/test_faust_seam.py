@@ -158,6 +158,7 @@ async def test_the_worker_prints_nothing_and_a_stop_signal_is_one_line(
     app = consumer.app
     assert isinstance(app, LeadApp)
     worker = LeadWorker(app, loglevel="INFO", override_logging=False)
+    worker.up = True  # a signal before the start exits at once
     scheduled: list[signal.Signals] = []
     monkeypatch.setattr(worker, "_schedule_shutdown", scheduled.append)
     monkeypatch.setattr(worker, "arm", lambda after: None)
