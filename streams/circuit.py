@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -22,6 +23,17 @@ class State(Enum):
     CLOSED = 0
     HALF_OPEN = 1
     OPEN = 2
+
+
+@dataclass(frozen=True)
+class Trip:
+    """Why the breaker last opened: the failures and calls it counted then, and the last
+    failure's reason when the caller gave one."""
+
+    failures: int
+    calls: int
+    probe: bool  # a half-open probe failed (the counts are that one probe)
+    reason: str = ""
 
 
 class CircuitBreaker:
@@ -64,6 +76,8 @@ class CircuitBreaker:
         self._probes = 0  # probes let through in this round
         self._calls: deque[tuple[float, bool]] = deque()  # (time, success) within the window
         self._failures = 0
+        self._reason = ""  # the last failure's, as the caller put it
+        self.trip: Trip | None = None  # why it last opened (for the log line)
 
     @property
     def state(self) -> State:
@@ -85,11 +99,15 @@ class CircuitBreaker:
             return True
         return False
 
-    def record(self, success: bool) -> None:
-        """The result of a call that ``allow()`` let through."""
+    def record(self, success: bool, reason: str = "") -> None:
+        """The result of a call that ``allow()`` let through; ``reason`` says why a failure failed."""
         state = self.state
         now = self._clock()
+        if not success and reason:
+            self._reason = reason
         if state is State.HALF_OPEN:
+            if not success:
+                self.trip = Trip(1, 1, probe=True, reason=reason)
             self._move(State.CLOSED if success else State.OPEN, now)
         elif state is State.CLOSED:
             self._calls.append((now, success))
@@ -97,6 +115,7 @@ class CircuitBreaker:
             self._expire(now)
             calls = len(self._calls)
             if calls >= self.min_calls and self._failures / calls >= self.failure_rate:
+                self.trip = Trip(self._failures, calls, probe=False, reason=self._reason)
                 self._move(State.OPEN, now)
 
     def _expire(self, now: float) -> None:
@@ -109,5 +128,6 @@ class CircuitBreaker:
         if to is not State.HALF_OPEN:
             self._calls.clear()  # a fresh start after closing; nothing to count while open
             self._failures = 0
+            self._reason = ""
         if self.on_change is not None:
             self.on_change(before, to)

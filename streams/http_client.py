@@ -1,14 +1,65 @@
-"""aiohttp client: one pooled session per integration, a concurrency cap, a body-size cap."""
+"""aiohttp client: one pooled session per integration, a concurrency cap, a body-size cap, and
+rate-limited writes paced at the moment they happen."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import aiohttp
 
 from streams.flow import Integration
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.netguard import AddressPolicy, make_connector
+from streams.ratelimit import WriteGate, take_write_gate
+
+
+@dataclass
+class _Write:
+    """One request's pass through its limiter's write gate (``trace_request_ctx``)."""
+
+    gate: WriteGate
+    body: bool  # the bytes go out with the body's first chunk, not with the headers
+    pending: bool = False  # headers are ready, the write has not passed the gate yet
+
+
+# The last awaits aiohttp makes before a request's bytes reach the socket are these trace
+# signals: ``on_request_headers_sent`` just before the headers of a body-less request are written,
+# ``on_request_chunk_sent`` just before the first body chunk is written together with the
+# buffered headers (aiohttp coalesces them). Nothing else runs between the callback's return and
+# the write, so the time the gate records is the write's time, whatever the event loop's delays
+# before it (tests/test_ratelimit.py holds a stalled loop to this at a real server).
+async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    write = context.trace_request_ctx
+    if isinstance(write, _Write):
+        if write.body:
+            write.pending = True  # every attempt (aiohttp may retry on a new connection)
+        else:
+            await write.gate.wait_to_write()
+
+
+async def _on_chunk(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    write = context.trace_request_ctx
+    if isinstance(write, _Write) and write.pending:
+        write.pending = False
+        await write.gate.wait_to_write()
+
+
+async def _on_end(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    write = context.trace_request_ctx
+    if isinstance(write, _Write) and write.pending:  # sent without a body chunk (an empty body)
+        write.pending = False
+        write.gate.record_write()
+
+
+def _pacing() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_on_headers)
+    trace.on_request_chunk_sent.append(_on_chunk)
+    trace.on_request_end.append(_on_end)
+    trace.on_request_exception.append(_on_end)
+    return trace
 
 
 class ResponseTooLarge(Exception):
@@ -38,6 +89,8 @@ class HttpClient:
             )
             session = aiohttp.ClientSession(
                 connector=connector,
+                # Only a rate-limited integration pays for the trace signals of every request.
+                trace_configs=[_pacing()] if integration.rate_limit else None,
                 skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "leadstreams/0.1"},
             )
@@ -47,7 +100,10 @@ class HttpClient:
     async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
         """Send one request; raises asyncio.TimeoutError, aiohttp.ClientError or ResponseTooLarge."""
         session = self._session(integration)
-        # The concurrency cap is the caller's (streams.guards), around the rate limiter.
+        # The concurrency cap is the caller's (streams.guards), around the rate limiter, which
+        # armed its write gate for this task's request (streams.ratelimit).
+        gate = take_write_gate()
+        write = _Write(gate, body=bool(request.body)) if gate is not None else None
         started = time.perf_counter()
         # Awaited rather than ``async with``: one coroutine fewer on every resume of this call.
         response = await session.request(
@@ -56,6 +112,7 @@ class HttpClient:
             headers=request.headers,
             data=request.body,
             timeout=self._timeout(timeout),
+            trace_request_ctx=write,
         )
         try:
             body = await _read_capped(response, integration.max_response_bytes)

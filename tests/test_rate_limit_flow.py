@@ -10,15 +10,21 @@ taken over windows ``JITTER`` shorter than a second; any overshoot of the spacin
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import pytest
 from aiohttp import web
 from helpers import recording_app, serve
 from pytest_aiohttp import AiohttpServer
 from resilience_helpers import LEAD, SCORE_STEP, Harness, answer, build_flow, harness, partner
+from yarl import URL
 
+from streams.flow import Integration
+from streams.http_client import HttpClient
+from streams.http_types import OutgoingRequest
 from streams.outcomes import Outcome
-from streams.ratelimit import busiest_window
+from streams.ratelimit import RateLimiter, busiest_window
 
 JITTER = 0.01  # seconds of arrival-time jitter the server-side count tolerates
 
@@ -107,3 +113,59 @@ async def test_the_in_flight_gauge_counts_requests_the_partner_holds(aiohttp_ser
         assert h.sample("leadstreams_requests_in_flight", integration="api") == 0
         # no rate limit on this integration: nothing waited for a limiter, nothing observed
         assert h.sample("leadstreams_rate_limit_wait_seconds_count", integration="api") == 0
+
+
+@pytest.mark.parametrize("body", [b'{"email": "a@b.example"}', None], ids=["with a body", "without"])
+async def test_the_partner_sees_the_bound_when_writes_come_late(
+    aiohttp_server: AiohttpServer, body: bytes | None
+) -> None:
+    """The gate is passed where aiohttp writes the request (streams.http_client): the first 20 of
+    80 callers at 40/s reach ``send`` 0.5 s after their acquire (as after a new connection or a
+    stalled loop) and land among the next 20. Counted at a real server: at most 40 in any second
+    (without the gate 60: every late one on top of a full second)."""
+    api = await partner(aiohttp_server)
+    url = api.url
+    integration = Integration("api", base_url=url, rate_limit=40, allow_loopback=True)
+    limiter, client = RateLimiter(40.0), HttpClient()
+
+    async def caller(index: int) -> None:
+        await limiter.acquire()
+        if index < 20:
+            await asyncio.sleep(0.5)  # this request's write comes late
+        request = OutgoingRequest("POST" if body else "GET", URL(url) / "check", body=body)
+        result = await client.send(integration, request, 10.0)
+        assert result.status == 200
+
+    try:
+        await asyncio.gather(*(caller(index) for index in range(80)))
+    finally:
+        await client.close()
+    assert api.requests == 80
+    assert busiest_second(api.script.times) <= 40
+
+
+async def test_share_changes_and_circuit_changes_are_logged(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await partner(aiohttp_server, answer(503))
+    integration = {
+        "rate_limit": "300/s",
+        "circuit": {"failure_rate": 0.5, "window": "10s", "min_calls": 2, "open_for": "50ms"},
+    }
+    caplog.set_level(logging.INFO, logger="leadstreams.guards")
+    async with harness(build_flow(api.url, [SCORE_STEP], integration=integration)) as h:
+        h.runner.guards.set_share(0.5)
+        h.runner.guards.set_share(0.5)  # unchanged: no line
+        h.runner.guards.set_share(0.25)
+        await h.run_many({**LEAD, "id": f"L{n}"} for n in range(3))
+        api.script.then(answer(200, {"score": 1}))
+        await asyncio.sleep(0.06)  # past open_for: the next call is a probe
+        await h.run()
+    lines = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert lines[:2] == [
+        ("INFO", "rate limit for api: this worker's share is now 150/s of 300/s"),
+        ("INFO", "rate limit for api: this worker's share is now 75/s of 300/s"),
+    ]
+    opened = "circuit of api opened after 2 failures: 2 of 2 calls within 10s failed (100%)"
+    assert ("WARNING", opened) in lines
+    assert ("INFO", "circuit of api closed: a probe succeeded after 0.05s open") in lines

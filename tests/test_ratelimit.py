@@ -1,10 +1,11 @@
 """The rate limiter: GCRA's window bound ``ceil(rate) + burst``, its long-run rate, rate changes at
-runtime and concurrent callers."""
+runtime, concurrent callers, and the write gate that holds actual write times to the bound."""
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import math
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ratelimit import NoLimit, RateLimiter, busiest_window, limiter_for, parse_rate
+from streams.ratelimit import NoLimit, RateLimiter, busiest_window, limiter_for, parse_rate, take_write_gate
 
 
 class Clock:
@@ -48,11 +49,13 @@ GAPS = st.lists(st.one_of(st.just(0.0), st.floats(0.0, 0.05), st.floats(0.0, 3.0
 # -- the window bound ------------------------------------------------------------------------------
 
 
-@given(rate=RATES, burst=BURSTS, gaps=GAPS)
-def test_no_window_holds_more_than_ceil_rate_plus_burst(rate: float, burst: int, gaps: list[float]) -> None:
+@given(rate=RATES, burst=BURSTS, gaps=GAPS, window=st.sampled_from([1.0, 1.03, 1.5]))
+def test_no_window_holds_more_than_ceil_rate_plus_burst(
+    rate: float, burst: int, gaps: list[float], window: float
+) -> None:
     clock = Clock()
-    sends = simulate(RateLimiter(rate, burst, clock), clock, gaps)
-    assert busiest_window(sends) <= bound(rate, burst)
+    sends = simulate(RateLimiter(rate, burst, clock, window), clock, gaps)
+    assert busiest_window(sends, window) <= bound(rate, burst)
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(4.0, 0), (4.0, 1), (2.5, 0), (2.5, 3), (0.5, 2)])
@@ -254,7 +257,8 @@ async def test_no_limit_never_waits() -> None:
 
 
 async def test_concurrent_tasks_never_exceed_the_bound() -> None:
-    """200 tasks race for 120.5/s + 4 (bound 125): ~1.6 s of real time, measured, not synchronised.
+    """200 tasks race for 120.5/s + 4 (bound 125): ~1.6 s of real time, measured, not synchronised;
+    the send time is taken where the transport writes, after the write gate.
 
     The fractional rate is deliberate: 126 sends need 121 intervals, 4 ms more than a second, which
     absorbs event-loop wake-up jitter (late wake-ups of a window's first send would shrink it). With
@@ -265,6 +269,9 @@ async def test_concurrent_tasks_never_exceed_the_bound() -> None:
 
     async def caller() -> None:
         await limiter.acquire()
+        gate = take_write_gate()
+        assert gate is not None
+        await gate.wait_to_write()  # what the transport does right before the write
         sent.append(time.monotonic())
 
     started = time.monotonic()
@@ -280,29 +287,105 @@ async def test_acquire_returns_the_wait() -> None:
     assert await limiter.acquire() == pytest.approx(0.001, abs=1e-6)
 
 
-async def test_a_stalled_event_loop_cannot_push_late_slots_into_the_next_second() -> None:
-    """Slots due while the loop is blocked wake up late, together; without the cap on actual
-    send times the second after the stall would hold them plus its own slots (about 80 here).
+# -- the write gate --------------------------------------------------------------------------------
 
-    A send's time is the limiter's own last clock reading before ``acquire`` returns (nothing
-    else runs in between): a second reading taken after the return moved by however long the
-    OS kept the process off the CPU, and on a busy machine that made 51 out of 50."""
-    readings: list[float] = []
 
-    def clock() -> float:
-        readings.append(time.monotonic())
-        return readings[-1]
+def writes(limiter: RateLimiter, clock: Clock, attempts: list[float]) -> list[float]:
+    """Writes tried at ``attempts`` (any order, bunched as a stalled loop bunches them); each
+    that must wait tries again when ``write_wait`` says. The write times recorded."""
+    pending = [(moment, index) for index, moment in enumerate(attempts)]
+    heapq.heapify(pending)
+    written = []
+    while pending:
+        moment, index = heapq.heappop(pending)
+        clock.now = max(clock.now, moment)
+        wait = limiter.write_wait()
+        if wait == 0.0:
+            written.append(clock.now)
+        else:
+            assert wait > 0
+            heapq.heappush(pending, (clock.now + wait, index))
+    return written
 
-    limiter = RateLimiter(50.0, clock=clock)
-    sent: list[float] = []
 
-    async def caller() -> None:
+@given(
+    rate=RATES,
+    burst=BURSTS,
+    attempts=st.lists(st.one_of(st.floats(0.0, 3.0), st.sampled_from([0.5, 1.0, 1.5])), max_size=400),
+    window=st.sampled_from([1.0, 1.03]),
+    share=st.sampled_from([1.0, 0.5, 1 / 3]),
+)
+def test_no_window_holds_more_writes_than_the_cap(
+    rate: float, burst: int, attempts: list[float], window: float, share: float
+) -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate, burst, clock, window)
+    limiter.set_share(share)
+    written = writes(limiter, clock, attempts)
+    assert len(written) == len(attempts)
+    assert busiest_window(written, window) <= limiter.cap
+    if share == 1.0:
+        assert limiter.cap == bound(rate, burst)
+
+
+def test_write_caps_of_shares_add_up_to_at_most_the_groups() -> None:
+    limiter = RateLimiter(10, burst=3, clock=Clock())
+    assert limiter.cap == 13
+    limiter.set_share(1 / 3)  # 3.33/s and a burst of 1 each: 3 + 1, three workers 12 <= 13
+    assert limiter.cap == 4
+    limiter.set_share(0.5)
+    assert limiter.cap == 6
+    assert RateLimiter(2.5, clock=Clock()).cap == 3  # ceil: the whole group's bound
+
+
+def test_a_lower_share_waits_until_the_recent_writes_fit() -> None:
+    clock = Clock()
+    limiter = RateLimiter(100, clock=clock)
+    writes(limiter, clock, [index / 100 for index in range(100)])  # 0.00 .. 0.99
+    clock.now = 1.0
+    limiter.set_share(0.5)
+    # (0, 1.0] holds 99 writes; the 50th latest (0.50) must leave the window first.
+    assert limiter.write_wait() == pytest.approx(0.5, abs=1e-6)
+
+
+async def test_acquire_arms_the_write_gate_for_one_write() -> None:
+    limiter = RateLimiter(1000, clock=Clock())
+    assert take_write_gate() is None
+    await limiter.acquire()
+    assert take_write_gate() is limiter
+    assert take_write_gate() is None  # taken: a second request must acquire again
+    assert await NoLimit().acquire() == 0.0 and take_write_gate() is None
+
+
+async def test_writes_whose_turn_comes_late_are_held_to_the_bound() -> None:
+    """GCRA spaces the acquires; what happens between an acquire and its write (a new connection,
+    a busy event loop) differs per request. Here the first 25 of 100 callers at 50/s reach their
+    write 0.5 s late, landing among the writes of the next 25: without the gate 75 writes share one
+    second. The gate makes the late ones wait their turn."""
+    limiter = RateLimiter(50.0)
+    written: list[float] = []
+
+    async def caller(index: int) -> None:
         await limiter.acquire()
-        sent.append(readings[-1])
+        gate = take_write_gate()
+        if index < 25:
+            await asyncio.sleep(0.5)  # this request's write comes late
+        assert gate is limiter
+        await gate.wait_to_write()
+        written.append(time.monotonic())
 
-    async def stall() -> None:
-        await asyncio.sleep(0.5)
-        time.sleep(0.6)  # blocks the event loop on purpose: a busy worker
+    await asyncio.gather(*(caller(index) for index in range(100)))
+    assert busiest_window(written) <= 50
 
-    await asyncio.gather(stall(), *(caller() for _ in range(100)))
-    assert busiest_window(sent) <= 50
+
+async def test_a_cancelled_write_wait_records_nothing() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1, clock=clock)
+    assert await limiter.wait_to_write() == 0.0
+    waiting = asyncio.ensure_future(limiter.wait_to_write())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    clock.now = 1.001
+    assert limiter.write_wait() == 0.0  # the first write left the window; the cancelled one never counted

@@ -6,16 +6,33 @@ every `burst_every` seconds the partner answers 429 with Retry-After for one
 second. A share of the leads (`slow_share`, chosen by a hash of the email, so a
 replayed lead is as slow again) is answered only after 1-20 s; the slow requests in
 flight are listed, so a run can kill the worker while one is at the head of its
-partition. It counts requests per wall-clock second so the run can prove the rate
-limit held. GET /stats returns the counts.
+partition. It stamps every request's arrival so the run can prove the rate limit held
+in every sliding second. GET /stats returns the counts and the stamps.
+
+Run as a script (``python faulty_partner.py --port N``; the key in PARTNER_API_KEY,
+the faults as JSON in --faults) it is a process of its own, and it stamps each request
+with the kernel's receive time of its first bytes (SO_TIMESTAMPNS), not with the time
+its event loop got to it. A real partner counts requests on its own machine, as they
+arrive; this stand-in shares two cores with the worker, the broker, the run's driver
+and CPU hogs, and its loop was measured waiting 100-300 ms for a core (in the driver's
+loop, longer): stamps taken then bunch a second of requests into less than a second.
+The kernel stamps a request when the sender's write hands it over (on loopback, in the
+sender's own write call), which is what a partner's machine sees.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import hashlib
 import itertools
+import json
+import logging
+import os
 import random
+import socket
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,6 +70,7 @@ class SlowCall:
 @dataclass
 class Stats:
     per_second: Counter[int] = field(default_factory=Counter)
+    arrivals: list[float] = field(default_factory=list)  # time.time() of every request, in order
     outcomes: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -70,6 +88,8 @@ async def check(request: web.Request) -> web.StreamResponse:
     stats, faults = request.app[STATS], request.app[FAULTS]
     now = time.time()
     stats.per_second[int(now)] += 1
+    sock = getattr(request.transport, "_sock", None)
+    stats.arrivals.append(sock.arrived(now) if isinstance(sock, StampingSocket) else now)
     stats.in_flight += 1
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
     try:
@@ -126,6 +146,8 @@ async def stats_view(request: web.Request) -> web.Response:
             "per_second": {str(k): v for k, v in sorted(stats.per_second.items())},
             "outcomes": dict(stats.outcomes),
             "max_in_flight": stats.max_in_flight,
+            "in_flight": stats.in_flight,
+            "arrivals": stats.arrivals,
         }
     )
 
@@ -139,3 +161,105 @@ def create_faulty_partner(api_key: str, faults: Faults | None = None) -> web.App
     app.router.add_post("/check", check)
     app.router.add_get("/stats", stats_view)
     return app
+
+
+class StampingSocket:
+    """A connection's socket that reads through ``recvmsg`` to get the kernel's receive stamps.
+
+    Installed in place of asyncio's (private ``transport._sock``: the transport reads with
+    ``recv``); everything else goes to the real socket. A keep-alive connection carries one
+    request at a time (the client waits for each answer), so the stamps read since the last
+    request belong to the next one, and the first of them is its arrival."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._sock = sock
+        self._pending: list[float] = []
+
+    def recv(self, size: int) -> bytes:
+        data, ancillary, _, _ = self._sock.recvmsg(size, 64)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                self._pending.append(seconds + nanoseconds / 1e9)
+        return data
+
+    def arrived(self, default: float) -> float:
+        """The kernel's stamp of the current request's first bytes (``default`` if none)."""
+        first = min(self._pending, default=default)
+        self._pending.clear()
+        return first
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+
+
+class Stamped(asyncio.Protocol):
+    """aiohttp's protocol for one connection, its socket swapped for a ``StampingSocket``."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport._sock = StampingSocket(transport._sock)  # type: ignore[attr-defined]
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+async def serve(app: web.Application, port: int) -> None:
+    """Serve ``app`` with kernel arrival stamps on every connection, until cancelled."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    handler = runner.server
+    assert handler is not None
+
+    def protocol() -> asyncio.Protocol:
+        return Stamped(handler())
+
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port)
+    try:
+        await asyncio.Future()
+    finally:
+        server.close()
+        await runner.cleanup()
+
+
+def faults_to_json(faults: Faults) -> str:
+    return json.dumps(faults.__dict__)
+
+
+def faults_from_json(text: str) -> Faults:
+    fields = json.loads(text)
+    return Faults(**{**fields, "slow_for": tuple(fields["slow_for"])})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The fault-injecting partner, in its own process.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--faults", default=faults_to_json(Faults()), help="Faults as JSON")
+    args = parser.parse_args()
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # the resets injected on purpose
+    app = create_faulty_partner(os.environ["PARTNER_API_KEY"], faults_from_json(args.faults))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(app, args.port))
+
+
+if __name__ == "__main__":
+    main()

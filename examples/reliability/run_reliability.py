@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -28,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -39,6 +40,7 @@ from aiokafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faulty_partner import STATS, Faults, Stats, create_faulty_partner
+from partner_process import PartnerProcess, RateSeen, cpu_hogs
 
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import Kafka, Record, collect, committed_offsets, end_offsets, ensure_topics, publish
@@ -72,12 +74,16 @@ class Sizes:
     slow_share: float = 0.04  # leads answered after 1-20 s
     recovery_bound: float = 10.0  # s from a worker's restart to its first output
     deadline: float = 900.0
+    loaded_leads: int = 8_000  # per worker count (1, then 2), with `hogs` busy processes beside
+    loaded_rate: int = 400
+    hogs: int = 2
 
     @classmethod
     def small(cls) -> Sizes:
         return cls(
             leads=1_500, kills=1, fuzz=1_000, shared_leads=600, rate=300, shared_rate=150,
             slow_leads=2_000, slow_kills=1, slow_rate=100, recovery_bound=30, deadline=300,
+            loaded_leads=1_500, loaded_rate=300,
         )  # fmt: skip
 
 
@@ -204,9 +210,6 @@ class Progress:
     since: float = field(default_factory=time.monotonic)  # when the phase began
     broker_back: float | None = None  # time.time() the broker came back (the line says if no output since)
     events: list[tuple[float, str]] = field(default_factory=lambda: [(time.time(), "start")])
-    # The driver's own event-loop delay, the worst per wall-clock second: the partner counts
-    # a request when this loop gets to it, so a delay here bunches its per-second counts.
-    lag: dict[int, float] = field(default_factory=dict)
 
     def enter(self, phase: str) -> None:
         self.phase, self.since = phase, time.monotonic()
@@ -244,10 +247,10 @@ class Progress:
         inputs = sum(offset for (topic, _), offset in committed.items() if topic == topics[0])
         return f"; Kafka: {sum(ends.values())} outputs ({read} read), {inputs} inputs committed"
 
-    def rps(self, second: int, count: int) -> str:
-        """A partner's count for one second, when it happened and the driver's loop delay."""
-        lag = max(self.lag.get(second, 0.0), self.lag.get(second - 1, 0.0))
-        return f"{count}@{self.relative(second + 0.5)}(lag {lag:.2f}s)"
+    def over(self, seen: RateSeen) -> str:
+        """The sliding seconds above the bound at the partner, each with the fault before it."""
+        over = [f"{count}@{self.relative(moment)}" for moment, count in seen.over]
+        return f" over_limit={over}" if over else ""
 
     @contextlib.asynccontextmanager
     async def reporting(self) -> AsyncIterator[Progress]:
@@ -256,14 +259,7 @@ class Progress:
                 await asyncio.sleep(PROGRESS_EVERY)  # a periodic report; nothing waits on it
                 print(self.line() + await self.in_kafka(), file=sys.stderr, flush=True)
 
-        async def sample_lag() -> None:
-            while True:
-                before = time.monotonic()
-                await asyncio.sleep(0.05)  # a sample of the loop's delay; nothing waits on it
-                second = int(time.time())
-                self.lag[second] = max(self.lag.get(second, 0.0), time.monotonic() - before - 0.05)
-
-        tasks = [asyncio.ensure_future(report()), asyncio.ensure_future(sample_lag())]
+        tasks = [asyncio.ensure_future(report())]
         try:
             yield self
         finally:
@@ -412,14 +408,13 @@ async def scenario_faults(
 ) -> tuple[str, Run, Tally]:
     """Partner faults; SIGKILL the worker `kills` times; restart the broker once."""
     run = Run(bootstrap, workdir, sizes.rate, Faults(), loglevel=loglevel)
-    partner = create_faulty_partner(run.api_key, run.faults)
-    runner, url = await serve_app(partner)
+    partner = PartnerProcess(run.api_key, run.faults, workdir / f"{run.prefix}-partner.log")
     tally = Tally()
     recoveries: list[float] = []
     progress = Progress("faults", sizes.leads, tally, run)
     try:
         async with progress.reporting():
-            await run.start(url)
+            await run.start(await partner.start())
             tracking = asyncio.ensure_future(track(run, sizes.leads, sizes.deadline, tally))
             await publish(bootstrap, run.topics[0], leads(sizes.leads, run.prefix))
             worker = run.processes[0]
@@ -438,25 +433,20 @@ async def scenario_faults(
             )
             away, gap = await restart_broker_then_finish(state, progress, tracking, tally)
             alive = worker.alive
+            stats = await partner.stats()
     finally:
         run.stop()
-        await runner.cleanup()
-    stats = partner[STATS]
-    peak = max(stats.per_second.values(), default=0)
-    over = [
-        progress.rps(second, count)
-        for second, count in sorted(stats.per_second.items())
-        if count > sizes.rate
-    ]
+        partner.stop()
+    seen = RateSeen.of(stats["arrivals"], sizes.rate)  # type: ignore[arg-type]
     line = (
         f"faults: in={len(tally.inputs)} out={len(set(tally.outputs))} lost={tally.lost} "
         f"errors_without_reason={tally.without_reason} "
         f"duplicates={tally.duplicates} kills={sizes.kills} recovery_s={recoveries} broker_restarts=1 "
         f"broker_away_s={away} broker_gap_s={gap} worker_alive={alive} "
-        f"max_rps={peak} limit={sizes.rate}{f' over_limit={over}' if over else ''} "
-        f"partner={dict(stats.outcomes)} outcomes={dict(tally.outcomes)}"
+        f"max_rps={seen.max_rps} limit={sizes.rate}{progress.over(seen)} "
+        f"partner={stats['outcomes']} outcomes={dict(tally.outcomes)}"
     )
-    ok = tally.lost == 0 and tally.without_reason == 0 and peak <= math.ceil(sizes.rate) and alive
+    ok = tally.lost == 0 and tally.without_reason == 0 and seen.max_rps <= math.ceil(sizes.rate) and alive
     ok = ok and max(recoveries, default=0) <= sizes.recovery_bound
     return ("" if ok else "FAILED ") + line, run, tally
 
@@ -567,41 +557,78 @@ async def scenario_slow_kills(
     return ("" if ok else "FAILED ") + line, run, tally
 
 
-async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, Run, Tally]:
-    """Two workers in one group: together they stay under the integration's limit."""
-    # Debug logs with bodies: the secrets scan then reads every request the workers made.
-    run = Run(bootstrap, workdir, sizes.shared_rate, Faults(0, 0, 0, 0), workers=2, verbose=True)
-    partner = create_faulty_partner(run.api_key, run.faults)
-    runner, url = await serve_app(partner)
+@dataclass
+class LimitRun:
+    """A group of workers through a batch of leads against a partner in its own process."""
+
+    run: Run
+    tally: Tally
+    seen: RateSeen
+    elapsed: float
+    progress: Progress
+
+
+async def limit_run(
+    bootstrap: str, workdir: Path, name: str, count: int, rate: int, workers: int, verbose: bool = False
+) -> LimitRun:
+    """Start the partner and the group, wait for every member, then publish ``count`` leads
+    and wait for their outputs; what the partner saw, sliding second by sliding second."""
+    run = Run(bootstrap, workdir, rate, Faults(0, 0, 0, 0), workers=workers, verbose=verbose)
+    partner = PartnerProcess(run.api_key, run.faults, workdir / f"{run.prefix}-partner.log")
     tally = Tally()
-    progress = Progress("shared_limit", sizes.shared_leads, tally, run)
+    progress = Progress(name, count, tally, run)
     try:
         async with progress.reporting():
-            await run.start(url)
-            progress.enter("waiting for both workers in the group")
-            await until_group_has(bootstrap, run.prefix, members=2)
+            await run.start(await partner.start())
+            progress.enter(f"waiting for {workers} worker(s) in the group")
+            await until_group_has(bootstrap, run.prefix, members=workers)
             started = time.monotonic()
-            tracking = asyncio.ensure_future(track(run, sizes.shared_leads, sizes.deadline, tally))
-            await publish(bootstrap, run.topics[0], leads(sizes.shared_leads, run.prefix))
+            tracking = asyncio.ensure_future(track(run, count, 300, tally))
+            await publish(bootstrap, run.topics[0], leads(count, run.prefix))
             progress.enter("waiting for every input to have an output")
             await tracking
             elapsed = time.monotonic() - started
+            stats = await partner.stats()
     finally:
         run.stop()
-        await runner.cleanup()
-    per_second = partner[STATS].per_second
-    peak = max(per_second.values(), default=0)
-    busy = sorted(per_second.items())[1:-1]  # whole seconds only
-    mean = sum(v for _, v in busy) / len(busy) if busy else 0.0
+        partner.stop()
+    return LimitRun(run, tally, RateSeen.of(stats["arrivals"], rate), elapsed, progress)  # type: ignore[arg-type]
+
+
+async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, Run, Tally]:
+    """Two workers in one group: together they stay under the integration's limit."""
+    # Debug logs with bodies: the secrets scan then reads every request the workers made.
+    done = await limit_run(bootstrap, workdir, "shared_limit", sizes.shared_leads, sizes.shared_rate, 2, True)
+    seen, lost = done.seen, done.tally.lost
     line = (
-        f"shared_limit: workers=2 in={len(tally.inputs)} lost={tally.lost} max_rps={peak} "
-        f"mean_rps={mean:.0f} limit={sizes.shared_rate} elapsed={elapsed:.1f}s"
+        f"shared_limit: workers=2 in={len(done.tally.inputs)} lost={lost} max_rps={seen.max_rps} "
+        f"mean_rps={seen.mean_rps:.0f} limit={sizes.shared_rate} elapsed={done.elapsed:.1f}s"
+        f"{done.progress.over(seen)}"
     )
-    over = [progress.rps(second, n) for second, n in sorted(per_second.items()) if n > sizes.shared_rate]
-    line += f" over_limit={over}" if over else ""
-    # Together under the limit in every second, and close to it on average.
-    ok = tally.lost == 0 and peak <= sizes.shared_rate and mean >= 0.8 * sizes.shared_rate
-    return ("" if ok else "FAILED ") + line, run, tally
+    # Together under the limit in every sliding second, and close to it on average.
+    ok = lost == 0 and seen.max_rps <= sizes.shared_rate and seen.mean_rps >= 0.8 * sizes.shared_rate
+    return ("" if ok else "FAILED ") + line, done.run, done.tally
+
+
+async def scenario_loaded(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, list[tuple[Run, Tally]]]:
+    """``hogs`` busy processes beside the partner and one worker, then two workers sharing
+    the limit: what the partner saw in its busiest sliding second, against the bound."""
+    lines, runs, ok = [], [], True
+    with cpu_hogs(sizes.hogs):
+        for workers in (1, 2):
+            done = await limit_run(
+                bootstrap, workdir, f"loaded/{workers}", sizes.loaded_leads, sizes.loaded_rate, workers
+            )
+            seen = done.seen
+            lines.append(f"workers={workers} max_rps={seen.max_rps} mean_rps={seen.mean_rps:.0f} "
+                         f"elapsed={done.elapsed:.1f}s{done.progress.over(seen)}")  # fmt: skip
+            ok = ok and done.tally.lost == 0 and seen.max_rps <= sizes.loaded_rate
+            runs.append((done.run, done.tally))
+    line = (
+        f"loaded: hogs={sizes.hogs} leads={sizes.loaded_leads} limit={sizes.loaded_rate} "
+        f"lost={sum(tally.lost for _, tally in runs)} " + " | ".join(lines)
+    )
+    return ("" if ok else "FAILED ") + line, runs
 
 
 async def scenario_fuzz(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, Run, Tally]:
@@ -674,17 +701,18 @@ async def until_group_has(bootstrap: str, group: str, members: int, timeout: flo
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            described = await admin.describe_consumer_groups([group])
-            found = described[0].groups[0] if described and described[0].groups else None
-            if found and found[2] == "Stable" and len(found[5]) >= members:
-                return
+            with contextlib.suppress(KafkaError):  # e.g. no coordinator yet on a fresh broker
+                described = await admin.describe_consumer_groups([group])
+                found = described[0].groups[0] if described and described[0].groups else None
+                if found and found[2] == "Stable" and len(found[5]) >= members:
+                    return
             await asyncio.sleep(0.5)
         raise TimeoutError(f"group {group} did not reach {members} members")
     finally:
         await admin.close()
 
 
-SCENARIOS = ("faults", "slow_kills", "shared_limit", "fuzz")
+SCENARIOS = ("faults", "slow_kills", "shared_limit", "loaded", "fuzz")
 
 
 async def run_all(
@@ -698,21 +726,27 @@ async def run_all(
     """The scenarios (``only`` those named, in their usual order), then the secrets scan."""
     lines: list[str] = []
     runs: list[tuple[Run, Tally]] = []
-    scenarios = {
-        "faults": lambda: scenario_faults(bootstrap, state, workdir, sizes, loglevel),
-        "slow_kills": lambda: scenario_slow_kills(bootstrap, state, workdir, sizes, loglevel),
-        "shared_limit": lambda: scenario_shared_limit(bootstrap, workdir, sizes),
-        "fuzz": lambda: scenario_fuzz(bootstrap, workdir, sizes),
+
+    async def one(scenario: Awaitable[tuple[str, Run, Tally]]) -> tuple[str, list[tuple[Run, Tally]]]:
+        line, run, tally = await scenario
+        return line, [(run, tally)]
+
+    scenarios: dict[str, Callable[[], Awaitable[tuple[str, list[tuple[Run, Tally]]]]]] = {
+        "faults": lambda: one(scenario_faults(bootstrap, state, workdir, sizes, loglevel)),
+        "slow_kills": lambda: one(scenario_slow_kills(bootstrap, state, workdir, sizes, loglevel)),
+        "shared_limit": lambda: one(scenario_shared_limit(bootstrap, workdir, sizes)),
+        "loaded": lambda: scenario_loaded(bootstrap, workdir, sizes),
+        "fuzz": lambda: one(scenario_fuzz(bootstrap, workdir, sizes)),
     }
     for name in SCENARIOS:
         if only is not None and name not in only:
             continue
         print(f"{name}: running", file=sys.stderr, flush=True)
         started = time.monotonic()
-        line, run, tally = await scenarios[name]()
+        line, done = await scenarios[name]()
         lines.append(f"{line} ({time.monotonic() - started:.0f}s)")
         print(lines[-1], flush=True)
-        runs.append((run, tally))
+        runs.extend(done)
     lines.append(scenario_secrets(runs, Path(state) / "broker.log"))
     print(lines[-1], flush=True)
     total_in = sum(len(t.inputs) for _, t in runs)
@@ -751,6 +785,7 @@ def main() -> None:
         "--only", type=lambda text: set(text.split(",")), help=f"comma-separated, of {', '.join(SCENARIOS)}"
     )
     parser.add_argument("--worker-loglevel", default="warning", help="the workers' --loglevel (e.g. info)")
+    parser.add_argument("--hogs", type=int, help="busy processes beside the loaded scenario (default 2)")
     args = parser.parse_args()
     if args.only and args.only - set(SCENARIOS):
         parser.error(f"unknown scenario {', '.join(sorted(args.only - set(SCENARIOS)))}")
@@ -762,6 +797,8 @@ def main() -> None:
     sys.stdout, sys.stderr = Tee(sys.stdout, output), Tee(sys.stderr, output)  # type: ignore[assignment]
     print(f"work dir (worker logs; this output in {output.name}): {workdir}", flush=True)
     sizes = Sizes.small() if args.small else Sizes()
+    if args.hogs is not None:
+        sizes = dataclasses.replace(sizes, hogs=args.hogs)
     _, ok = asyncio.run(run_all(bootstrap, state, sizes, workdir, args.only, args.worker_loglevel))
     if not ok:
         print(f"FAILED; the work dir is kept: {workdir}", flush=True)
