@@ -2,8 +2,8 @@
 the table's changelog topic so it survives restarts, and bounded by ``streams.cache_index``.
 
 Every worker holds the whole table and every worker writes to it. Each worker indexes what its
-copy holds (its own writes at once, the rest by comparing with the table at most once a
-``sync_every``) and deletes by the same rule: expired, or oldest stored past the bound. Since
+copy holds (its own writes at once, the rest by comparing with the table every ``sync_every``
+seconds) and deletes by the same rule: expired, or oldest stored past the bound. Since
 every copy is built from the same changelog, the workers pick the same entries; a deletion is a
 tombstone in the changelog (a compacted topic: Faust creates a table's changelog with
 ``cleanup.policy=compact``), so the topic shrinks too, and two workers' tombstones for one key
@@ -35,11 +35,12 @@ class TableCache:
         policy: CachePolicy | None = None,
         observer: CacheObserver | None = None,
         clock: Callable[[], float] = time.time,
-        sync_every: float = 1.0,
+        sync_every: float = 10.0,
     ) -> None:
         """``table``: ``app.GlobalTable(name, key_type=bytes, value_type=bytes, partitions=1, ...)``.
         Without a ``policy`` every integration keeps up to 10,000 entries and none expires by age
-        (the worker passes ``flow.cache_policy``)."""
+        (the worker passes ``flow.cache_policy``). ``sync_every``: seconds between comparisons
+        with the table (about 4 ms for 10,000 entries, 65 ms for 100,000: not on every call)."""
         self.table = table
         self.index = CacheIndex(policy, observer)
         self.clock = clock
