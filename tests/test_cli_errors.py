@@ -178,7 +178,10 @@ def test_ctrl_c_while_waiting_for_kafka_exits_at_once(here: Path) -> None:
         "--web-port",
         str(free_port()),
     ]
-    process = subprocess.Popen(command, cwd=here, env=clean_env(), stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: give the CLI what a terminal gives.
+    process = subprocess.Popen(command, cwd=here, env=clean_env(), stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         assert process.stderr is not None
         first = process.stderr.readline()  # the progress line: it is waiting now (60 s by default)
