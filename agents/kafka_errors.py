@@ -130,10 +130,13 @@ async def preflight(
 ) -> None:
     """Connect once (a metadata request) and leave. A broker that refuses connections is
     tried again until ``wait`` seconds have passed (``on_wait(line, waited)`` between
-    tries); anything else fails at once. Raises :class:`KafkaUnavailable`."""
+    tries); anything else fails at once. Raises :class:`KafkaUnavailable`. The first
+    try may take ``attempt_timeout`` (a remote TLS handshake is slow); later ones end
+    with the wait (a host that never answers is not waited for 10 s more)."""
     started = time.monotonic()
+    timeout = attempt_timeout
     while True:
-        failure = await _attempt(kafka, attempt_timeout)
+        failure = await _attempt(kafka, timeout)
         if failure is None:
             return
         waited = time.monotonic() - started
@@ -142,6 +145,7 @@ async def preflight(
         if on_wait is not None:
             on_wait(str(failure), waited)
         await asyncio.sleep(min(2.0, max(0.0, wait - waited)))
+        timeout = min(attempt_timeout, max(1.0, wait - (time.monotonic() - started)))
 
 
 async def _attempt(kafka: KafkaConnection, timeout: float) -> KafkaUnavailable | None:
