@@ -16,12 +16,14 @@ import aiohttp
 from streams.activity import FlowActivity
 from streams.auth import NoAuth, send_with_auth
 from streams.cache import InMemoryCache, ResponseCache
+from streams.circuit import State
 from streams.flow import Step
 from streams.guards import Guards
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.metrics import Metrics
 from streams.netguard import AddressRefused
 from streams.partner_errors import describe
+from streams.ratelimit import take_write_gate
 from streams.responses.xml_format import parse_xml
 from streams.retry_policy import Action, Decision, decide, parse_retry_after
 from streams.transport import Transport
@@ -85,7 +87,10 @@ async def call_partner(
     activity = services.activity if use_circuit else None
     attempts = 0
 
+    admitted = False  # by the circuit, for this attempt
+
     async def send(outgoing: OutgoingRequest) -> HttpResult:
+        nonlocal admitted
         if on_send is not None:
             on_send(outgoing)
         # The limiter is asked only once a concurrency slot is free, so the slot's
@@ -96,6 +101,18 @@ async def call_partner(
                 waited = await guard.limiter.acquire()
                 if metrics is not None:
                     metrics.limiter_wait.labels(flow, integration.name).observe(waited)
+            # The circuit is asked now, not when the lead arrived: the wait for a slot and the
+            # limiter can be long, and a backlog admitted before the circuit opened would all be
+            # sent into the failing partner. Once per attempt (an auth flow's resend after a
+            # refreshed token is the same call), and not for a shared token fetch, whose failure
+            # would become every waiting lead's. A refused call leaves its limiter slot unused
+            # (as a cancelled wait does: it only errs on the slow side) and disarms its write
+            # gate, which would otherwise pace this task's next request, maybe to another partner.
+            if circuit is not None and not admitted and outgoing.coalesce_key is None:
+                if not circuit.allow():
+                    take_write_gate()
+                    raise CircuitRefused
+                admitted = True
             guard.in_flight += 1
             try:
                 answer = await services.client.send(integration, outgoing, timeout)
@@ -115,8 +132,11 @@ async def call_partner(
     attempt = 0
     while True:
         attempt += 1
-        if circuit is not None and not circuit.allow():
-            return Call(None, Decision(Action.FALLBACK, reason="circuit open"), attempts, "circuit open")
+        admitted = False
+        # An open circuit refuses at once, without waiting for a slot (reading the state
+        # does not take a half-open probe: that is for the moment of sending).
+        if circuit is not None and circuit.state is State.OPEN:
+            return circuit_open(attempts)
         response: HttpResult | None = None
         reason = ""
         try:
@@ -135,6 +155,8 @@ async def call_partner(
                 )  # fmt: skip
         except AddressRefused:
             raise
+        except CircuitRefused:  # (before the send: not an attempt, nothing for the circuit)
+            return circuit_open(attempts)
         except TimeoutError as exc:
             attempts += 1
             reason = describe(exc, timeout)  # "timeout after 5s"
@@ -162,6 +184,15 @@ async def call_partner(
             await asyncio.sleep(decision.delay)  # the policy's backoff, with jitter
             continue
         return Call(response, decision, attempts, reason or decision.reason)
+
+
+class CircuitRefused(Exception):
+    """The circuit refused a call at the moment of sending (raised inside ``call_partner``)."""
+
+
+def circuit_open(attempts: int) -> Call:
+    """No answer: the circuit is open; the step goes to its fallback chain."""
+    return Call(None, Decision(Action.FALLBACK, reason="circuit open"), attempts, "circuit open")
 
 
 def log_exchange(
