@@ -273,6 +273,7 @@ def last_fetch_time(consumer: faust.types.ConsumerT) -> float | None:
 
 
 STOP_WITHIN = 4.5  # seconds from a stop signal to the process's exit, unless leads are being written
+HANDOVER_AFTER_WRITING = 2.0  # seconds for the commit once leads kept past the bound are written
 
 
 class LeadWorker(faust.Worker):
@@ -285,8 +286,8 @@ class LeadWorker(faust.Worker):
       (no commit can happen; the leads are read again by the next owner);
     * otherwise runs Faust's stop (leads in flight get ``app.shutdown_grace`` to be
       written, then commit and hand-over), bounded: STOP_WITHIN seconds after the signal,
-      or the grace while leads are still being written with Kafka reachable, the process
-      exits as above. A second signal exits at once.
+      or the grace while leads are still being written with Kafka reachable (and 2 s more
+      for the commit after them), the process exits as above. A second signal exits at once.
     """
 
     app: LeadApp
@@ -299,6 +300,7 @@ class LeadWorker(faust.Worker):
         self.stop_started = 0.0
         self.stopped_cleanly = False
         self.up = False  # the "started" line was logged (mode has a `started` property)
+        self.writing = False  # the stop's bound was extended for leads being written
 
     # -- printing: mode prints to stdout/stderr; everything goes through logging ---------
 
@@ -351,7 +353,12 @@ class LeadWorker(faust.Worker):
             os._exit(0)  # committed and handed over; only mode's loop teardown was left
         elapsed = time.monotonic() - self.stop_started
         if self.app.in_flight() and elapsed < self.app.shutdown_grace and self.app.kafka_reachable():
+            self.writing = True
             self.arm(0.5)  # leads are being written: they get the grace
+            return
+        if self.writing:  # they were written just now: the commit and hand-over follow
+            self.writing = False
+            self.arm(HANDOVER_AFTER_WRITING)
             return
         if self.stop_signal is None:  # Faust stopped on its own: a crash
             self.exit_now(f"the stop after a crash did not finish within {elapsed:.1f}s", code=1)

@@ -8,6 +8,7 @@ import inspect
 import logging
 import signal
 import threading
+import time
 
 import faust
 import mode
@@ -182,3 +183,31 @@ def test_uncommitted_counts_leads_read_since_the_last_commit_or_assignment(consu
     assert consumer.uncommitted() == 10
     consumer.last_commits[tp] = 15  # committed up to 15 (exclusive)
     assert consumer.uncommitted() == 5
+
+
+async def test_the_stop_bound_waits_for_leads_being_written_then_for_their_commit(
+    consumer: LeadConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = consumer.app
+    assert isinstance(app, LeadApp)
+    worker = LeadWorker(app, loglevel="INFO", override_logging=False)
+    worker.stop_signal, worker.stop_started = signal.SIGTERM, time.monotonic()
+    armed: list[float] = []
+    exits: list[str] = []
+    monkeypatch.setattr(worker, "arm", armed.append)
+    monkeypatch.setattr(worker, "exit_now", lambda why, code=0: exits.append(why))
+    in_flight = 3
+    monkeypatch.setattr(app, "in_flight", lambda: in_flight)
+    monkeypatch.setattr(app, "kafka_reachable", lambda: True)
+    worker.on_deadline()  # at the bound, leads are still being written: they keep their grace
+    assert armed == [0.5] and not exits
+    in_flight = 0
+    worker.on_deadline()  # written: time for the commit and hand-over
+    assert armed == [0.5, 2.0] and not exits
+    worker.on_deadline()  # the stop still did not finish
+    assert len(exits) == 1 and exits[0].startswith("the stop did not finish within ")
+    assert exits[0].endswith("s of SIGTERM")
+    in_flight = 5
+    monkeypatch.setattr(app, "kafka_reachable", lambda: False)
+    worker.on_deadline()  # leads in flight, Kafka away: they cannot be written
+    assert len(exits) == 2
