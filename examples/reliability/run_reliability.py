@@ -581,7 +581,7 @@ async def limit_run(
         async with progress.reporting():
             await run.start(await partner.start())
             progress.enter(f"waiting for {workers} worker(s) in the group")
-            await until_group_has(bootstrap, run.prefix, members=workers)
+            await until_group_has(bootstrap, run.prefix, members=workers, processes=run.processes)
             started = time.monotonic()
             tracking = asyncio.ensure_future(track(run, count, 300, tally))
             await publish(bootstrap, run.topics[0], leads(count, run.prefix))
@@ -695,12 +695,22 @@ def scenario_secrets(runs: list[tuple[Run, Tally]], broker_log: Path | None = No
     return ("" if hits == 0 else "FAILED ") + line + f"messages={scanned} log_bytes={log_bytes} hits={hits}"
 
 
-async def until_group_has(bootstrap: str, group: str, members: int, timeout: float = 90) -> None:
+async def until_group_has(
+    bootstrap: str,
+    group: str,
+    members: int,
+    timeout: float = 90,
+    processes: list[WorkerProcess] | None = None,
+) -> None:
+    """Until the group is stable with ``members``; a worker that exits meanwhile fails it at once."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            for worker in processes or []:
+                if not worker.alive:
+                    raise RuntimeError(f"a worker exited before joining {group}:\n{worker.log_tail()}")
             with contextlib.suppress(KafkaError):  # e.g. no coordinator yet on a fresh broker
                 described = await admin.describe_consumer_groups([group])
                 found = described[0].groups[0] if described and described[0].groups else None
