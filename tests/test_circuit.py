@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.circuit import CircuitBreaker, State
+from streams.circuit import CircuitBreaker, State, Trip
 
 
 class Breaker:
@@ -131,6 +131,20 @@ def test_a_silent_probe_does_not_wedge_the_breaker() -> None:
     b.now = 10.0
     assert b.breaker.allow()
     assert b.breaker.state is State.HALF_OPEN
+
+
+def test_the_trip_says_how_many_failed_and_the_last_reason() -> None:
+    b = Breaker(failure_rate=0.5, min_calls=4, open_for=1.0)
+    b.breaker.record(False, "HTTP 502")
+    b.breaker.record(True)
+    b.breaker.record(False, "timeout after 1s")
+    assert b.breaker.trip is None
+    b.breaker.record(False)  # no reason given: the last one given stands
+    assert b.breaker.trip == Trip(failures=3, calls=4, probe=False, reason="timeout after 1s")
+    b.now += 1.0
+    assert b.breaker.allow()
+    b.breaker.record(False, "HTTP 503")
+    assert b.breaker.trip == Trip(failures=1, calls=1, probe=True, reason="HTTP 503")
 
 
 @pytest.mark.parametrize(

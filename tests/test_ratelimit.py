@@ -287,6 +287,18 @@ async def test_acquire_returns_the_wait() -> None:
     assert await limiter.acquire() == pytest.approx(0.001, abs=1e-6)
 
 
+def test_the_guards_window_keeps_the_mean_within_five_percent_of_the_limit() -> None:
+    """streams.guards paces at limit / (1 + ARRIVAL_JITTER): at least 95 % of the limit on average,
+    never more than the limit in any second (nor, for the writes, in any 1 + ARRIVAL_JITTER)."""
+    from streams.guards import ARRIVAL_JITTER
+
+    clock = Clock()
+    limiter = RateLimiter(400, 0, clock, 1.0 + ARRIVAL_JITTER)
+    sends = simulate(limiter, clock, [0.0] * 4000)
+    assert (len(sends) - 1) / (sends[-1] - sends[0]) >= 0.95 * 400
+    assert busiest_window(sends, 1.0 + ARRIVAL_JITTER) <= 400
+
+
 # -- the write gate --------------------------------------------------------------------------------
 
 

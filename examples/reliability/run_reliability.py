@@ -612,7 +612,8 @@ async def scenario_shared_limit(bootstrap: str, workdir: Path, sizes: Sizes) -> 
 
 async def scenario_loaded(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[str, list[tuple[Run, Tally]]]:
     """``hogs`` busy processes beside the partner and one worker, then two workers sharing
-    the limit: what the partner saw in its busiest sliding second, against the bound."""
+    the limit: what the partner saw in its busiest sliding second, against the bound (and,
+    with no hogs, the mean against 95 % of the limit)."""
     lines, runs, ok = [], [], True
     with cpu_hogs(sizes.hogs):
         for workers in (1, 2):
@@ -623,6 +624,8 @@ async def scenario_loaded(bootstrap: str, workdir: Path, sizes: Sizes) -> tuple[
             lines.append(f"workers={workers} max_rps={seen.max_rps} mean_rps={seen.mean_rps:.0f} "
                          f"elapsed={done.elapsed:.1f}s{done.progress.over(seen)}")  # fmt: skip
             ok = ok and done.tally.lost == 0 and seen.max_rps <= sizes.loaded_rate
+            # On a quiet machine the limit is also used: at least 95 % of it on average.
+            ok = ok and (sizes.hogs > 0 or seen.mean_rps >= 0.95 * sizes.loaded_rate)
             runs.append((done.run, done.tally))
     line = (
         f"loaded: hogs={sizes.hogs} leads={sizes.loaded_leads} limit={sizes.loaded_rate} "
