@@ -20,7 +20,7 @@ from streams.http_client import ResponseTooLarge
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.outcomes import Outcome, StepResult
 from streams.partner_errors import describe
-from streams.responses import ResponseParseError, parse_response
+from streams.responses import ResponseParseError, parse_response, read_response
 from streams.templates import TemplateRenderError, Value, truthy
 from streams.transport import current_step
 from streams.urls import add_query, join_url
@@ -189,14 +189,17 @@ def take_batch_reply(
             result.outcome, result.reason = Outcome.ERROR, "no result in batch response"
             return
         parsed = reply.results[lead_id]
-    judge_parsed(step, context, reply.response, parsed, result, exchange)
+    # (a non-2xx answer may be in another format than the step's: its rules may not fit it)
+    foreign = not reply.response.ok and not read_response(step.response_format, reply.response)[1]
+    judge_parsed(step, context, reply.response, parsed, result, exchange, foreign)
 
 
 def judge(
     step: Step, context: dict[str, Any], response: HttpResult, result: StepResult, exchange: Exchange
 ) -> None:
     """Parse an answer, apply the outcome rules, and on success/failure map, store, price."""
-    judge_parsed(step, context, response, parse_response(step.response_format, response), result, exchange)
+    parsed, in_format = read_response(step.response_format, response)
+    judge_parsed(step, context, response, parsed, result, exchange, foreign=not in_format)
 
 
 def judge_parsed(
@@ -206,11 +209,13 @@ def judge_parsed(
     parsed: Any,
     result: StepResult,
     exchange: Exchange,
+    foreign: bool = False,
 ) -> None:
+    """``foreign``: a non-2xx body not in the step's ``response.format`` (see ``decide``)."""
     exchange.parsed = parsed
     context["response"] = parsed
     context["http"] = {"status": response.status, "headers": response.headers, "elapsed": response.elapsed}
-    result.outcome, result.reason = decide(step, context, response, parsed)
+    result.outcome, result.reason = decide(step, context, response, parsed, foreign)
     if result.outcome in (Outcome.SUCCESS, Outcome.FAILURE):
         exchange.mapped = apply_mappings(step, context)
         result.price = render_price(step, context)
@@ -280,32 +285,55 @@ def take_substitute(
 
 
 def decide(
-    step: Step, context: dict[str, Any], response: HttpResult, parsed: Any
+    step: Step, context: dict[str, Any], response: HttpResult, parsed: Any, foreign: bool = False
 ) -> tuple[Outcome, str | None]:
     """First matching outcome rule wins; then a SOAP Fault is an error; otherwise
-    2xx is success and anything else an error."""
+    2xx is success and anything else an error (``HTTP 401: bad credentials``).
+
+    A ``foreign`` body (a non-2xx answer in another format than ``response.format``) is
+    judged by its status: a rule for that status whose ``when`` cannot be evaluated on it
+    (``response.xpath(…)`` on JSON) does not match, and one whose ``reason`` cannot takes
+    the status's reason, rather than a template error hiding the status."""
     for rule in step.outcome_rules:
-        if response.status in rule.statuses and truthy(rule.when.render(context)):
+        if response.status not in rule.statuses:
+            continue
+        try:
+            if not truthy(rule.when.render(context)):
+                continue
+        except TemplateRenderError:
+            if foreign:
+                continue
+            raise
+        try:
             reason = rule.reason.render(context) if rule.reason is not None else None
-            return rule.outcome, None if reason in (None, "") else str(reason)
+        except TemplateRenderError:
+            if not foreign:
+                raise
+            reason = status_reason(response, parsed)
+        return rule.outcome, None if reason in (None, "") else str(reason)
     fault = getattr(parsed, "fault", None)
     if isinstance(fault, str):
         return Outcome.ERROR, f"SOAP Fault: {fault}"
     if response.ok:
         return Outcome.SUCCESS, None
-    return Outcome.ERROR, f"HTTP {response.status}{_partner_reason(parsed)}"
+    return Outcome.ERROR, status_reason(response, parsed)
+
+
+def status_reason(response: HttpResult, parsed: Any) -> str:
+    """``HTTP 422: invalid email``: the status and the partner's own words when it gave some."""
+    return f"HTTP {response.status}{_partner_reason(parsed)}"
 
 
 def exhausted_reason(step: Step, call: Call) -> str:
     """Why nothing answered: the partner's own words when it gave some, and how often we asked."""
     if call.response is None:
         return call.reason if call.attempts <= 1 else f"{call.reason} (after {call.attempts} attempts)"
-    try:
-        said = _partner_reason(parse_response(step.response_format, call.response))
+    try:  # (a non-2xx body in another format is read by its own: see read_response)
+        said = status_reason(call.response, parse_response(step.response_format, call.response))
     except ResponseParseError:
-        said = ""
+        said = f"HTTP {call.response.status}"
     tries = f" (after {call.attempts} attempts)" if call.attempts > 1 else ""
-    return f"HTTP {call.response.status}{said}{tries}"
+    return f"{said}{tries}"
 
 
 def render_price(step: Step, context: dict[str, Any]) -> float | None:

@@ -6,7 +6,9 @@ circuit stops the leads already queued for the partner."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 from resilience_helpers import Answer, build_flow, harness, only_step, partner, score_step
@@ -14,6 +16,109 @@ from resilience_helpers import Answer, build_flow, harness, only_step, partner, 
 from agents.process import wait_for
 from streams.circuit import State
 from streams.outcomes import Outcome
+
+# --- #3: a non-2xx answer in another format keeps its status ------------------------------------
+
+P = {"p": "http://partner.example/"}
+SOAP_VALIDATE: dict[str, Any] = {  # examples/flows/soap-validate.yaml's step
+    "name": "validate",
+    "request": {
+        "method": "POST",
+        "url": "/soap/LeadService.asmx",
+        "soap": {
+            "version": "1.1",
+            "action": "http://partner.example/ValidateLead",
+            "header": {"p:AuthHeader": {"@xmlns:p": P["p"], "p:Username": "u", "p:Password": "pw"}},
+            "body": {"p:ValidateLead": {"@xmlns:p": P["p"], "p:Email": "{{ lead.email }}"}},
+        },
+    },
+    "response": {
+        "format": "xml",
+        "outcome": [
+            {
+                "when": "{{ response.xpath('//p:IsValid', {'p': 'http://partner.example/'}) != 'true' }}",
+                "outcome": "failure",
+                "reason": "partner says invalid",
+            }
+        ],
+    },
+    "map": {"status": "{{ response.xpath('//p:Status', {'p': 'http://partner.example/'}) }}"},
+}
+LEAD = {"id": "L1", "email": "ann@example.com"}
+
+
+async def test_a_soap_flow_given_http_401_in_json_reports_the_status_and_message(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    api = await partner(aiohttp_server, Answer(401, {"error": "bad soap credentials"}))
+    async with harness(build_flow(api.url, [SOAP_VALIDATE])) as h:
+        step = only_step(await h.run(LEAD))
+    assert (step.outcome, step.reason, step.http_status) == (
+        Outcome.ERROR,
+        "HTTP 401: bad soap credentials",
+        401,
+    )
+    assert step.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("fmt", "reply", "reason"),
+    [
+        ("json", Answer(404, body=b"no such lead", content_type="text/plain"), "HTTP 404: no such lead"),
+        ("json", Answer(404, body=b"<html><body>Not Found</body></html>", content_type="text/html"),
+         "HTTP 404: <html><body>Not Found</body></html>"),
+        ("json", Answer(404, body=b"<error>gone</error>", content_type="application/xml"),
+         "HTTP 404: <error>gone</error>"),
+        ("json", Answer(404, body=b"{not json", content_type="application/json"), "HTTP 404: {not json"),
+        ("xml", Answer(404, {"message": "no such lead"}), "HTTP 404: no such lead"),
+        ("xml", Answer(404, body=b"Not Found", content_type="text/plain"), "HTTP 404: Not Found"),
+        ("auto", Answer(404, body=b"{not json", content_type="application/json"), "HTTP 404: {not json"),
+    ],
+)  # fmt: skip
+async def test_a_404_in_another_format_than_declared_is_judged_by_its_status(
+    aiohttp_server: AiohttpServer, fmt: str, reply: Answer, reason: str
+) -> None:
+    api = await partner(aiohttp_server, reply)
+    step_spec = score_step(response={"format": fmt})
+    async with harness(build_flow(api.url, [step_spec])) as h:
+        step = only_step(await h.run(LEAD))
+    assert (step.outcome, step.reason, step.http_status) == (Outcome.ERROR, reason, 404)
+
+
+async def test_rules_for_the_status_that_do_not_fit_a_foreign_body_are_passed_over(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A rule written for the declared format cannot read a body in another: it does not match
+    (when) or gives the status's reason (reason); a rule that needs no body still applies."""
+    api = await partner(aiohttp_server, Answer(401, {"error": "bad soap credentials"}))
+    xpath = "{{ response.xpath('//p:Code', {'p': 'http://partner.example/'}) }}"
+    rules = [
+        {"status": [401], "when": f"{xpath[:-3]} == 'LOCKED' }}}}", "outcome": "failure", "reason": "locked"},
+        {"status": [401], "outcome": "failure", "reason": f"credentials refused: {xpath}"},
+    ]
+    step_spec = {**SOAP_VALIDATE, "response": {"format": "xml", "outcome": rules}, "map": {}}
+    async with harness(build_flow(api.url, [step_spec])) as h:
+        step = only_step(await h.run(LEAD))
+    assert (step.outcome, step.reason) == (Outcome.FAILURE, "HTTP 401: bad soap credentials")
+
+
+async def test_a_2xx_answer_in_another_format_is_still_a_parse_error(aiohttp_server: AiohttpServer) -> None:
+    api = await partner(aiohttp_server, Answer(200, {"status": "ok"}))
+    async with harness(build_flow(api.url, [SOAP_VALIDATE])) as h:
+        step = only_step(await h.run(LEAD))
+    assert step.outcome is Outcome.ERROR
+    assert str(step.reason).startswith("response is not usable XML: not well-formed XML")
+
+
+async def test_retries_exhausted_on_a_foreign_5xx_say_what_the_partner_said(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    api = await partner(aiohttp_server, Answer(500, {"error": "maintenance"}))
+    flow = build_flow(api.url, [SOAP_VALIDATE], integration={"retry": {"attempts": 2}})
+    async with harness(flow) as h:
+        step = only_step(await h.run(LEAD))
+    assert (step.outcome, step.reason) == (Outcome.ERROR, "HTTP 500: maintenance (after 2 attempts)")
+
 
 # --- #11: an open circuit stops the backlog -----------------------------------------------------
 
