@@ -8,7 +8,9 @@ value is compiled once when the flow loads.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import Any, Protocol
 
@@ -242,14 +244,42 @@ class ListValue:
         return [value.render(context) for value in self.items]
 
 
+Location = Callable[[tuple[str | int, ...]], str]  # a path inside the value -> "FILE:LINE: path"
+# Set by ``located`` while a value whose parts compile elsewhere is built: request bodies
+# compile their templates in their own modules (streams.bodies), which know nothing of the
+# file, yet their render errors must say where they are, as every other template's do.
+_LOCATION: ContextVar[Location | None] = ContextVar("leadstreams_template_location", default=None)
+
+
+@contextmanager
+def located(location: Location) -> Iterator[None]:
+    """Templates compiled inside without a ``where`` of their own are located by ``location``
+    (given their path inside the value passed to ``compile_value``: ``("lead", "dob")``)."""
+    token = _LOCATION.set(location)
+    try:
+        yield
+    finally:
+        _LOCATION.reset(token)
+
+
 def compile_value(raw: Any, env: LeadEnvironment, where: str = "") -> Value:
     """Compile a YAML value (string, number, mapping, list) into a renderable Value.
 
-    ``where`` (e.g. ``flow.yaml:12: steps.0.map.score``) prefixes render errors.
-    Raises ``jinja2.TemplateSyntaxError`` for a malformed template."""
+    ``where`` (e.g. ``flow.yaml:12: steps.0.map.score``) prefixes render errors; without it,
+    the enclosing ``located`` says where each part is. Raises ``jinja2.TemplateSyntaxError``
+    for a malformed template."""
+    location = None if where else _LOCATION.get()
+    return _compile(raw, env, where, location, ())
+
+
+def _compile(
+    raw: Any, env: LeadEnvironment, where: str, location: Location | None, path: tuple[str | int, ...]
+) -> Value:
     if isinstance(raw, str):
         if "{{" not in raw and "{%" not in raw:
             return Literal(raw)
+        if location is not None:
+            where = location(path)
         lone = _LONE_EXPRESSION.match(raw)
         # An encoding environment (URL paths) renders text, so a lone {{ }} is encoded too.
         if lone and env.finalize is None:
@@ -261,12 +291,15 @@ def compile_value(raw: Any, env: LeadEnvironment, where: str = "") -> Value:
             raise ValueError(
                 f"for_each: `as: {name}` must be a name (not {', '.join(sorted(_RESERVED_NAMES))})"
             )
-        items, item = compile_value(raw["for_each"], env, where), compile_value(raw["item"], env, where)
+        items = _compile(raw["for_each"], env, where, location, (*path, "for_each"))
+        item = _compile(raw["item"], env, where, location, (*path, "item"))
         return EachValue(items, name, item)
     if isinstance(raw, dict):
-        return MappingValue({str(key): compile_value(value, env, where) for key, value in raw.items()})
+        return MappingValue(
+            {str(key): _compile(value, env, where, location, (*path, str(key))) for key, value in raw.items()}
+        )
     if isinstance(raw, list):
-        return ListValue([compile_value(value, env, where) for value in raw])
+        return ListValue([_compile(value, env, where, location, (*path, i)) for i, value in enumerate(raw)])
     return Literal(raw)
 
 

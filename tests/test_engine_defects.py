@@ -14,8 +14,10 @@ from pytest_aiohttp import AiohttpServer
 from resilience_helpers import Answer, build_flow, harness, only_step, partner, score_step
 
 from agents.process import wait_for
+from streams.bodies.json_body import JsonBody
 from streams.circuit import State
 from streams.outcomes import Outcome
+from streams.templates import TemplateRenderError, located
 
 # --- #3: a non-2xx answer in another format keeps its status ------------------------------------
 
@@ -118,6 +120,34 @@ async def test_retries_exhausted_on_a_foreign_5xx_say_what_the_partner_said(
     async with harness(flow) as h:
         step = only_step(await h.run(LEAD))
     assert (step.outcome, step.reason) == (Outcome.ERROR, "HTTP 500: maintenance (after 2 attempts)")
+
+
+# --- #9: render errors in request bodies say where the template is --------------------------------
+
+DOB = "{{ lead.dob | date('MM/DD/YYYY') }}"
+SUBMIT: dict[str, Any] = {
+    "name": "submit",
+    "request": {
+        "method": "POST",
+        "url": "/leads",
+        "json": {"email": "{{ lead.email }}", "lead": {"dob": DOB}},
+    },
+}
+
+
+def test_a_body_compiled_where_the_flow_is_located_names_each_template_s_place() -> None:
+    """The loader builds bodies inside ``located``; each template gets its own path."""
+    with located(lambda path: f"flow.yaml:9: steps.0.request.json{''.join(f'.{part}' for part in path)}"):
+        body = JsonBody({**SUBMIT["request"]["json"], "tags": ["x", "{{ 1 / 0 }}"]}, False)
+    with pytest.raises(TemplateRenderError) as caught:
+        body.encode({"lead": {"email": "a@b.example", "dob": "31/31/2020"}})
+    assert str(caught.value).startswith(
+        f"flow.yaml:9: steps.0.request.json.lead.dob: {DOB}: ValueError: date:"
+    )
+    with pytest.raises(TemplateRenderError, match=r"^flow\.yaml:9: steps\.0\.request\.json\.tags\.1: "):
+        body.encode({"lead": {"email": "a@b.example", "dob": "2020-01-31"}})
+    # Outside ``located`` a value is compiled as before.
+    assert str(JsonBody({"d": DOB}, False).value.items["d"].source) == DOB  # type: ignore[attr-defined]
 
 
 # --- #11: an open circuit stops the backlog -----------------------------------------------------
