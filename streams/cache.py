@@ -3,7 +3,8 @@ from the last successful response to the same request instead of failing the lea
 
 The engine only sees the ``ResponseCache`` protocol; the Kafka layer can back it with a changelog topic
 (``CachedResponse.to_bytes`` is the record value, ``request_fingerprint`` the record key), tests and
-single-process runs use ``InMemoryCache``.
+single-process runs use ``InMemoryCache``. Both forget by the rule of ``streams.cache_index``: per
+integration, after the longest ``cache:`` age of its steps and past ``max_entries``, oldest first.
 """
 
 from __future__ import annotations
