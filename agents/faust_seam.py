@@ -373,9 +373,13 @@ class LeadWorker(faust.Worker):
             in_flight = self.app.in_flight()
             counts = f"{max(read, in_flight)} leads read since the last commit ({in_flight} in flight)"
         except Exception:  # read from another thread while it changes: say so
+            read = in_flight = -1
             counts = "an unknown number of leads"
-        log.warning("exiting without a commit (%s): %s will be processed again by the partitions' next owner",
-                    why, counts)  # fmt: skip
+        if read == in_flight == 0:
+            log.warning("exiting without a commit (%s): no lead was read since the last commit", why)
+        else:
+            log.warning("exiting without a commit (%s): %s will be processed again by the partitions' "
+                        "next owner", why, counts)  # fmt: skip
         flush_logs()
         os._exit(code)
 
