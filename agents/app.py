@@ -29,6 +29,7 @@ from agents.observe import BatchObserver
 from agents.output import EXIT_OUTPUT_FAILED, FaustProducerBatches, OutputWriter
 from agents.readiness import Readiness
 from agents.table_cache import TableCache
+from streams.activity import ActivityLog
 from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
 from streams.delayed import RetryState, tier_label, tier_topics
@@ -36,7 +37,7 @@ from streams.events import MAX_LEAD_BYTES, MAX_OUTPUT_BYTES, Source
 from streams.flow import Flow
 from streams.guards import Guards
 from streams.http_client import HttpClient
-from streams.metrics import Metrics
+from streams.metrics import CacheMetrics, Metrics
 from streams.pipeline import Destination, LeadPipeline, Output
 from streams.runner import FlowRunner
 
@@ -107,16 +108,21 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     metrics = Metrics(registry)
     guards = Guards(flow, metrics)
     client = HttpClient()
-    cache: ResponseCache = InMemoryCache()
+    cache: ResponseCache = InMemoryCache(policy=flow.cache_policy)
     if any(step.caches for step in flow.steps):
         # Every worker holds the whole cache (a cache key is not the lead's key), and
         # the changelog brings it back after a restart.
         cache = TableCache(
             app.GlobalTable(  # bytes in, bytes out: the app's serializers are "raw"
-                "response-cache", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True
-            )
+                "response-cache", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True,
+                # Compaction only cleans closed segments (the broker's default: 1 GiB or 7 days).
+                extra_topic_configs={"segment.ms": str(3600 * 1000)},
+            ),
+            flow.cache_policy,  # integrations.NAME.cache.max_entries and the steps' cache: ages
+            CacheMetrics(metrics, flow.name),  # leadstreams_cache_entries, _evictions_total
         )
-    runner = FlowRunner(flow, client, metrics, guards, cache, batch_windows=True)
+    activity = ActivityLog()
+    runner = FlowRunner(flow, client, metrics, guards, cache, batch_windows=True, activity=activity)
     pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes, options.max_output_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
     writer = OutputWriter(FaustProducerBatches(app.producer), topics, flow.name, metrics)
@@ -204,6 +210,11 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
             await watchdog.beat_forever()
         finally:
             watchdog.stop()
+
+    @app.task
+    async def log_activity() -> None:
+        """Partner failures and flow stats every minute at info level (streams.activity)."""
+        await activity.log_every(60.0)
 
     @app.task
     async def settle_garbage_collector() -> None:

@@ -41,7 +41,7 @@ from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
 from streams.ratelimit import parse_rate
 from streams.retry_policy import RetryConfig
-from streams.templates import Value, compile_value, environment
+from streams.templates import Value, compile_value, environment, located
 from streams.urls import encode_path_value
 from streams.yaml_source import Path, line_of, load_yaml, read_source
 
@@ -250,7 +250,11 @@ class _Builder:
         body = None
         if body_kind:
             try:
-                body = build_body(body_kind, request[body_kind], strict)
+                # The body's modules compile its templates: ``located`` gives each one the
+                # ``FILE:LINE: path`` its render errors start with, as every other template's do.
+                body_path = (*rpath, body_kind)
+                with located(lambda inner: self.where((*body_path, *inner))):
+                    body = build_body(body_kind, request[body_kind], strict)
             except jinja2.TemplateSyntaxError as exc:
                 self.problem((*rpath, body_kind), f"template syntax: {exc.message}")
             except ValueError as exc:

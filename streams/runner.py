@@ -44,7 +44,7 @@ class FlowRunner:
             guards=self.guards,
             flow=flow.name,
             metrics=metrics,
-            cache=cache if cache is not None else InMemoryCache(),
+            cache=cache if cache is not None else InMemoryCache(policy=flow.cache_policy),
             can_defer=flow.delayed_retry is not None,
             activity=self.activity,
         )

@@ -9,13 +9,15 @@ import asyncio
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
-from resilience_helpers import Answer, build_flow, harness, only_step, partner, score_step
+from resilience_helpers import Answer, build_flow, flow_document, harness, only_step, partner, score_step
 
 from agents.process import wait_for
 from streams.bodies.json_body import JsonBody
 from streams.circuit import State
+from streams.loader import parse_flow
 from streams.outcomes import Outcome
 from streams.templates import TemplateRenderError, located
 
@@ -148,6 +150,22 @@ def test_a_body_compiled_where_the_flow_is_located_names_each_template_s_place()
         body.encode({"lead": {"email": "a@b.example", "dob": "2020-01-31"}})
     # Outside ``located`` a value is compiled as before.
     assert str(JsonBody({"d": DOB}, False).value.items["d"].source) == DOB  # type: ignore[attr-defined]
+
+
+async def test_a_render_error_in_a_json_body_has_the_file_line_and_path_of_map_errors(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """The issue's ``submit: template error: {{ lead.dob | date(...) }}: ValueError…`` gets the
+    ``FILE:LINE: path`` a ``map:`` error has (the line of ``dob:`` in the file)."""
+    api = await partner(aiohttp_server)
+    text = yaml.safe_dump(flow_document(api.url, [SUBMIT]), sort_keys=False)
+    line = next(number for number, row in enumerate(text.splitlines(), 1) if row.strip().startswith("dob:"))
+    async with harness(parse_flow(text, "test.yaml", {})) as h:
+        result = await h.run({"id": "L1", "email": "a@b.example", "dob": "31/31/2020"})
+    assert api.requests == 0  # nothing sent
+    assert str(result.reason).startswith(
+        f"submit: template error: test.yaml:{line}: steps.0.request.json.lead.dob: {DOB}: ValueError: date:"
+    )
 
 
 # --- #11: an open circuit stops the backlog -----------------------------------------------------
