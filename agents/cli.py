@@ -426,8 +426,7 @@ def worker(
     app = create_app(loaded, options, CollectorRegistry())
     say(
         logging.INFO,
-        f"worker for flow {loaded.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}; "
-        f"metrics at http://{web_host}:{web_port}/metrics",
+        f"starting the worker for flow {loaded.name!r}: joining consumer group {app.conf.id!r}",
     )
     run_worker(app, loglevel, log_format, log_bodies)
 

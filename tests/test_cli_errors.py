@@ -430,7 +430,7 @@ def test_a_json_logging_worker_prints_only_json(here: Path, kafka_bootstrap: str
     try:
         assert process.stderr is not None
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("worker for flow" in line for line in seen):
+        while time.monotonic() < deadline and not any("starting the worker" in line for line in seen):
             line = process.stderr.readline()  # bounded: the worker starts or exits (EOF)
             if not line:
                 break
@@ -448,6 +448,5 @@ def test_a_json_logging_worker_prints_only_json(here: Path, kafka_bootstrap: str
         "info",
         f"created topics: json-{suffix}.incoming, json-{suffix}.enriched, json-{suffix}.errors",
     ) in (messages)
-    assert messages[-1][1].startswith(f"worker for flow 'lead-validation': json-{suffix}.incoming -> "), (
-        messages
-    )
+    starting = "starting the worker for flow 'lead-validation': joining consumer group"
+    assert messages[-1][1].startswith(starting), messages
