@@ -2,7 +2,8 @@
 
 Configurable latency (seconds before each answer) and error rate (that fraction of
 requests is answered HTTP 422, an error that neither side retries). It records the
-monotonic arrival time of every request (rate-limit precision) and, when asked, the
+monotonic arrival time of every request (rate-limit precision: the kernel's receive time
+of its first bytes when served by ``kernel_stamps.serve_stamped``, see there why) and, when asked, the
 time it spent on each lead by id (to subtract from end-to-end latency). Kept as light
 as possible (orjson, no middleware) so that it is not what a scenario measures.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
+from kernel_stamps import arrival
 
 JSON = "application/json"
 
@@ -47,7 +49,8 @@ STATE = web.AppKey("state", PartnerState)
 async def score(request: web.Request) -> web.Response:
     state = request.app[STATE]
     started = time.monotonic()
-    state.arrivals.append(started)
+    now = time.time()
+    state.arrivals.append(arrival(request, now) - now + started)  # on the monotonic clock
     body = orjson.loads(await request.read())
     if state.latency:
         await asyncio.sleep(state.latency)

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))  # kernel_stamps
+from kernel_stamps import serve_stamped
 from partner import PartnerState, create_partner
 from report import print_report
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scenarios import SCENARIOS, Bench, Sizes
-
-from agents.process import serve_app
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -89,7 +89,7 @@ async def run(bootstrap: str, args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     loads: dict[str, float] = {"start": os.getloadavg()[0]}
     state = PartnerState()
-    runner, url = await serve_app(create_partner(state))
+    runner, url = await serve_stamped(create_partner(state))
     workdir = Path(tempfile.mkdtemp(prefix="leadstreams-bench-"))
     console.print(f"partner at {url}; broker {bootstrap}; logs in {workdir}; "
                   f"{os.cpu_count()} CPUs, load average {loads['start']:.2f}", soft_wrap=True)  # fmt: skip

@@ -31,13 +31,12 @@ import json
 import logging
 import os
 import random
-import socket
-import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from kernel_stamps import arrival, serve_stamped
 
 
 @dataclass
@@ -88,8 +87,7 @@ async def check(request: web.Request) -> web.StreamResponse:
     stats, faults = request.app[STATS], request.app[FAULTS]
     now = time.time()
     stats.per_second[int(now)] += 1
-    sock = getattr(request.transport, "_sock", None)
-    stats.arrivals.append(sock.arrived(now) if isinstance(sock, StampingSocket) else now)
+    stats.arrivals.append(arrival(request, now))
     stats.in_flight += 1
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
     try:
@@ -163,81 +161,11 @@ def create_faulty_partner(api_key: str, faults: Faults | None = None) -> web.App
     return app
 
 
-class StampingSocket:
-    """A connection's socket that reads through ``recvmsg`` to get the kernel's receive stamps.
-
-    Installed in place of asyncio's (private ``transport._sock``: the transport reads with
-    ``recv``); everything else goes to the real socket. A keep-alive connection carries one
-    request at a time (the client waits for each answer), so the stamps read since the last
-    request belong to the next one, and the first of them is its arrival."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self._sock = sock
-        self._pending: list[float] = []
-
-    def recv(self, size: int) -> bytes:
-        data, ancillary, _, _ = self._sock.recvmsg(size, 64)
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                seconds, nanoseconds = struct.unpack("qq", payload[:16])
-                self._pending.append(seconds + nanoseconds / 1e9)
-        return data
-
-    def arrived(self, default: float) -> float:
-        """The kernel's stamp of the current request's first bytes (``default`` if none)."""
-        first = min(self._pending, default=default)
-        self._pending.clear()
-        return first
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sock, name)
-
-
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
-
-
-class Stamped(asyncio.Protocol):
-    """aiohttp's protocol for one connection, its socket swapped for a ``StampingSocket``."""
-
-    def __init__(self, inner: asyncio.Protocol) -> None:
-        self.inner = inner
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport._sock = StampingSocket(transport._sock)  # type: ignore[attr-defined]
-        self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-
-async def serve(app: web.Application, port: int) -> None:
-    """Serve ``app`` with kernel arrival stamps on every connection, until cancelled."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    handler = runner.server
-    assert handler is not None
-
-    def protocol() -> asyncio.Protocol:
-        return Stamped(handler())
-
-    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port)
+async def serve_forever(app: web.Application, port: int) -> None:
+    runner, _ = await serve_stamped(app, port)
     try:
-        await asyncio.Future()
+        await asyncio.Future()  # until the process is stopped
     finally:
-        server.close()
         await runner.cleanup()
 
 
@@ -258,7 +186,7 @@ def main() -> None:
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # the resets injected on purpose
     app = create_faulty_partner(os.environ["PARTNER_API_KEY"], faults_from_json(args.faults))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(app, args.port))
+        asyncio.run(serve_forever(app, args.port))
 
 
 if __name__ == "__main__":

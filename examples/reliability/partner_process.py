@@ -1,11 +1,9 @@
 """The partner stand-in in a process of its own, the rate it saw, and CPU hogs.
 
-Why its own process: a real partner counts requests on its own machine. In the run's
-driver (which publishes and reads thousands of events) the partner's arrival stamps
-waited for the driver's event loop, so a stall there bunched them: requests sent a few
-ms apart were stamped together, and a second of them landed in less than a second of
-stamps. In its own process, mostly asleep waiting for requests, the partner is woken as
-soon as a request's bytes arrive, which is where a real partner's gateway counts.
+Why its own process: a real partner runs elsewhere, and the run's driver publishes and
+reads thousands of events in its loop. Its arrival stamps come from the kernel
+(kernel_stamps.py: when a request's first bytes reached this host), so neither the
+driver's loop nor the partner's own wait for a core moves them.
 """
 
 from __future__ import annotations
