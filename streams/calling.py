@@ -175,7 +175,10 @@ async def call_partner(
             else:
                 activity.answered(integration.name)
         if circuit is not None:
-            circuit.record(response is not None and response.status < 500)
+            circuit.record(
+                response is not None and response.status < 500,
+                reason or (f"HTTP {response.status}" if response is not None else ""),
+            )
         if decision.auth_failure and metrics is not None:
             metrics.auth_failures.labels(flow, integration.name).inc()
         if decision.action is Action.RETRY:
