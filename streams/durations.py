@@ -11,10 +11,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 def parse_duration(value: str | float | int) -> float:
     """Seconds for a duration; raises ValueError with a readable message."""
     if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
+        raise ValueError(f"durations look like 200ms, 2s, 5m (got {value!r})")
     if isinstance(value, int | float):
         return float(value)
     match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 200ms, 2s, 5m)")
+        raise ValueError(f"durations look like 200ms, 2s, 5m (got {value!r})")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]

@@ -24,7 +24,9 @@ class MissingVariable(Exception):
     def __init__(self, path: Path, name: str) -> None:
         self.path = path
         self.name = name
-        super().__init__(f"environment variable {name} is not set (use ${{{name}:-default}})")
+        # Most unset variables are secrets or addresses, where a default in the file would be
+        # wrong: the fix is to set the variable where the flow runs.
+        super().__init__(f"environment variable {name} is not set: export it")
 
 
 def substitute(

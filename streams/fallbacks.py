@@ -24,6 +24,11 @@ class Substitute:
     response: HttpResult | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    note: str | None = None  # a skip's note from the flow (`skip: {note: "partner down"}`)
+
+    def skip_reason(self, why: str) -> str:
+        """The reason of a skipped step: the author's note, then what made the chain run."""
+        return f"{self.note} ({why})" if self.note else f"skipped ({why})"
 
 
 async def run_chain(
@@ -54,7 +59,7 @@ async def run_chain(
         elif source.kind == "retry_later" and services.can_defer:
             return Substitute("defer", attempts=attempts)
         elif source.kind == "skip":
-            return Substitute("skip", "skip", attempts=attempts)
+            return Substitute("skip", "skip", attempts=attempts, note=source.note)
     # FALLBACK and DEFER both mean "this source cannot answer now" (503, exhausted 5xx,
     # timeouts, an open circuit): with nothing else in the chain, try again later.
     if why.decision.action in (Action.DEFER, Action.FALLBACK) and services.can_defer:

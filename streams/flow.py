@@ -85,12 +85,14 @@ class Fallback:
     """One source of a step's fallback chain, tried in order when the partner can't answer:
     ``url`` (the same request elsewhere), ``cache`` (last good answer younger than
     ``max_age``), ``default`` (fields written onto the lead, outcome success),
-    ``retry_later`` (the delayed retry topic), ``skip``."""
+    ``retry_later`` (the delayed retry topic), ``skip`` (with the author's ``note``, if any,
+    as the step's reason: ``skip: {note: "partner down"}``)."""
 
     kind: str
     url: Value | None = None
     max_age: float = 0.0
     default: dict[str, Value] = field(default_factory=dict)
+    note: str | None = None
 
 
 @dataclass(frozen=True)

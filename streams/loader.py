@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 import jinja2
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 import schemas
 from streams.auth import Auth, NoAuth, build_auth
@@ -41,9 +40,10 @@ from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
 from streams.ratelimit import parse_rate
 from streams.retry_policy import RetryConfig
+from streams.schema_problems import schema_problems
 from streams.templates import Value, compile_value, environment, located
 from streams.urls import encode_path_value
-from streams.yaml_source import Path, line_of, load_yaml, read_source
+from streams.yaml_source import Path, Source, parse_yaml, read_source
 
 
 def load_flow(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Flow:
@@ -52,25 +52,39 @@ def load_flow(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     return parse_flow(text, filename, os.environ if env is None else env)
 
 
+def check_files(
+    paths: Iterable[str | os.PathLike[str]], env: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Every problem of every flow file (``leadstreams check A.yaml B.yaml``); [] when all load."""
+    found: list[Problem] = []
+    for path in paths:
+        try:
+            load_flow(path, env)
+        except FlowFileError as exc:
+            found.extend(exc.problems)
+    return found
+
+
 def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:
-    data, lines = load_yaml(text, filename)
-    data, missing = substitute(data, env)
-    problems = [Problem(filename, line_of(lines, m.path), dotted(m.path), str(m)) for m in missing]
+    source = parse_yaml(text, filename)
+    data, missing = substitute(source.data, env)
+
+    def at(path: Path, message: str) -> Problem:
+        return Problem(filename, source.line(path), dotted(path), message, source.column(path))
+
+    problems = list(source.duplicates)
+    problems.extend(at(m.path, str(m)) for m in missing)
     unset = {m.path for m in missing}  # their schema complaints would only repeat the cause
-    problems.extend(
-        Problem(filename, line_of(lines, p), dotted(p), message)
-        for p, message in _schema_problems(data)
-        if p not in unset
-    )
-    builder = _Builder(data, lines, filename)
+    found = schema_problems(data, schemas.load("flow"))
+    problems.extend(at(p, message) for p, message in found if p not in unset)
+    builder = _Builder(data, source, filename)
     if problems:
         # Still look for what only the builder sees (unknown integrations, template
         # syntax, duplicate names), so one `check` lists every problem; the data is
         # known to be off-schema, so a builder that trips over it just stops early.
         with contextlib.suppress(Exception):
             builder.build()
-        seen = {problem.path for problem in problems}
-        problems.extend(p for p in builder.problems if p.path not in seen)
+        problems.extend(p for p in builder.problems if not _said(p.path, problems))
         raise FlowFileError(problems)
     flow = builder.build()
     if builder.problems:
@@ -79,44 +93,27 @@ def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:
     return flow
 
 
-def _schema_problems(data: Any) -> list[tuple[Path, str]]:
-    validator = Draft202012Validator(schemas.load("flow"))
-    found: list[tuple[Path, str]] = []
-    for error in validator.iter_errors(data):
-        found.extend(_leaf_errors(error))
-    return found
-
-
-def _leaf_errors(error: ValidationError) -> list[tuple[Path, str]]:
-    """For oneOf/anyOf, report the branch that got furthest instead of a vague summary."""
-    if error.context:
-        best = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.context or [])))
-        same_depth = [e for e in error.context if len(e.absolute_path) == len(best.absolute_path)]
-        if len(best.absolute_path) > len(error.absolute_path) or len(same_depth) == 1:
-            return _leaf_errors(best)
-    path = tuple(error.absolute_path)
-    message = error.message
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in allowed]
-        return [((*path, key), f"unknown key {key!r}") for key in extra] or [(path, message)]
-    return [(path, message)]
+def _said(path: str, problems: list[Problem]) -> bool:
+    """Whether the schema already named a problem at ``path`` — or, for an auth block (the
+    builder judges it whole), inside it: `auth: hmac algorithm …` after `auth.algorithm: …`."""
+    return any(p.path == path or (path.endswith(".auth") and p.path.startswith(path + ".")) for p in problems)
 
 
 class _Builder:
     """Turns validated data into the Flow model, compiling every template once."""
 
-    def __init__(self, data: dict[str, Any], lines: dict[Path, int], filename: str) -> None:
+    def __init__(self, data: dict[str, Any], source: Source, filename: str) -> None:
         self.data = data
-        self.lines = lines
+        self.source = source
         self.filename = filename
         self.problems: list[Problem] = []
 
     def problem(self, path: Path, message: str) -> None:
-        self.problems.append(Problem(self.filename, line_of(self.lines, path), dotted(path), message))
+        line, column = self.source.line(path), self.source.column(path)
+        self.problems.append(Problem(self.filename, line, dotted(path), message, column))
 
     def where(self, path: Path) -> str:
-        return f"{self.filename}:{line_of(self.lines, path)}: {dotted(path)}"
+        return f"{self.filename}:{self.source.line(path)}: {dotted(path)}"
 
     def compile(self, raw: Any, path: Path, strict: bool = False, url: bool = False) -> Value:
         env = environment(strict, encode_path_value if url else None)
@@ -132,14 +129,20 @@ class _Builder:
     def compile_map(self, raw: dict[str, Any] | None, path: Path, strict: bool = False) -> dict[str, Value]:
         return {k: self.compile(v, (*path, k), strict) for k, v in (raw or {}).items()}
 
-    def duration(self, raw: Any, path: Path) -> float | None:
+    def duration(self, raw: Any, path: Path, zero: str | None = None) -> float | None:
+        """Seconds, or None when absent (or wrong, then reported). ``zero`` is the problem to
+        report for a 0 where 0 has no meaning (a timeout of 0 is no timeout to aiohttp)."""
         if raw is None:
             return None
         try:
-            return parse_duration(raw)
+            seconds = parse_duration(raw)
         except ValueError as exc:
             self.problem(path, str(exc))
             return None
+        if zero is not None and seconds == 0:
+            self.problem(path, zero)
+            return None
+        return seconds
 
     def build(self) -> Flow | None:
         data = self.data
@@ -207,7 +210,10 @@ class _Builder:
         return Integration(
             name=name,
             base_url=raw.get("base_url"),
-            timeout=self.duration(raw.get("timeout"), (*path, "timeout")) or defaults.timeout,
+            timeout=_given(
+                self.duration(raw.get("timeout"), (*path, "timeout"), _ZERO_TIMEOUT.format(default="10s")),
+                defaults.timeout,
+            ),
             concurrency=raw.get("concurrency", defaults.concurrency),
             pool_size=pool.get("size", defaults.pool_size),
             keepalive=_given(
@@ -246,6 +252,8 @@ class _Builder:
         rpath: Path = (*path, "request")
         if "url" not in request and not raw.get("routes"):
             self.problem(rpath, "a request needs `url:` (or the step needs `routes:`)")
+        if integration.base_url is None and (name is None or name in integrations):
+            self.absolute_urls(raw, path, name)
         body_kind = next((kind for kind in BODY_KINDS if kind in request), None)
         body = None
         if body_kind:
@@ -256,7 +264,7 @@ class _Builder:
                 with located(lambda inner: self.where((*body_path, *inner))):
                     body = build_body(body_kind, request[body_kind], strict)
             except jinja2.TemplateSyntaxError as exc:
-                self.problem((*rpath, body_kind), f"template syntax: {exc.message}")
+                self.template_syntax(request[body_kind], (*rpath, body_kind), strict, exc)
             except ValueError as exc:
                 self.problem((*rpath, body_kind), str(exc))
         response = raw.get("response") or {}
@@ -288,7 +296,9 @@ class _Builder:
             when=self.compile(raw["when"], (*path, "when"), strict) if "when" in raw else None,
             map=self.compile_map(raw.get("map"), (*path, "map"), strict),
             store=self.compile_map(raw.get("store"), (*path, "store"), strict),
-            timeout=self.duration(raw.get("timeout"), (*path, "timeout")),
+            timeout=self.duration(
+                raw.get("timeout"), (*path, "timeout"), _ZERO_TIMEOUT.format(default="the integration's")
+            ),
             strict=strict,
             continue_on=frozenset(Outcome(o) for o in raw.get("continue_on", [])),
             routes=self.routes(raw.get("routes") or [], (*path, "routes"), strict),
@@ -300,6 +310,36 @@ class _Builder:
             fallback=self.fallback(raw.get("fallback") or [], (*path, "fallback"), strict),
             batch=self.batch(raw["batch"], (*path, "batch")) if "batch" in raw else None,
         )
+
+    def absolute_urls(self, raw: dict[str, Any], path: Path, integration: str | None) -> None:
+        """Without a base_url, a relative URL can only fail at run time, for every lead: say so now."""
+        urls = [((*path, "request", "url"), raw["request"].get("url"))]
+        urls += [
+            ((*path, "routes", i, "url"), route.get("url")) for i, route in enumerate(raw.get("routes") or [])
+        ]
+        for where, url in urls:
+            # A URL that starts with a template may render absolute (`{{ settings.partner_url }}/x`).
+            if isinstance(url, str) and not _ABSOLUTE.match(url):
+                needs = (
+                    "an `integration:` with a base_url"
+                    if integration is None
+                    else f"a base_url on integration {integration!r}"
+                )
+                self.problem(where, f"relative url {url!r} needs {needs} (or write the whole https://… URL)")
+
+    def template_syntax(self, raw: Any, path: Path, strict: bool, first: jinja2.TemplateSyntaxError) -> None:
+        """Every malformed template of a body, each at its own key (the body's builder stops
+        at the first and knows no paths)."""
+        env = environment(strict)
+        found = False
+        for where, text in _strings(raw, path):
+            try:
+                env.parse(text)
+            except jinja2.TemplateSyntaxError as exc:
+                self.problem(where, f"template syntax: {exc.message}")
+                found = True
+        if not found:
+            self.problem(path, f"template syntax: {first.message}")
 
     def batch(self, raw: dict[str, Any], path: Path) -> BatchSpec:
         window = self.duration(raw["window"], (*path, "window")) or 0.0
@@ -317,7 +357,9 @@ class _Builder:
             Route(
                 when=self.compile(route["when"], (*path, i, "when"), strict),
                 url=self.compile(route["url"], (*path, i, "url"), strict, url=True),
-                timeout=self.duration(route.get("timeout"), (*path, i, "timeout")),
+                timeout=self.duration(
+                    route.get("timeout"), (*path, i, "timeout"), _ZERO_TIMEOUT.format(default="the step's")
+                ),
             )
             for i, route in enumerate(raw)
         )
@@ -371,7 +413,12 @@ class _Builder:
         config = CircuitConfig()
         return CircuitConfig(
             failure_rate=raw.get("failure_rate", config.failure_rate),
-            window=self.duration(raw.get("window"), (*path, "window")) or config.window,
+            window=_given(
+                self.duration(
+                    raw.get("window"), (*path, "window"), "a circuit's window must be longer than 0"
+                ),
+                config.window,
+            ),
             min_calls=raw.get("min_calls", config.min_calls),
             open_for=_given(self.duration(raw.get("open_for"), (*path, "open_for")), config.open_for),
             half_open_probes=raw.get("half_open_probes", config.half_open_probes),
@@ -394,7 +441,10 @@ class _Builder:
                 )
             elif "cache" in entry:
                 sources.append(
-                    Fallback("cache", max_age=self.duration(entry["cache"], (*where, "cache")) or 0.0)
+                    Fallback(
+                        "cache",
+                        max_age=_given(self.duration(entry["cache"], (*where, "cache"), _ZERO_AGE), 0),
+                    )
                 )
             elif "default" in entry:
                 sources.append(
@@ -405,7 +455,8 @@ class _Builder:
                     self.problem(where, "retry_later needs topics.retry (the delayed retry topic prefix)")
                 sources.append(Fallback("retry_later"))
             else:
-                sources.append(Fallback("skip"))
+                note = entry["skip"].get("note") if isinstance(entry["skip"], dict) else None
+                sources.append(Fallback("skip", note=note))
         return tuple(sources)
 
     def delayed_retry(self, raw: dict[str, Any] | None, path: Path) -> DelayedRetry | None:
@@ -418,9 +469,28 @@ class _Builder:
         return DelayedRetry(
             first=_given(self.duration(raw.get("first"), (*path, "first")), base.first),
             factor=raw.get("factor", base.factor),
-            cap=self.duration(raw.get("cap"), (*path, "cap")) or base.cap,
+            cap=_given(self.duration(raw.get("cap"), (*path, "cap"), "cap must be longer than 0"), base.cap),
             attempts=raw.get("attempts", base.attempts),
         )
+
+
+_ABSOLUTE = re.compile(r"\s*(https?://|\{)", re.IGNORECASE)
+_ZERO_TIMEOUT = "a timeout of 0 would switch the timeout off: leave `timeout:` out for {default}"
+_ZERO_AGE = "a cache age of 0 would never serve an answer: give how old one may be (e.g. 1h)"
+
+
+def _strings(raw: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    """Every string in a YAML value (keys included: bodies may template them), with its path."""
+    if isinstance(raw, str):
+        yield path, raw
+    elif isinstance(raw, dict):
+        for key, value in raw.items():
+            if isinstance(key, str):
+                yield (*path, key), key
+            yield from _strings(value, (*path, key))
+    elif isinstance(raw, list):
+        for index, item in enumerate(raw):
+            yield from _strings(item, (*path, index))
 
 
 def _given(value: float | None, default: float) -> float:

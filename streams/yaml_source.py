@@ -1,8 +1,9 @@
-"""Read YAML keeping the line of every key, so problems can name FILE:LINE."""
+"""Read YAML keeping the line and column of every key, so problems can name FILE:LINE:COLUMN."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -29,47 +30,79 @@ def read_source(path: str | os.PathLike[str]) -> str:
         raise FlowFileError([problem]) from None
 
 
+@dataclass
+class Source:
+    """A parsed YAML file: its data, where each key path starts (1-based line and column),
+    and the duplicate keys found (the last one wins in ``data``, as in YAML loaders)."""
+
+    data: Any
+    lines: dict[Path, int]
+    columns: dict[Path, int] = field(default_factory=dict)
+    duplicates: list[Problem] = field(default_factory=list)
+
+    def line(self, path: Path) -> int:
+        return line_of(self.lines, path)
+
+    def column(self, path: Path) -> int:
+        return self.columns.get(_known(self.lines, path), 0)
+
+
 def load_yaml(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
-    """Parse YAML; return the data and a map from key path to 1-based line."""
+    """Parse YAML; return the data and a map from key path to 1-based line.
+    Duplicate keys are FlowFileErrors."""
+    source = parse_yaml(text, filename)
+    if source.duplicates:
+        raise FlowFileError(source.duplicates)
+    return source.data, source.lines
+
+
+def parse_yaml(text: str, filename: str) -> Source:
+    """Parse YAML with positions; a duplicate key is listed, not fatal, so that a
+    `check` still reports every other problem of the file."""
     try:
         root = yaml.compose(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise FlowFileError([Problem(filename, line, "", f"YAML syntax: {exc.problem}")]) from None
+        column = mark.column + 1 if mark else 0
+        problem = Problem(filename, line, "", f"YAML syntax: {exc.problem}", column)
+        raise FlowFileError([problem]) from None
     if root is None:
         raise FlowFileError([Problem(filename, 1, "", "the file is empty")])
-    lines: dict[Path, int] = {(): root.start_mark.line + 1}
-    problems: list[Problem] = []
-    _index(root, (), lines, problems, filename)
-    if problems:
-        raise FlowFileError(problems)
-    return yaml.safe_load(text), lines
+    source = Source(yaml.safe_load(text), {(): root.start_mark.line + 1}, {(): root.start_mark.column + 1})
+    _index(root, (), source, filename)
+    return source
 
 
-def _index(
-    node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[Problem], filename: str
-) -> None:
+def _index(node: yaml.Node, path: Path, source: Source, filename: str) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             child = (*path, key)
-            line = key_node.start_mark.line + 1
+            line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
             if key in seen and key != "<<":
-                problems.append(Problem(filename, line, dotted(child), "duplicate key"))
+                first = source.lines[child]
+                message = f"duplicate key {key!r} (first on line {first}; this one wins)"
+                source.duplicates.append(Problem(filename, line, dotted(child), message, column))
             seen.add(key)
-            lines[child] = line
-            _index(value_node, child, lines, problems, filename)
+            source.lines[child], source.columns[child] = line, column
+            _index(value_node, child, source, filename)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
-            lines[child] = item.start_mark.line + 1
-            _index(item, child, lines, problems, filename)
+            source.lines[child] = item.start_mark.line + 1
+            source.columns[child] = item.start_mark.column + 1
+            _index(item, child, source, filename)
+
+
+def _known(lines: dict[Path, int], path: Path) -> Path:
+    """``path`` or its nearest ancestor that has a position."""
+    while path not in lines and path:
+        path = path[:-1]
+    return path
 
 
 def line_of(lines: dict[Path, int], path: Path) -> int:
     """Line of ``path`` or of its nearest ancestor that has one."""
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 1)
+    return lines.get(_known(lines, path), 1)

@@ -257,7 +257,7 @@ steps:
 def test_retry_later_needs_a_retry_topic() -> None:
     with pytest.raises(FlowFileError) as caught:
         parse_flow(RETRY_LATER_WITHOUT_TOPIC, "late.yaml", {})
-    assert "late.yaml:9: steps.0.fallback.1: retry_later needs topics.retry" in str(caught.value)
+    assert "late.yaml:9:9: steps.0.fallback.1: retry_later needs topics.retry" in str(caught.value)
 
 
 def test_a_step_without_an_integration_can_defer_too() -> None:

@@ -73,7 +73,7 @@ def test_two_mistakes_are_both_reported_with_lines_and_paths() -> None:
         HEAD
         + GOOD_STEPS
         + "    bogus: 1\n"
-        + "  - name: two\n    request:\n      method: FETCH\n      url: /x\n"
+        + "  - name: two\n    request:\n      method: FETCH\n      url: https://x.example/\n"
     )
     problems = problems_of(text)
     assert [(p.line, p.path) for p in problems] == [
@@ -82,8 +82,8 @@ def test_two_mistakes_are_both_reported_with_lines_and_paths() -> None:
     ]
     assert "unknown key 'bogus'" in problems[0].message
     assert "FETCH" in problems[1].message
-    assert str(problems[0]) == "flow.yaml:12: steps.0.bogus: unknown key 'bogus'"
-    assert str(problems[1]).startswith("flow.yaml:15: steps.1.request.method: ")
+    assert str(problems[0]) == "flow.yaml:12:5: steps.0.bogus: unknown key 'bogus'"
+    assert str(problems[1]).startswith("flow.yaml:15:7: steps.1.request.method: ")
 
 
 def test_error_message_lists_every_problem() -> None:
@@ -91,19 +91,20 @@ def test_error_message_lists_every_problem() -> None:
     with pytest.raises(FlowFileError) as caught:
         parse_flow(text, "flow.yaml", {})
     assert str(caught.value).splitlines() == [
-        "flow.yaml:12: steps.0.bogus: unknown key 'bogus'",
-        "flow.yaml:13: steps.0.other: unknown key 'other'",
+        "flow.yaml:12:5: steps.0.bogus: unknown key 'bogus'",
+        "flow.yaml:13:5: steps.0.other: unknown key 'other'",
     ]
 
 
 def test_yaml_syntax_error_has_a_line() -> None:
     problem = only_problem(HEAD + "  bad_indent: 1\nsteps: []\n")
-    assert str(problem).startswith("flow.yaml:4: (top): YAML syntax: ")
+    assert str(problem).startswith("flow.yaml:4:3: (top): YAML syntax: ")
 
 
 def test_duplicate_yaml_key_is_reported() -> None:
     problem = only_problem(HEAD + GOOD_STEPS + "    integration: api\n")
-    assert (problem.line, problem.path, problem.message) == (12, "steps.0.integration", "duplicate key")
+    assert (problem.line, problem.column, problem.path) == (12, 5, "steps.0.integration")
+    assert problem.message == "duplicate key 'integration' (first on line 9; this one wins)"
 
 
 def test_empty_file_is_reported() -> None:
@@ -139,7 +140,8 @@ def test_unknown_integration_is_reported() -> None:
 
 
 def test_duplicate_step_names_are_reported() -> None:
-    problem = only_problem(HEAD + GOOD_STEPS + "  - name: one\n    request: {url: /again}\n")
+    again = "  - name: one\n    integration: api\n    request: {url: /again}\n"
+    problem = only_problem(HEAD + GOOD_STEPS + again)
     assert (problem.line, problem.path) == (12, "steps.1.name")
     assert "duplicate step name 'one'" in problem.message
 
@@ -199,11 +201,11 @@ def test_the_cache_policy_comes_from_the_flow() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("0", "0 is less than the minimum of 1"),
-        ("-5", "-5 is less than the minimum of 1"),
-        ("lots", "'lots' is not of type 'integer'"),
-        ("1.5", "1.5 is not of type 'integer'"),
-        ("20000000", "20000000 is greater than the maximum of 10000000"),
+        ("0", "must be at least 1 (got 0)"),
+        ("-5", "must be at least 1 (got -5)"),
+        ("lots", "must be an integer (got 'lots')"),
+        ("1.5", "must be an integer (got 1.5)"),
+        ("20000000", "must be at most 10000000 (got 20000000)"),
     ],
 )
 def test_a_bad_max_entries_is_reported(value: str, message: str) -> None:
