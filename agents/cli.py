@@ -165,6 +165,22 @@ def check(flow: str) -> None:
     click.echo(f"{flow}: ok — flow {loaded.name!r}, {len(loaded.steps)} step(s), input {loaded.topics.input}")
 
 
+LOOPBACK_OPTION = click.option(
+    "--allow-loopback",
+    is_flag=True,
+    envvar="LEADSTREAMS_ALLOW_LOOPBACK",
+    help="Development only: let every integration reach loopback and private addresses (a partner "
+    "stand-in on this machine or in a compose network), whatever the flow says. Metadata and "
+    "link-local addresses stay refused (env LEADSTREAMS_ALLOW_LOOPBACK=1).",
+)
+
+
+def _local_partners(allow: bool) -> None:
+    from streams.netguard import allow_local_partners
+
+    allow_local_partners(allow)
+
+
 @main.command(name="try")
 @click.argument("flow", type=click.Path(dir_okay=False))
 @click.option(
@@ -173,8 +189,31 @@ def check(flow: str) -> None:
 @click.option("--step", "step_name", default=None, help="Run up to this step and show only it.")
 @click.option("--verbose", "-v", is_flag=True, help="Show response headers, whole bodies and parsed values.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Append this run to the saved cases as a case: every answer per step in order, the "
+    "outcome, reasons, mapped fields, price and reference as expected values, secrets masked.",
+)
+@click.option(
+    "--cases",
+    "cases_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With --record: the cases file (default: FLOW's name with .cases.yaml).",
+)
+@click.option("--case-name", default=None, help="With --record: the case's name (default: LEAD-ID: OUTCOME).")
+@LOOPBACK_OPTION
 def try_flow(
-    flow: str, lead_file: click.utils.LazyFile, step_name: str | None, verbose: bool, as_json: bool
+    flow: str,
+    lead_file: click.utils.LazyFile,
+    step_name: str | None,
+    verbose: bool,
+    as_json: bool,
+    record: bool,
+    cases_file: str | None,
+    case_name: str | None,
+    allow_loopback: bool,
 ) -> None:
     """Test console: send FLOW's real requests for one lead and show each step
     (request with secrets masked, raw response, mapped fields, outcome, timing).
@@ -183,32 +222,77 @@ def try_flow(
     from streams.execution import Exchange
     from streams.http_client import HttpClient
     from streams.masking import Masker
+    from streams.outcomes import FlowResult
+    from streams.recording import RecordingTransport
     from streams.runner import FlowRunner
+    from streams.transport import Transport
 
+    _local_partners(allow_loopback)
     loaded = _load(flow)
     lead = _read_lead(lead_file)
     if step_name is not None and step_name not in {step.name for step in loaded.steps}:
         raise click.BadParameter(f"no step {step_name!r} in {flow}", param_hint="--step")
+    if record and step_name is not None:  # `leadstreams test` runs whole flows
+        raise click.BadParameter("a recorded case is a whole run: drop --step", param_hint="--record")
+    exchanges: dict[str, Exchange] = {}
+    formats = {step.name: step.response_format for step in loaded.steps}
+    recording = RecordingTransport(HttpClient(), formats) if record else None
 
-    async def run() -> dict[str, object]:
-        client = HttpClient()
-        exchanges: dict[str, Exchange] = {}
+    async def run() -> FlowResult:
+        client: Transport = recording if recording is not None else HttpClient()
         try:
-            result = await FlowRunner(loaded, client).run(
+            return await FlowRunner(loaded, client).run(
                 lead, str(lead.get("id", "try")), exchanges, step_name
             )
         finally:
             await client.close()
-        return run_report(result, exchanges, Masker(loaded.secrets), verbose, step_name)
 
-    report = asyncio.run(run())
+    result = asyncio.run(run())
+    report = run_report(result, exchanges, Masker(loaded.secrets), verbose, step_name)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         from agents.console_view import print_report
 
         print_report(report, Console())
+    if recording is not None:
+        _record(flow, loaded, lead, result, exchanges, recording, cases_file, case_name)
     sys.exit(1 if report["outcome"] == "error" else 0)
+
+
+def _record(flow: str, loaded: Flow, lead: dict[str, object], *run: Any) -> None:
+    """Save the run as a case; say where on stderr (stdout may be --json)."""
+    import os
+
+    import yaml
+
+    from streams.case_file import save_case
+    from streams.masking import Masker
+    from streams.recording import recorded_case, recorded_settings, referenced_variables
+    from streams.testcases import cases_path_for
+    from streams.yaml_source import read_source
+
+    result, exchanges, recording, cases_file, case_name = run
+    masker = Masker(loaded.secrets)  # after the run: it knows the tokens learned during it
+    name = case_name or f"{lead.get('id', 'lead')}: {result.outcome.value}"
+    case = recorded_case(name, lead, result, exchanges, recording, masker)
+    variables = referenced_variables(yaml.safe_load(read_source(flow)))
+    settings = recorded_settings(variables, os.environ, masker)
+    path = cases_file or cases_path_for(flow)
+    try:
+        saved = save_case(path, case, settings, Path(flow).name)
+    except FlowFileError as exc:
+        for problem in exc.problems:
+            say.plain(str(problem), logging.ERROR)
+        fail(f"not recorded: {path} is not a valid cases file", EXIT_INVALID_FLOW)
+    err.print(f"recorded case {saved.name!r} in {saved.path}", highlight=False, markup=False)
+    if saved.rewritten:
+        err.print(f"note: {saved.path} was rewritten whole (its cases: list is not last or not a "
+                  "block list): comments dropped", highlight=False, markup=False)  # fmt: skip
+    if saved.missing_settings:
+        lacking = ", ".join(saved.missing_settings)
+        err.print(f"note: the settings: of {saved.path} lack {lacking}; leadstreams test reads them "
+                  "from the environment", highlight=False, markup=False)  # fmt: skip
 
 
 @main.command(name="test")
@@ -220,10 +304,13 @@ def try_flow(
     type=click.Path(dir_okay=False),
     help="Saved cases (default: FLOW's name with .cases.yaml).",
 )
-def test_flow(flow: str, cases_file: str | None) -> None:
-    """Run FLOW's saved test cases offline (recorded responses, no network); exit 1 on any failure."""
+@LOOPBACK_OPTION
+def test_flow(flow: str, cases_file: str | None, allow_loopback: bool) -> None:
+    """Run FLOW's saved test cases offline (recorded responses, no network); exit 1 on any failure.
+    --allow-loopback is accepted as on try and worker; the replay never connects anywhere."""
     from streams.testcases import run_cases
 
+    _local_partners(allow_loopback)
     try:
         reports = asyncio.run(run_cases(flow, cases_file))
     except FlowFileError as exc:
@@ -253,6 +340,9 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     )
     say.use(logging.getLogger("leadstreams.worker"), records_only=arguments["log_format"] == "json")
     loaded = _load(arguments["flow"])
+    if arguments["allow_loopback"]:  # said first, before any wait for a broker
+        say(logging.WARNING, "--allow-loopback (LEADSTREAMS_ALLOW_LOOPBACK) is on: every integration may "
+            "reach loopback and private addresses. For development only, never in production")  # fmt: skip
     for name in _topics_of(loaded):
         problem = topic_name_problem(name)
         if problem is not None:
@@ -361,6 +451,7 @@ def _topics_of(loaded: Flow) -> dict[str, str]:
 )
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-bodies", is_flag=True, help="With --loglevel debug, also log request/response bodies.")
+@LOOPBACK_OPTION
 def worker(
     flow: str,
     loaded: Flow,
@@ -381,6 +472,7 @@ def worker(
     loglevel: str,
     log_format: str,
     log_bodies: bool,
+    allow_loopback: bool,
 ) -> None:
     """Run the Faust worker for FLOW (consume, call APIs, produce results)."""
     from prometheus_client import CollectorRegistry
@@ -392,6 +484,7 @@ def worker(
     from streams.masking import Masker
 
     mask_log_records(Masker(loaded.secrets))
+    _local_partners(allow_loopback)
     topics = loaded.topics
     roles = _topics_of(loaded)
     names = list(roles)

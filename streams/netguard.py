@@ -39,6 +39,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ALLOW_PRIVATE_SETTING = "allow_private_networks"
 ALLOW_LOOPBACK_SETTING = "allow_loopback"
 ALLOWED_NETWORKS_SETTING = "allowed_networks"
+# The development switch (``try``/``test``/``worker``), named in loopback and private refusals.
+LOCAL_PARTNERS_SWITCH = "--allow-loopback"
+LOCAL_PARTNERS_ENV = "LEADSTREAMS_ALLOW_LOOPBACK"
 
 
 class AddressCategory(enum.Enum):
@@ -175,9 +178,9 @@ class AddressPolicy:
         category = categorize(ip)
         if category is None or self._listed(ip, category):
             return None
-        if category is AddressCategory.PRIVATE and self.allow_private:
+        if category is AddressCategory.PRIVATE and (self.allow_private or _switch.on):
             return None
-        if category is AddressCategory.LOOPBACK and self.allow_loopback:
+        if category is AddressCategory.LOOPBACK and (self.allow_loopback or _switch.on):
             return None
         embedded = _embedded_ipv4(ip)
         shown = str(ip) if embedded is None else f"{ip} (IPv4 {embedded})"
@@ -197,11 +200,41 @@ class AddressPolicy:
         return False
 
 
+class _LocalPartners:
+    """The process-wide development switch: loopback and private addresses for every integration.
+
+    Process-wide rather than per integration because it is the operator's decision for one run
+    (a partner stand-in on this machine or in a compose network), not the flow author's: the flow
+    stays as it ships. Metadata, link-local and reserved addresses stay refused: no local partner
+    lives there, and a metadata endpoint hands out credentials."""
+
+    on = False
+
+
+_switch = _LocalPartners()
+
+
+def allow_local_partners(on: bool = True) -> None:
+    """Turn the development switch on or off for this process (``--allow-loopback``)."""
+    _switch.on = on
+    _host_refusal.cache_clear()  # its answers were computed under the other setting
+
+
+def local_partners_allowed() -> bool:
+    return _switch.on
+
+
 def _hint(category: AddressCategory, ip: IPAddress) -> str:
     if category is AddressCategory.LOOPBACK:
-        return f"set {ALLOW_LOOPBACK_SETTING} on the integration to allow"
+        return (
+            f"set {ALLOW_LOOPBACK_SETTING} on the integration to allow, "
+            f"or run with {LOCAL_PARTNERS_SWITCH} while developing"
+        )
     if category is AddressCategory.PRIVATE:
-        return f"set {ALLOW_PRIVATE_SETTING} on the integration to allow"
+        return (
+            f"set {ALLOW_PRIVATE_SETTING} on the integration to allow, "
+            f"or run with {LOCAL_PARTNERS_SWITCH} while developing"
+        )
     if category is AddressCategory.METADATA:
         exact = f"{ip}/{ip.max_prefixlen}"
         return f"list exactly {exact} in {ALLOWED_NETWORKS_SETTING} on the integration to allow"

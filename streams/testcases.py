@@ -20,6 +20,7 @@ import schemas
 from streams.flow import Flow, Integration
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.loader import parse_flow
+from streams.masking import Masker
 from streams.outcomes import FlowResult
 from streams.problems import FlowFileError, Problem, dotted
 from streams.runner import FlowRunner
@@ -119,24 +120,34 @@ def recorded_result(answer: dict[str, Any]) -> HttpResult:
 async def run_case(flow: Flow, case: Case) -> CaseReport:
     transport = ReplayTransport(case.responses)
     result = await FlowRunner(flow, transport).run(case.lead, str(case.lead.get("id", case.name)))
-    return CaseReport(case.name, compare(case.expect, result), result)
+    return CaseReport(case.name, compare(case.expect, result, Masker(flow.secrets)), result)
 
 
-def compare(expect: dict[str, Any], result: FlowResult) -> list[str]:
-    """Human-readable differences between the expectation and the result."""
+def compare(expect: dict[str, Any], result: FlowResult, masker: Masker | None = None) -> list[str]:
+    """Human-readable differences between the expectation and the result.
+
+    With ``masker``, an expected value also matches the actual one with its secrets masked: a
+    recorded case (``try --record``) holds ``***`` where the live run had a secret, and the replay
+    has the cases file's stand-in for it in clear."""
+
+    def same(wanted: Any, actual: Any) -> bool:
+        if wanted == actual:
+            return True
+        return masker is not None and wanted == orjson.loads(masker.json_bytes(orjson.dumps(actual)))
+
     problems: list[str] = []
     if "outcome" in expect and expect["outcome"] != result.outcome.value:
         problems.append(
             f"outcome: expected {expect['outcome']}, got {result.outcome.value} ({result.reason})"
         )
-    if "reason" in expect and expect["reason"] != result.reason:
+    if "reason" in expect and not same(expect["reason"], result.reason):
         problems.append(f"reason: expected {expect['reason']!r}, got {result.reason!r}")
     for name, value in (expect.get("lead") or {}).items():
         actual = _dig(result.lead, name)
-        if actual != value:
+        if not same(value, actual):
             problems.append(f"lead.{name}: expected {value!r}, got {actual!r}")
     for name, value in (expect.get("vars") or {}).items():
-        if result.vars.get(name) != value:
+        if not same(value, result.vars.get(name)):
             problems.append(f"vars.{name}: expected {value!r}, got {result.vars.get(name)!r}")
     steps = {step.name: step for step in result.steps}
     for name, wanted in (expect.get("steps") or {}).items():
@@ -152,7 +163,7 @@ def compare(expect: dict[str, Any], result: FlowResult) -> list[str]:
             "reference": step.reference,
         }
         for key, value in wanted.items():
-            if actual[key] != value:
+            if not same(value, actual[key]):
                 problems.append(f"steps.{name}.{key}: expected {value!r}, got {actual[key]!r}")
     return problems
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from helpers import FLOWS, ROOT, seed_env, seed_partner, serve
+from helpers import FLOWS, ROOT, json_handler, recording_app, seed_env, seed_partner, serve
 from pytest_aiohttp import AiohttpServer
 from resilience_helpers import closed_port_url
 from yarl import URL
@@ -300,3 +300,182 @@ async def test_test_on_a_malformed_cases_file_exits_2_with_file_and_line(tmp_pat
 async def test_test_with_an_explicit_cases_file_that_is_missing_exits_2(tmp_path: Path) -> None:
     code, _, err = await cli("test", str(FLOWS / "demo.yaml"), "--cases", str(tmp_path / "none.yaml"))
     assert code == 2 and "cannot read" in err and "Traceback" not in err
+
+
+# --- try --record: a real exchange becomes a case that `test` replays --------------------------
+
+
+def copy_flow(tmp_path: Path, name: str, with_cases: bool = False) -> Path:
+    flow = tmp_path / name
+    shutil.copy(FLOWS / name, flow)
+    if with_cases:
+        shutil.copy(
+            FLOWS / name.replace(".yaml", ".cases.yaml"), tmp_path / name.replace(".yaml", ".cases.yaml")
+        )
+    return flow
+
+
+async def record(
+    flow: Path, tmp_path: Path, env: dict[str, str], lead: dict[str, Any], *options: str
+) -> tuple[int, str, str]:
+    return await cli("try", str(flow), "--lead", lead_file(tmp_path, lead), "--record", *options, env=env)
+
+
+async def test_a_recorded_oauth2_chain_replays_without_its_secrets(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    app = seed_partner.create_seed_partner_app()
+    env = seed_env(await serve(aiohttp_server, app))
+    flow = copy_flow(tmp_path, "oauth2-chain.yaml")
+    code, out, err = await record(flow, tmp_path, env, LEAD, "--json")
+    assert code == 0, err
+    assert orjson.loads(out)["outcome"] == "success"  # stdout stays one JSON document
+    cases_file = tmp_path / "oauth2-chain.cases.yaml"
+    assert f"recorded case 'cli-1: success' in {cases_file}" in err
+    text = cases_file.read_text()
+    recorded = text[text.index("\ncases:") :]  # (the settings' placeholders hold the names)
+    issued = app[seed_partner.TOKENS]
+    for secret in [seed_partner.CLIENT_ID, seed_partner.CLIENT_SECRET, *issued]:
+        assert secret not in recorded
+    saved = yaml.safe_load(text)
+    assert saved["settings"] == {
+        "CRM_CLIENT_ID": "recorded-crm-client-id",
+        "CRM_CLIENT_SECRET": "recorded-crm-client-secret",
+        "PARTNER_URL": env["PARTNER_URL"],
+        "PARTNER_ALLOW_LOOPBACK": "true",
+    }
+    [case] = saved["cases"]
+    token, created = case["responses"]["create_lead"]  # the token request, then the call, in order
+    assert token == {
+        "status": 200,
+        "json": {"access_token": "***", "token_type": "Bearer", "expires_in": 3600},
+    }
+    assert created["json"] == {"lead_id": 12345, "status": "pending"}
+    assert case["expect"] == {
+        "outcome": "success",
+        "reason": None,
+        "lead": {"lead_id": 12345, "status": "Success", "verified": True},
+        "vars": {"crm_id": 12345, "crm_status": "pending"},
+        "steps": {"create_lead": {"outcome": "success", "reference": "12345"}, "verify": "success"},
+    }
+    code, out, err = await cli("test", str(flow))  # no partner, no CRM_* variables in the environment
+    assert code == 0, out + err
+    assert out.split() == ["PASS", "cli-1:", "success", "1", "passed,", "0", "failed"]
+
+
+async def test_recording_appends_to_existing_cases_keeping_comments_and_names(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    env = seed_env(await serve(aiohttp_server, seed_partner.create_seed_partner_app()))
+    flow = copy_flow(tmp_path, "demo.yaml", with_cases=True)
+    cases_file = tmp_path / "demo.cases.yaml"
+    before = cases_file.read_text()
+    spam = {"id": "r1", "email": "bad@spam.example", "source": {"id": "web"}}
+    for _ in range(2):
+        code, _, err = await record(flow, tmp_path, env, spam, "--case-name", "spam is refused")
+        assert code == 0, err
+    assert "recorded case 'spam is refused (2)'" in err
+    assert "lack PARTNER_ALLOW_LOOPBACK" in err  # the file's own settings stand; the replay reads the env
+    after = cases_file.read_text()
+    assert after.startswith(before)  # every existing case and comment, byte for byte
+    cases = yaml.safe_load(after)["cases"]
+    assert [c["name"] for c in cases[-2:]] == ["spam is refused", "spam is refused (2)"]
+    assert cases[-1]["expect"] == {
+        "outcome": "failure",
+        "reason": "check_blacklist: domain is blacklisted",
+        "lead": {"blacklisted": True, "risk_score": 99},
+        "steps": {"check_blacklist": {"outcome": "failure", "reason": "domain is blacklisted"}},
+    }
+    assert seed_partner.INTERNAL_KEY not in after
+    code, out, err = await cli("test", str(flow), env={"PARTNER_ALLOW_LOOPBACK": "true"})
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == f"{len(cases)} passed, 0 failed"
+
+
+async def test_a_recorded_connection_failure_replays_to_the_same_outcome(tmp_path: Path) -> None:
+    env = {**seed_env(closed_port_url()), "INTERNAL_API_KEY": seed_partner.INTERNAL_KEY}
+    flow = copy_flow(tmp_path, "demo.yaml")
+    code, _, err = await record(flow, tmp_path, env, {"id": "down", "email": "ana@mail.example"})
+    assert code == 1, err  # the lead's outcome is error
+    [case] = yaml.safe_load((tmp_path / "demo.cases.yaml").read_text())["cases"]
+    answers = case["responses"]["check_blacklist"]
+    assert len(answers) == 3 and all(
+        a["connection_error"].startswith("connection refused by") for a in answers
+    )
+    # The replay words a recorded connection error its own way: only the outcomes are expected.
+    assert case["expect"] == {"outcome": "error", "steps": {"check_blacklist": "error"}}
+    code, out, err = await cli("test", str(flow))
+    assert code == 0, out + err
+
+
+async def test_record_refuses_a_partial_run(tmp_path: Path) -> None:
+    code, _, err = await cli(
+        "try",
+        str(FLOWS / "demo.yaml"),
+        "--lead",
+        lead_file(tmp_path),
+        "--record",
+        "--step",
+        "check_blacklist",
+        env=seed_env("https://internal.example"),
+    )
+    assert code == 2 and "drop --step" in err and not (tmp_path / "demo.cases.yaml").exists()
+
+
+# --- --allow-loopback: local partners for any flow, during development --------------------------
+
+PLAIN_FLOW = """\
+version: 1
+name: plain
+topics: {input: in, enriched: out, errors: err}
+integrations:
+  api: {base_url: "${PARTNER_URL}"}
+steps:
+  - name: score
+    integration: api
+    request: {method: GET, url: /score}
+    map: {score: "{{ response.score }}"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("switch", "env"),
+    [((), {}), (("--allow-loopback",), {}), ((), {"LEADSTREAMS_ALLOW_LOOPBACK": "1"})],
+    ids=["off", "option", "environment"],
+)
+async def test_allow_loopback_lets_a_flow_without_a_loopback_setting_reach_a_local_partner(
+    aiohttp_server: AiohttpServer, tmp_path: Path, switch: tuple[str, ...], env: dict[str, str]
+) -> None:
+    app, received = recording_app(json_handler({"score": 7}))
+    flow = tmp_path / "plain.yaml"
+    flow.write_text(PLAIN_FLOW)
+    code, out, err = await cli(
+        "try", str(flow), "--lead", lead_file(tmp_path), "--json", *switch,
+        env={"PARTNER_URL": await serve(aiohttp_server, app), **env},
+    )  # fmt: skip
+    report = orjson.loads(out)
+    if not switch and not env:
+        assert code == 1 and received == []
+        assert "127.0.0.1 is a loopback address" in report["steps"][0]["reason"]
+        assert "--allow-loopback" in report["steps"][0]["reason"]  # the refusal names the switch
+    else:
+        assert code == 0, err
+        assert report["lead"]["score"] == 7 and len(received) == 1
+
+
+async def test_worker_warns_at_start_when_loopback_is_allowed(tmp_path: Path) -> None:
+    flow = tmp_path / "plain.yaml"
+    flow.write_text(PLAIN_FLOW)
+    args = (
+        "worker",
+        str(flow),
+        "--bootstrap",
+        closed_port_url().removeprefix("http://"),
+        "--broker-wait",
+        "0",
+    )
+    code, out, err = await cli(*args, "--allow-loopback", env={"PARTNER_URL": "https://partner.example"})
+    assert code == 3  # no broker: it stops there, after the warning
+    assert "WARNING" in out + err and "--allow-loopback (LEADSTREAMS_ALLOW_LOOPBACK) is on" in out + err
+    code, out, err = await cli(*args, env={"PARTNER_URL": "https://partner.example"})
+    assert code == 3 and "allow-loopback" not in out + err

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ from streams.netguard import (
     AddressPolicy,
     AddressRefused,
     GuardedResolver,
+    allow_local_partners,
     categorize,
     check_url_host,
     make_connector,
@@ -146,7 +148,8 @@ def test_metadata_needs_its_exact_address_listed(address: str) -> None:
 def test_refusal_names_the_address_the_category_and_the_setting() -> None:
     policy = AddressPolicy()
     assert policy.refusal("10.0.0.5") == (
-        "10.0.0.5 is a private address (set allow_private_networks on the integration to allow)"
+        "10.0.0.5 is a private address (set allow_private_networks on the integration to allow, "
+        "or run with --allow-loopback while developing)"
     )
     assert "set allow_loopback" in (policy.refusal("::ffff:127.0.0.1") or "")
     assert "(IPv4 127.0.0.1)" in (policy.refusal("::ffff:127.0.0.1") or "")
@@ -242,12 +245,53 @@ async def test_loopback_server_is_refused_by_default(server_port: int) -> None:
         await fetch(AddressPolicy(), f"http://127.0.0.1:{server_port}/")
     assert isinstance(refused.value, aiohttp.ClientError)  # the engine reports it as a connection error
     assert str(refused.value) == (
-        "refused: 127.0.0.1 is a loopback address (set allow_loopback on the integration to allow)"
+        "refused: 127.0.0.1 is a loopback address (set allow_loopback on the integration to allow, "
+        "or run with --allow-loopback while developing)"
     )
 
 
 async def test_loopback_server_is_reachable_when_allowed(server_port: int) -> None:
     assert await fetch(AddressPolicy(allow_loopback=True), f"http://127.0.0.1:{server_port}/") == "hello"
+
+
+@pytest.fixture
+def local_partners() -> Iterator[None]:
+    """The development switch on for one test (it is process-wide), off again after."""
+    allow_local_partners(True)
+    yield
+    allow_local_partners(False)
+
+
+async def test_the_development_switch_admits_loopback_for_every_policy(server_port: int) -> None:
+    url = f"http://127.0.0.1:{server_port}/"
+    with pytest.raises(AddressRefused):
+        check_url_host(url, AddressPolicy())  # asked once: the answer is cached per host and policy
+    allow_local_partners(True)
+    try:
+        assert await fetch(AddressPolicy(), url) == "hello"  # the cached refusal was dropped
+    finally:
+        allow_local_partners(False)
+    with pytest.raises(AddressRefused):
+        await fetch(AddressPolicy(), url)
+
+
+@pytest.mark.usefixtures("local_partners")
+@pytest.mark.parametrize(
+    ("address", "permitted"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("10.0.0.5", True),  # a compose network, a partner stand-in in the cluster
+        ("192.168.1.20", True),
+        ("169.254.169.254", False),  # a metadata endpoint hands out credentials: never by a switch
+        ("fd00:ec2::254", False),
+        ("169.254.1.1", False),  # link-local
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_the_development_switch_admits_loopback_and_private_only(address: str, permitted: bool) -> None:
+    assert AddressPolicy().permits(address) is permitted
 
 
 async def test_hostname_resolving_to_a_private_address_is_refused(server_port: int) -> None:
