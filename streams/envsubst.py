@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -120,3 +121,29 @@ def _replace(data: Any, path: Path, value: Any) -> Any:
     head, *rest = path
     data[head] = _replace(data[head], tuple(rest), value)
     return data
+
+
+_ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+
+
+def read_env_file(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """``NAME=value`` lines (``export`` allowed, ``#`` comments, shell quoting) as a dict, and
+    the (line, problem) of lines that are not. The docker/compose env-file subset; python-dotenv
+    is not a dependency, and shlex does the quoting."""
+    values: dict[str, str] = {}
+    problems: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ASSIGNMENT.fullmatch(stripped)
+        if match is None:
+            problems.append((number, "not NAME=value"))
+            continue
+        try:
+            words = shlex.split(match.group(2), comments=True)
+        except ValueError as exc:  # an unclosed quote
+            problems.append((number, f"{match.group(1)}: {exc}"))
+            continue
+        values[match.group(1)] = " ".join(words)
+    return values, problems

@@ -19,7 +19,7 @@ import schemas
 from streams.auth import Auth, NoAuth, build_auth
 from streams.bodies import BODY_KINDS, build_body
 from streams.durations import parse_duration
-from streams.envsubst import substitute
+from streams.envsubst import read_env_file, substitute
 from streams.flow import (
     SUCCESS_STATUSES,
     BatchSpec,
@@ -53,13 +53,26 @@ def load_flow(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 
 
 def check_files(
-    paths: Iterable[str | os.PathLike[str]], env: Mapping[str, str] | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    env: Mapping[str, str] | None = None,
+    env_files: Iterable[str | os.PathLike[str]] = (),
 ) -> list[Problem]:
-    """Every problem of every flow file (``leadstreams check A.yaml B.yaml``); [] when all load."""
+    """Every problem of every flow file (``leadstreams check A.yaml B.yaml --env-file prod.env``);
+    [] when all load. ``env_files`` (NAME=value lines) are read in order over ``env`` (default
+    the process environment): checking against a deployment's values is what they are for."""
+    environ = dict(os.environ if env is None else env)
     found: list[Problem] = []
+    for env_file in env_files:
+        try:
+            values, bad = read_env_file(read_source(env_file))
+        except FlowFileError as exc:
+            found.extend(exc.problems)
+            continue
+        environ.update(values)
+        found.extend(Problem(str(env_file), line, "", message) for line, message in bad)
     for path in paths:
         try:
-            load_flow(path, env)
+            load_flow(path, environ)
         except FlowFileError as exc:
             found.extend(exc.problems)
     return found

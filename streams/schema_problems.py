@@ -61,15 +61,21 @@ def explain(error: ValidationError) -> list[tuple[Path, str]]:
         extra = [key for key in instance if key not in allowed]
         return [((*path, key), _unknown_key(key, allowed)) for key in extra] or [(path, error.message)]
     if error.validator == "required" and isinstance(instance, dict):
-        missing = [key for key in error.validator_value if key not in instance]
+        # A required key misspelt (`not:` for `note:`) is said once, by "did you mean".
+        unknown = [key for key in instance if key not in error.schema.get("properties", {})]
+        missing = [
+            key
+            for key in error.validator_value
+            if key not in instance and not difflib.get_close_matches(key, unknown, n=1)
+        ]
         kind = instance.get("type")
         who = f"{kind} needs" if isinstance(kind, str) else "needs"
         return [(path, f"{who} {key}") for key in missing]
     if error.validator == "enum":
         choices = ", ".join(str(choice) for choice in error.validator_value)
-        return [(path, f"{_name(path)} must be one of {choices} (got {instance!r})")]
+        return [(path, f"{_name(path)} must be one of {choices} (got {_yaml(instance)})")]
     if error.validator == "const":
-        return [(path, f"{_name(path)} must be {_yaml(error.validator_value)} (got {instance!r})")]
+        return [(path, f"{_name(path)} must be {_yaml(error.validator_value)} (got {_yaml(instance)})")]
     if error.validator == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         words = " or ".join(_JSON_TYPES.get(kind, kind) for kind in wanted)
