@@ -173,13 +173,15 @@ def recorded_settings(names: list[str], env: Mapping[str, str], masker: Masker) 
     value is a secret (the replay needs some value, never the real one). A URL keeps a URL's
     shape, under the reserved ``.invalid`` domain, so a template building on it still renders."""
     settings = {}
-    for name in names:
+    for index, name in enumerate(names, 1):
         value = env.get(name)
         if value is None:
             continue  # unset: the flow's default (or a missing variable the run reported)
         if masker.text(value) != value:
             slug = name.lower().replace("_", "-")
             url = value.startswith(("http://", "https://"))
-            value = f"https://{slug}.invalid" if url else f"recorded-{slug}"
+            stand_in = f"https://{slug}.invalid" if url else f"recorded-{slug}"
+            # (a secret spelt like its own name, PASSWORD=password, must not show in its stand-in)
+            value = stand_in if value not in stand_in else f"recorded-{index}"
         settings[name] = value
     return settings
