@@ -56,11 +56,12 @@ def check_files(
     paths: Iterable[str | os.PathLike[str]],
     env: Mapping[str, str] | None = None,
     env_files: Iterable[str | os.PathLike[str]] = (),
-) -> list[Problem]:
-    """Every problem of every flow file (``leadstreams check A.yaml B.yaml --env-file prod.env``);
-    [] when all load. ``env_files`` (NAME=value lines) are read in order over ``env`` (default
-    the process environment): checking against a deployment's values is what they are for."""
+) -> tuple[list[Flow], list[Problem]]:
+    """The flows that load and every problem of the others (``leadstreams check A.yaml B.yaml
+    --env-file prod.env``). ``env_files`` (NAME=value lines) are read in order over ``env``
+    (default the process environment): checking against a deployment's values is their use."""
     environ = dict(os.environ if env is None else env)
+    flows: list[Flow] = []
     found: list[Problem] = []
     for env_file in env_files:
         try:
@@ -72,10 +73,10 @@ def check_files(
         found.extend(Problem(str(env_file), line, "", message) for line, message in bad)
     for path in paths:
         try:
-            load_flow(path, environ)
+            flows.append(load_flow(path, environ))
         except FlowFileError as exc:
             found.extend(exc.problems)
-    return found
+    return flows, found
 
 
 def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:

@@ -174,7 +174,7 @@ def test_every_bad_template_of_a_json_body_is_named_at_its_key() -> None:
 
 
 def test_a_missing_file_is_one_plain_line(tmp_path: Path) -> None:
-    [problem] = check_files([tmp_path / "nope.yaml"], {})
+    [], [problem] = check_files([tmp_path / "nope.yaml"], {})
     assert str(problem) == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
 
 
@@ -186,13 +186,14 @@ def test_check_takes_several_files_and_env_files(tmp_path: Path) -> None:
     env_file.write_text(
         "# the deployment's values\nexport INTERNAL_API_KEY='k e y'  # quoted\nnot an assignment\n"
     )
-    found = check_files([good, bad], {}, [env_file])
+    flows, found = check_files([good, bad], {}, [env_file])
+    assert [flow.source_file for flow in flows] == [str(good)]
     assert [str(p) for p in found] == [
         f"{env_file}:3: (top): not NAME=value",
         f"{bad}:7:5: integrations.p.concurency: unknown key 'concurency' (did you mean 'concurrency'?)",
     ]
-    assert check_files([good], {"INTERNAL_API_KEY": "x"}) == []
-    [unset] = check_files([good], {})
+    assert check_files([good], {"INTERNAL_API_KEY": "x"})[1] == []
+    [], [unset] = check_files([good], {})
     assert unset.message == "environment variable INTERNAL_API_KEY is not set: export it"
 
 
