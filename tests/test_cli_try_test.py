@@ -440,7 +440,11 @@ steps:
 
 @pytest.mark.parametrize(
     ("switch", "env"),
-    [((), {}), (("--allow-loopback",), {}), ((), {"LEADSTREAMS_ALLOW_LOOPBACK": "1"})],
+    [
+        ((), {"LEADSTREAMS_ALLOW_LOOPBACK": "0"}),
+        (("--allow-loopback",), {}),
+        ((), {"LEADSTREAMS_ALLOW_LOOPBACK": "1"}),
+    ],
     ids=["off", "option", "environment"],
 )
 async def test_allow_loopback_lets_a_flow_without_a_loopback_setting_reach_a_local_partner(
@@ -454,7 +458,7 @@ async def test_allow_loopback_lets_a_flow_without_a_loopback_setting_reach_a_loc
         env={"PARTNER_URL": await serve(aiohttp_server, app), **env},
     )  # fmt: skip
     report = orjson.loads(out)
-    if not switch and not env:
+    if not switch and env["LEADSTREAMS_ALLOW_LOOPBACK"] == "0":
         assert code == 1 and received == []
         assert "127.0.0.1 is a loopback address" in report["steps"][0]["reason"]
         assert "--allow-loopback" in report["steps"][0]["reason"]  # the refusal names the switch
