@@ -27,7 +27,7 @@ from streams.console import masked, masked_headers
 from streams.execution import Exchange
 from streams.flow import Integration
 from streams.http_types import HttpResult, OutgoingRequest
-from streams.masking import Masker
+from streams.masking import MASK, Masker
 from streams.outcomes import FlowResult
 from streams.partner_errors import describe
 from streams.transport import Transport, current_step
@@ -180,8 +180,10 @@ def recorded_settings(names: list[str], env: Mapping[str, str], masker: Masker) 
         if masker.text(value) != value:
             slug = name.lower().replace("_", "-")
             url = value.startswith(("http://", "https://"))
-            stand_in = f"https://{slug}.invalid" if url else f"recorded-{slug}"
-            # (a secret spelt like its own name, PASSWORD=password, must not show in its stand-in)
-            value = stand_in if value not in stand_in else f"recorded-{index}"
+            named = f"https://{slug}.invalid" if url else f"recorded-{slug}"
+            # A stand-in holds no secret, its own or another's (PASSWORD=password, a client id
+            # inside the client secret's name): then a numbered one, and "***" as the last resort.
+            candidates = (named, f"recorded-{index}", f"stand-in-{index}")
+            value = next((c for c in candidates if masker.text(c) == c), MASK)
         settings[name] = value
     return settings

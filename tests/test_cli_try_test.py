@@ -339,7 +339,7 @@ async def test_a_recorded_oauth2_chain_replays_without_its_secrets(
     saved = yaml.safe_load(text)
     assert saved["settings"] == {
         "CRM_CLIENT_ID": "recorded-1",  # "recorded-crm-client-id" would hold "crm-client", the real id
-        "CRM_CLIENT_SECRET": "recorded-crm-client-secret",
+        "CRM_CLIENT_SECRET": "recorded-2",
         "PARTNER_URL": env["PARTNER_URL"],
         "PARTNER_ALLOW_LOOPBACK": "true",
     }

@@ -60,6 +60,7 @@ def test_settings_get_stand_ins_for_secrets_only() -> None:
         "T": "5s",
     }
     assert recorded_settings(["UNSET"], env, masker) == {}
+    assert recorded_settings(["A"], {"A": "record"}, Masker(["record"])) == {"A": "stand-in-1"}
 
 
 EXISTING = """\
