@@ -167,5 +167,6 @@ async def test_share_changes_and_circuit_changes_are_logged(
         ("INFO", "rate limit for api: this worker's share is now 75/s of 300/s"),
     ]
     opened = "circuit of api opened after 2 failures: 2 of 2 calls within 10s failed (100%)"
+    opened += ", the last: HTTP 503"
     assert ("WARNING", opened) in lines
     assert ("INFO", "circuit of api closed: a probe succeeded after 0.05s open") in lines
