@@ -276,7 +276,7 @@ def take_substitute(
             set_dotted(context["lead"], name, value)
         exchange.mapped = answer.fields
     elif answer.kind == "skip":
-        result.outcome, result.source, result.reason = Outcome.SKIP, "skip", f"skipped ({why})"
+        result.outcome, result.source, result.reason = Outcome.SKIP, "skip", answer.skip_reason(why)
     elif answer.kind == "defer":
         result.outcome, result.reason = Outcome.ERROR, f"retry later: {why}"
         result.defer_after = call.decision.delay

@@ -243,7 +243,7 @@ def test_the_batch_id_depends_on_the_members_only() -> None:
     [
         ({"max_leads": 10, "window": "0s"}, "steps.0.batch.window: a batch window must be longer than 0"),
         ({"max_leads": 0, "window": "1s"}, "steps.0.batch.max_leads"),
-        ({"window": "1s"}, "steps.0.batch: 'max_leads' is a required property"),
+        ({"window": "1s"}, "steps.0.batch: needs max_leads"),
     ],
 )
 def test_a_wrong_batch_is_a_clear_problem(batch: dict[str, Any], message: str) -> None:

@@ -54,6 +54,6 @@ def test_numeric_looking_text_elsewhere_stays_text() -> None:
 
 def test_a_value_that_is_not_a_number_is_still_refused() -> None:
     with pytest.raises(
-        FlowFileError, match=r"typed.yaml:9: integrations.api.concurrency: 'lots' is not of type"
+        FlowFileError, match=r"typed.yaml:9:5: integrations.api.concurrency: must be an integer"
     ):
         parse_flow(FLOW, "typed.yaml", {"CONCURRENCY": "lots"})

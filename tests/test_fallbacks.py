@@ -234,6 +234,15 @@ def test_a_wrong_skip_is_named(skip: object, message: str) -> None:
     assert str(caught.value).splitlines() == [message]
 
 
+async def test_a_skip_note_becomes_the_step_reason(aiohttp_server: AiohttpServer) -> None:
+    api = await partner(aiohttp_server, DOWN)
+    steps = [score_step(fallback=[{"skip": {"note": "partner down"}}])]
+    async with harness(build_flow(api.url, steps)) as h:
+        result = await h.run()
+    step = only_step(result)
+    assert (step.outcome, step.source, step.reason) == (Outcome.SKIP, "skip", "partner down (HTTP 503)")
+
+
 # --- retry_later and deferral -------------------------------------------------------------------
 
 
