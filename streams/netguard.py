@@ -10,6 +10,10 @@ Two checks, both inside the connector so they hold for every hop of every reques
   resolver for them (``_resolve_host`` returns an IP host as-is). ``check_url_host`` is that same check,
   public so the loader can reject a literal private ``base_url`` before any lead arrives.
 
+Development: ``allow_local_partners()`` (the CLI's ``--allow-loopback`` on ``try``/``test``/``worker``,
+or ``LEADSTREAMS_ALLOW_LOOPBACK=1``) admits loopback and private addresses for every integration of the
+process, so a flow reaches a local partner stand-in unchanged; the engine never reads the variable itself.
+
 Not covered: requests sent through an HTTP proxy (the proxy resolves the target). ``HttpClient`` does not
 use proxies (``trust_env`` is off); keep it that way or the guard only sees the proxy's address.
 """
