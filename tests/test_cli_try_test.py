@@ -393,17 +393,19 @@ async def test_recording_appends_to_existing_cases_keeping_comments_and_names(
 
 async def test_a_recorded_connection_failure_replays_to_the_same_outcome(tmp_path: Path) -> None:
     env = {**seed_env(closed_port_url()), "INTERNAL_API_KEY": seed_partner.INTERNAL_KEY}
-    flow = copy_flow(tmp_path, "demo.yaml")
-    code, _, err = await record(flow, tmp_path, env, {"id": "down", "email": "ana@mail.example"})
+    flow = FLOWS / "demo.yaml"  # the cases go elsewhere: --cases
+    cases = tmp_path / "down.cases.yaml"
+    lead = {"id": "down", "email": "ana@mail.example"}
+    code, _, err = await record(flow, tmp_path, env, lead, "--cases", str(cases))
     assert code == 1, err  # the lead's outcome is error
-    [case] = yaml.safe_load((tmp_path / "demo.cases.yaml").read_text())["cases"]
+    [case] = yaml.safe_load(cases.read_text())["cases"]
     answers = case["responses"]["check_blacklist"]
     assert len(answers) == 3 and all(
         a["connection_error"].startswith("connection refused by") for a in answers
     )
     # The replay words a recorded connection error its own way: only the outcomes are expected.
     assert case["expect"] == {"outcome": "error", "steps": {"check_blacklist": "error"}}
-    code, out, err = await cli("test", str(flow))
+    code, out, err = await cli("test", str(flow), "--cases", str(cases))
     assert code == 0, out + err
 
 
