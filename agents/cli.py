@@ -158,11 +158,28 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("flow", type=click.Path(dir_okay=False))
-def check(flow: str) -> None:
-    """Validate FLOW; list every problem as FILE:LINE: path: message (exit 2)."""
-    loaded = _load(flow)
-    click.echo(f"{flow}: ok — flow {loaded.name!r}, {len(loaded.steps)} step(s), input {loaded.topics.input}")
+@click.argument("flows", metavar="FLOW...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="NAME=value lines read over the environment (repeatable): check with a deployment's values.",
+)
+def check(flows: tuple[str, ...], env_files: tuple[str, ...]) -> None:
+    """Validate each FLOW; list every problem as FILE:LINE:COLUMN: path: message (exit 2)."""
+    from streams.loader import check_files
+
+    loaded, problems = check_files(flows, env_files=env_files)
+    for problem in problems:
+        say.plain(str(problem), logging.ERROR)
+    if problems:
+        files = ", ".join(dict.fromkeys(problem.file for problem in problems))
+        say.plain(f"{len(problems)} problem(s) in {files}", logging.ERROR)
+        sys.exit(EXIT_INVALID_FLOW)
+    for flow in loaded:
+        steps = len(flow.steps)
+        click.echo(f"{flow.source_file}: ok — flow {flow.name!r}, {steps} step(s), input {flow.topics.input}")
 
 
 LOOPBACK_OPTION = click.option(

@@ -38,8 +38,8 @@ def test_check_lists_every_problem_with_lines_and_exits_2(tmp_path: Path) -> Non
     result = run_cli("check", str(flow))
     assert result.returncode == 2
     lines = result.stderr.splitlines()
-    assert f"{flow}:7: steps.0.request.method: 'FETCH' is not one of" in "\n".join(lines)
-    assert f"{flow}:9: steps.0.colour: unknown key 'colour'" in lines
+    assert f"{flow}:7:7: steps.0.request.method: method must be one of GET, POST" in "\n".join(lines)
+    assert f"{flow}:9:5: steps.0.colour: unknown key 'colour'" in lines
     assert "Traceback" not in result.stderr
 
 
@@ -74,11 +74,12 @@ def test_check_lists_builder_problems_even_when_the_schema_fails(tmp_path: Path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert lines[:4] == [
-        f"{flow}:6: steps.0.integration: unknown integration 'nope' (known: none defined)",
-        f"{flow}:7: steps.0.timeout: 'fast' is not valid under any of the given schemas",
-        f"{flow}:9: steps.0.request.url: template syntax: unexpected end of template, "
+        f"{flow}:6:5: steps.0.integration: unknown integration 'nope' (known: none defined)",
+        f"{flow}:7:5: steps.0.timeout: durations look like 200ms, 2s, 5m (a plain number is seconds,"
+        " more than 0) (got 'fast')",
+        f"{flow}:9:7: steps.0.request.url: template syntax: unexpected end of template, "
         "expected 'end of print statement'.",
-        f"{flow}:10: steps.1.name: duplicate step name 'one'",
+        f"{flow}:10:5: steps.1.name: duplicate step name 'one'",
     ]
 
 
