@@ -66,6 +66,21 @@ class ResponseTooLarge(Exception):
     pass
 
 
+def no_silent_resend(session: aiohttp.ClientSession) -> None:
+    """aiohttp sends a GET, PUT or DELETE again, on a new connection, when a reused keep-alive
+    connection turns out closed (RFC 9112's retry rule) — unseen by the step's retry budget,
+    its attempt count, the circuit and the rate limiter, while the partner may have received
+    the first copy. We retry by the flow's policy only, so the session must not. There is no
+    public switch; aiohttp's own TestClient turns it off through this same attribute, and
+    tests/test_http_client.py checks it still exists and still works."""
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError(
+            "this aiohttp has no _retry_connection: check that it does not resend requests "
+            "silently before allowing it (streams/http_client.py)"
+        )
+    session._retry_connection = False
+
+
 class HttpClient:
     """Sessions are created lazily inside the running loop and closed by ``close()``."""
 
@@ -94,6 +109,7 @@ class HttpClient:
                 skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "leadstreams/0.1"},
             )
+            no_silent_resend(session)
             self._sessions[integration.name] = session
         return session
 
