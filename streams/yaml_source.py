@@ -62,16 +62,39 @@ def parse_yaml(text: str, filename: str) -> Source:
     try:
         root = yaml.compose(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        column = mark.column + 1 if mark else 0
-        problem = Problem(filename, line, "", f"YAML syntax: {exc.problem}", column)
-        raise FlowFileError([problem]) from None
+        raise FlowFileError([_marked(exc, filename, "YAML syntax")]) from None
+    except yaml.YAMLError as exc:
+        raise FlowFileError([_unmarked(exc, text, filename)]) from None
     if root is None:
         raise FlowFileError([Problem(filename, 1, "", "the file is empty")])
-    source = Source(yaml.safe_load(text), {(): root.start_mark.line + 1}, {(): root.start_mark.column + 1})
+    # Well-formed YAML can still fail to become data: an unknown tag (`!secs 5`), a complex key
+    # (`? [a, b]`). The indexing below needs the data's keys to be hashable scalars, so build first.
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        context = f" ({exc.context})" if exc.context and exc.context != exc.problem else ""
+        raise FlowFileError([_marked(exc, filename, "YAML", context)]) from None
+    source = Source(data, {(): root.start_mark.line + 1}, {(): root.start_mark.column + 1})
     _index(root, (), source, filename)
     return source
+
+
+def _marked(exc: yaml.MarkedYAMLError, filename: str, kind: str, context: str = "") -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else 1
+    column = mark.column + 1 if mark else 0
+    return Problem(filename, line, "", f"{kind}: {exc.problem}{context}", column)
+
+
+def _unmarked(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
+    """A YAMLError without a mark: the reader's refusal of a character, at its position."""
+    message = str(exc).split("\n", 1)[0]
+    position = getattr(exc, "position", None)
+    if not isinstance(position, int):
+        return Problem(filename, 1, "", f"YAML: {message}")
+    line = text.count("\n", 0, position) + 1
+    column = position - text.rfind("\n", 0, position)  # (rfind is -1 on the first line)
+    return Problem(filename, line, "", f"YAML: {message}", column)
 
 
 def _index(node: yaml.Node, path: Path, source: Source, filename: str) -> None:

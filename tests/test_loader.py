@@ -12,6 +12,7 @@ from streams.cache_index import CacheLimit, CachePolicy
 from streams.flow import Flow
 from streams.loader import load_flow, parse_flow
 from streams.problems import FlowFileError, Problem
+from streams.testcases import load_cases
 
 HEAD = """\
 version: 1
@@ -227,3 +228,33 @@ def test_a_cache_limit_on_an_integration_nothing_caches_is_reported() -> None:
     assert problem.message == (
         "no step of this integration has `fallback: [{cache: AGE}]`, so nothing is cached"
     )
+
+
+# Review finding 5: YAML that parses but cannot be built into data (an unknown tag, a complex
+# key) or that has a character YAML refuses is a problem with its place, not a traceback.
+@pytest.mark.parametrize(
+    ("mistake", "line", "column", "message"),
+    [
+        ("timeout: !secs 5\n", 4, 10, "YAML: could not determine a constructor for the tag '!secs'"),
+        ("? [a, b]\n: 1\n", 4, 3, "YAML: found unhashable key (while constructing a mapping)"),
+    ],
+)
+def test_a_yaml_value_that_cannot_be_built_is_a_problem(mistake: str, line: int, column: int, message: str) -> None:
+    problem = only_problem(HEAD + mistake + GOOD_STEPS)
+    assert (problem.line, problem.column, problem.path, problem.message) == (line, column, "", message)
+
+
+def test_a_character_yaml_refuses_is_a_problem() -> None:
+    problem = only_problem(HEAD + "note: \x07\n" + GOOD_STEPS)
+    assert (problem.line, problem.column) == (4, 7)
+    assert problem.message.startswith("YAML: unacceptable character #x0007")
+
+
+def test_a_cases_file_with_an_unknown_tag_is_a_problem(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("cases:\n  - name: one\n    lead: !x {}\n", encoding="utf-8")
+    with pytest.raises(FlowFileError) as caught:
+        load_cases(cases)
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{cases}:3:11: (top): YAML: could not determine a constructor for the tag '!x'"
+    ]
