@@ -239,7 +239,9 @@ def test_a_cache_limit_on_an_integration_nothing_caches_is_reported() -> None:
         ("? [a, b]\n: 1\n", 4, 3, "YAML: found unhashable key (while constructing a mapping)"),
     ],
 )
-def test_a_yaml_value_that_cannot_be_built_is_a_problem(mistake: str, line: int, column: int, message: str) -> None:
+def test_a_yaml_value_that_cannot_be_built_is_a_problem(
+    mistake: str, line: int, column: int, message: str
+) -> None:
     problem = only_problem(HEAD + mistake + GOOD_STEPS)
     assert (problem.line, problem.column, problem.path, problem.message) == (line, column, "", message)
 
