@@ -301,7 +301,11 @@ def _record(flow: str, loaded: Flow, lead: dict[str, object], *run: Any) -> None
     except FlowFileError as exc:
         for problem in exc.problems:
             say.plain(str(problem), logging.ERROR)
+        _show_unsaved(case, settings)
         fail(f"not recorded: {path} is not a valid cases file", EXIT_INVALID_FLOW)
+    except OSError as exc:  # no such folder, no permission, disk full...
+        _show_unsaved(case, settings)
+        fail(f"not recorded: cannot write {path}: {exc.strerror or exc}", EXIT_INVALID_FLOW)
     err.print(f"recorded case {saved.name!r} in {saved.path}", highlight=False, markup=False)
     if saved.rewritten:
         err.print(f"note: {saved.path} was rewritten whole (its cases: list is not last or not a "
@@ -310,6 +314,15 @@ def _record(flow: str, loaded: Flow, lead: dict[str, object], *run: Any) -> None
         lacking = ", ".join(saved.missing_settings)
         err.print(f"note: the settings: of {saved.path} lack {lacking}; leadstreams test reads them "
                   "from the environment", highlight=False, markup=False)  # fmt: skip
+
+
+def _show_unsaved(case: dict[str, Any], settings: dict[str, str]) -> None:
+    """The partners were called already: the recording goes to stderr as a cases file of its
+    own (stdout may be --json), so it can be saved by hand instead of run again."""
+    from streams.case_file import case_text
+
+    err.print("# the recorded case, not saved:", highlight=False, markup=False)
+    err.print(case_text(case, settings), end="", highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command(name="test")

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
 
+import schemas
+from streams.problems import FlowFileError
 from streams.testcases import load_cases
 from streams.yaml_source import read_source
 
@@ -42,7 +45,7 @@ def save_case(
         target.write_text(header + stamp + _dump(document), encoding="utf-8")
         return Saved(target, case["name"], rewritten=False, missing_settings=[])
     text = read_source(target)
-    cases, file_settings = load_cases(target)
+    cases, file_settings = _existing_cases(target, text, case)
     case = {**case, "name": _free_name(case["name"], {c.name for c in cases})}
     missing = [name for name in settings if name not in file_settings]
     appended = _appended(text, case, stamp)
@@ -54,6 +57,27 @@ def save_case(
     data["cases"] = [*data["cases"], case]
     target.write_text(_dump(data), encoding="utf-8")
     return Saved(target, case["name"], rewritten=True, missing_settings=missing)
+
+
+def case_text(case: dict[str, Any], settings: dict[str, str]) -> str:
+    """A cases file holding just ``case``: what a recording that could not be saved shows,
+    so the run's partner calls are not lost."""
+    return _dump({"settings": settings, "cases": [case]} if settings else {"cases": [case]})
+
+
+def _existing_cases(target: Path, text: str, case: dict[str, Any]) -> tuple[list[Any], dict[str, str]]:
+    """The file's cases and settings. A file with an empty list (``cases: []``, a person's
+    start) is not a valid cases file to replay, but is one to record into: accepted when the
+    file with the new case would be valid; every other error is the replay's own."""
+    try:
+        return load_cases(target)
+    except FlowFileError:
+        data = yaml.safe_load(text)  # load_cases read it: it parses
+        if not (isinstance(data, dict) and data.get("cases") == []):
+            raise
+        if any(Draft202012Validator(schemas.load("cases")).iter_errors({**data, "cases": [case]})):
+            raise
+        return [], {str(k): str(v) for k, v in (data.get("settings") or {}).items()}
 
 
 def _free_name(wanted: str, taken: set[str]) -> str:

@@ -409,6 +409,22 @@ async def test_a_recorded_connection_failure_replays_to_the_same_outcome(tmp_pat
     assert code == 0, out + err
 
 
+async def test_a_recording_that_cannot_be_written_is_shown_not_lost(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    env = seed_env(await serve(aiohttp_server, seed_partner.create_seed_partner_app()))
+    spam = {"id": "r1", "email": "bad@spam.example", "source": {"id": "web"}}
+    nowhere = tmp_path / "no" / "such" / "dir" / "x.cases.yaml"
+    code, out, err = await record(FLOWS / "demo.yaml", tmp_path, env, spam, "--cases", str(nowhere), "--json")
+    assert code == 2 and "Traceback" not in err, err
+    assert orjson.loads(out)["outcome"] == "failure"  # stdout stays one JSON document
+    assert f"error: not recorded: cannot write {nowhere}: No such file or directory" in err
+    shown = yaml.safe_load(err.split("# the recorded case, not saved:\n", 1)[1].split("error:", 1)[0])
+    [case] = shown["cases"]  # a cases file of its own, to save by hand
+    assert case["expect"]["reason"] == "check_blacklist: domain is blacklisted"
+    assert seed_partner.INTERNAL_KEY not in err
+
+
 async def test_record_refuses_a_partial_run(tmp_path: Path) -> None:
     code, _, err = await cli(
         "try",

@@ -117,12 +117,29 @@ def test_other_layouts_are_rewritten_whole_and_say_so(tmp_path: Path, layout: st
     assert [c.name for c in load_cases(path)[0]] == ["a", "b"]
 
 
-def test_an_invalid_cases_file_is_not_touched(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cases: [{name: a, lead: {}}]\n",  # a case without expect
+        "cases: []\nsettings: 5\n",  # empty, and wrong besides: the replay's own error stands
+    ],
+)
+def test_an_invalid_cases_file_is_not_touched(tmp_path: Path, text: str) -> None:
     path = tmp_path / "flow.cases.yaml"
-    path.write_text("cases: []\n")
+    path.write_text(text)
     with pytest.raises(FlowFileError):
         save_case(path, case("b"), {}, "flow.yaml")
-    assert path.read_text() == "cases: []\n"
+    assert path.read_text() == text
+
+
+def test_an_empty_cases_list_is_recorded_into(tmp_path: Path) -> None:
+    path = tmp_path / "flow.cases.yaml"
+    path.write_text("# cases to come\nsettings: {API_KEY: test-key-0001}\ncases: []\n")
+    saved = save_case(path, case("b"), {"API_KEY": "recorded-api-key", "URL": "u"}, "flow.yaml")
+    assert saved.name == "b" and saved.rewritten  # a flow list: rewritten whole, and said so
+    assert saved.missing_settings == ["URL"]
+    cases, settings = load_cases(path)
+    assert [c.name for c in cases] == ["b"] and settings == {"API_KEY": "test-key-0001"}
 
 
 def test_compare_accepts_a_masked_secret_for_the_stand_in_in_clear() -> None:
