@@ -230,3 +230,76 @@ def test_check_names_an_unknown_placeholder_in_the_flow() -> None:
         FlowFileError, match=r"integrations\.api\.auth: hmac canonical: unknown placeholder '\{pth\}'"
     ):
         make_flow("https://p.example", [{"name": "s", "request": {"url": "/x"}}], integration={"auth": auth})
+
+
+# Review finding 7: {sorted_query} sorts by name, then value (not the raw "name=value" text,
+# where "page2=x" < "page=1" because "2" < "="), and {headers[Host]} is the Host aiohttp sends.
+@pytest.mark.parametrize(
+    ("query", "sorted_query"),
+    [
+        ("page2=x&page=1", "page=1&page2=x"),
+        ("b=2&a=1&b=1&a-b=3", "a=1&a-b=3&b=1&b=2"),
+        ("flag&b=&a=2", "a=2&b=&flag"),
+    ],
+)
+def test_sorted_query_sorts_by_name_then_value(query: str, sorted_query: str) -> None:
+    signed = sign(OutgoingRequest("GET", URL(f"https://p.example/x?{query}", encoded=True)),
+                  hmac_auth(canonical="{sorted_query}"))  # fmt: skip
+    expected = hmac.new(SECRET.encode(), sorted_query.encode(), hashlib.sha256).hexdigest()
+    assert signed.headers["X-Signature"] == expected
+
+
+async def test_host_header_is_signed_as_the_server_receives_it(aiohttp_server: AiohttpServer) -> None:
+    """The partner recomputes from the Host header and query it received."""
+    verdicts: list[bool] = []
+
+    async def verify(request: web.Request) -> web.Response:
+        pairs = sorted(
+            part.partition("=")[::2] for part in request.rel_url.raw_query_string.split("&") if part
+        )
+        query = "&".join(f"{name}={value}" for name, value in pairs)
+        message = f"{request.method}\n{request.headers['Host']}\n{request.path}\n{query}".encode()
+        expected = hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()
+        verdicts.append(hmac.compare_digest(expected, request.headers["X-Signature"]))
+        return web.Response(status=204 if verdicts[-1] else 401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", verify)
+    server = await aiohttp_server(app)
+    auth = HmacSignature(secret=SECRET, canonical="{method}\n{headers[Host]}\n{path}\n{sorted_query}")
+    integration = Integration(name="signed", allow_loopback=True, auth=auth)
+    client = HttpClient()
+
+    async def send(outgoing: OutgoingRequest) -> HttpResult:
+        return await client.send(integration, outgoing, 5.0)
+
+    try:
+        for host in (f"{server.host}:{server.port}", f"localhost:{server.port}"):
+            request = OutgoingRequest("GET", URL(f"http://{host}/leads?page2=x&page=1", encoded=True))
+            response, _ = await send_with_auth(integration.auth, request, send)
+            assert response.status == 204
+        # A Host the flow sets itself is the one sent, and the one signed.
+        request = OutgoingRequest(
+            "GET", URL(f"http://{server.host}:{server.port}/leads"), {"Host": "api.example"}
+        )
+        response, _ = await send_with_auth(integration.auth, request, send)
+        assert response.status == 204
+    finally:
+        await client.close()
+    assert verdicts == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://p.example/x", "p.example"),
+        ("https://p.example:443/x", "p.example"),
+        ("http://p.example:8080/x", "p.example:8080"),
+        ("http://[::1]:8080/x", "[::1]:8080"),
+    ],
+)
+def test_the_signed_host_leaves_out_the_default_port(url: str, host: str) -> None:
+    signed = sign(OutgoingRequest("GET", URL(url)), hmac_auth(canonical="{headers[host]}"))
+    assert (
+        signed.headers["X-Signature"] == hmac.new(SECRET.encode(), host.encode(), hashlib.sha256).hexdigest()
+    )

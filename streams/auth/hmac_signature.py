@@ -17,8 +17,11 @@ from settings, before any request exists):
   UTC ``2026-12-01T06:00:00Z``), also sent in ``timestamp_header``;
 * ``{body}``: the body bytes (empty when there is none; the UTF-8 text for text bodies);
   ``{body_sha256}``: their hex SHA-256;
-* ``{headers[Name]}``: a request header as sent (case-insensitive; empty when absent), e.g.
-  ``{headers[Content-Type]}``; ``{key_id}``.
+* ``{headers[Name]}``: a request header as the flow and the auth set it (case-insensitive; empty
+  when absent), e.g. ``{headers[Content-Type]}``; ``{headers[Host]}`` is the Host aiohttp sends
+  (``host`` or ``host:port`` when the port is not the scheme's default) unless the flow sets its
+  own; other headers aiohttp adds on its own (Content-Length, Accept-Encoding...) are empty;
+  ``{key_id}``.
 
 Any other ``{name}`` is refused when the flow loads; other braces are literal text. The digest goes
 in ``signature_header`` as ``prefix`` + hex or base64.
@@ -116,13 +119,20 @@ class HmacSignature:
             "method": request.method.upper(),
             "path": url.raw_path,
             "query": query,
-            "sorted_query": "&".join(sorted(part for part in query.split("&") if part)),
+            # By name, then value: sorting the raw "name=value" text would put "page2=x" before
+            # "page=1" ("2" < "=").
+            "sorted_query": "&".join(
+                sorted((part for part in query.split("&") if part), key=lambda part: part.partition("=")[::2])
+            ),
             "target": url.raw_path + (f"?{query}" if query else ""),
             "timestamp": timestamp,
             "body_sha256": hashlib.sha256(body).hexdigest(),
             "key_id": self.key_id or "",
         }
-        headers = {name.lower(): value for name, value in request.headers.items()}
+        # aiohttp adds Host itself when the flow sets none: the URL's host, with the port unless it
+        # is the scheme's default, from the same yarl property aiohttp uses, so it is signed as sent.
+        headers = {"host": url.host_port_subcomponent or ""}
+        headers.update((name.lower(), value) for name, value in request.headers.items())
         parts: list[bytes] = []
         position = 0
         for match in _PLACEHOLDER.finditer(self.canonical):
