@@ -169,6 +169,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     readiness = Readiness(
         producer_connected=lambda: producer_connected(app.producer),
         last_fetch=lambda: last_fetch_time(app.consumer),
+        held_back=app.fetch_held_back_at,  # back-pressure from --max-in-flight is not Kafka's silence
     )
     app.kafka_reachable = readiness.producer_connected
     watchdog = LoopWatchdog(options.blocked_after)

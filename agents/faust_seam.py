@@ -225,6 +225,9 @@ class InFlight(Protocol):
     def unwritten(self) -> int:
         """Leads taken and not yet written and acked."""
 
+    def held_back_at(self) -> float | None:
+        """When its cap last held the fetch back (now while it does), None if never."""
+
 
 class LeadApp(faust.App):
     """A Faust app whose consumer hands ``intake``'s topics to it (None: Faust's path),
@@ -241,6 +244,9 @@ class LeadApp(faust.App):
 
     def in_flight(self) -> int:
         return self.leads.unwritten if self.leads is not None else 0
+
+    def fetch_held_back_at(self) -> float | None:
+        return self.leads.held_back_at() if self.leads is not None else None
 
 
 def aiokafka_producer(producer: ProducerT) -> AIOKafkaProducer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -38,8 +39,10 @@ class LeadLoop:
         writer: OutputWriter,
         observer: BatchObserver,
         limit: int,
+        clock: Callable[[], float] = time.time,  # wall clock, as aiokafka's fetch times (/ready)
     ) -> None:
         self.process = process
+        self.clock = clock
         self.consumer = consumer
         self.writer = writer
         self.observer = observer
@@ -51,6 +54,15 @@ class LeadLoop:
         self._unwritten = 0  # admitted and not yet acked
         self._tasks: dict[asyncio.Task[Output], Message] = {}  # running leads (asyncio keeps tasks weakly)
         self._admitting = True
+        self._waiting_for_slot = False
+        self._slot_found_at: float | None = None
+
+    def held_back_at(self) -> float | None:
+        """When the fetch was last held back by the cap: now while ``admit`` waits for a
+        free slot, else when it last got one after waiting; None if it never waited.
+        While held back the consumer fetches nothing (aiokafka does not fetch a partition
+        whose records are still buffered), so /ready must not read the silence as Kafka's."""
+        return self.clock() if self._waiting_for_slot else self._slot_found_at
 
     @property
     def unwritten(self) -> int:
@@ -68,7 +80,10 @@ class LeadLoop:
         self.observer.fetched(len(messages))
         spawn = asyncio.get_running_loop().create_task
         for message in messages:
-            await self._slots.acquire()
+            if self._slots.locked():
+                await self._wait_for_slot()
+            else:
+                await self._slots.acquire()
             if not (self._admitting and current(message)):
                 self._slots.release()
                 continue
@@ -80,6 +95,14 @@ class LeadLoop:
             task = spawn(self.process(message))
             self._tasks[task] = message
             task.add_done_callback(self._finish)
+
+    async def _wait_for_slot(self) -> None:
+        self._waiting_for_slot = True
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting_for_slot = False
+            self._slot_found_at = self.clock()
 
     def _finish(self, task: asyncio.Task[Output]) -> None:
         message = self._tasks.pop(task)

@@ -6,7 +6,11 @@ Ready means all of:
 * its producer has a live connection to Kafka (a metadata request over it every few
   seconds keeps it, and reconnects it after the broker was away);
 * a fetch of its partitions was answered in the last 30 s (an empty answer counts: the
-  consumer long-polls; aiokafka's ``last_poll_timestamp``), when it owns any.
+  consumer long-polls; aiokafka's ``last_poll_timestamp``), when it owns any. Silence
+  while the lead loop is full is back-pressure, not Kafka's: the consumer fetches nothing
+  then (aiokafka does not fetch a partition with records still buffered), so the 30 s
+  count from the last moment the intake was held back by --max-in-flight. Kafka away
+  meanwhile shows as the producer's lost connection.
 
 Not ready answers 503 with the reasons, so a Kubernetes readiness probe takes the pod
 out of its Service while Kafka is away, and puts it back when Kafka answers again. The
@@ -36,6 +40,10 @@ def never_fetched() -> float | None:
     return None
 
 
+def never_held() -> float | None:
+    return None
+
+
 def describe(error: Exception) -> str:
     """``Type: text``, once (aiokafka's errors already start their text with their type)."""
     name, text = type(error).__name__, str(error)
@@ -47,6 +55,7 @@ class Readiness:
     clock: Callable[[], float] = time.time  # wall clock: aiokafka's fetch times are wall clock
     producer_connected: Callable[[], bool] = always
     last_fetch: Callable[[], float | None] = never_fetched  # newest fetch answer over owned partitions
+    held_back: Callable[[], float | None] = never_held  # last time the lead loop's cap held fetches back
     assigned: bool = False  # an assignment received since the last revocation
     owns_partitions: bool = False
     assigned_at: float = 0.0
@@ -77,7 +86,7 @@ class Readiness:
             error = f" (last error: {self.last_broker_error})" if self.last_broker_error else ""
             reasons.append(f"producer not connected to Kafka{error}")
         if self.assigned and self.owns_partitions:
-            since = max(self.last_fetch() or 0.0, self.assigned_at)
+            since = max(self.last_fetch() or 0.0, self.assigned_at, self.held_back() or 0.0)
             if (silent := self.clock() - since) > FETCH_SILENCE:
                 reasons.append(f"no fetch answered by Kafka for {silent:.0f}s")
         return reasons

@@ -64,7 +64,7 @@ def message(offset: int) -> Message:
     return Message("leads", 0, offset, 0.0, None, None, b"k", f"{offset}".encode(), None, tp=TP("leads", 0))
 
 
-def lead_loop(limit: int = 10) -> tuple[LeadLoop, Ledger, Producer]:
+def lead_loop(limit: int = 10, clock: Any = None) -> tuple[LeadLoop, Ledger, Producer]:
     metrics = Metrics(CollectorRegistry())
     ledger, producer = Ledger(), Producer()
     writer = OutputWriter(producer, TOPICS, "flow", metrics)
@@ -74,7 +74,8 @@ def lead_loop(limit: int = 10) -> tuple[LeadLoop, Ledger, Producer]:
     async def process(msg: Message) -> Output:
         return Output(Destination.ENRICHED, b"k", msg.value, "success")
 
-    return LeadLoop(process, ledger, writer, observer, limit), ledger, producer
+    timing = {"clock": clock} if clock is not None else {}
+    return LeadLoop(process, ledger, writer, observer, limit, **timing), ledger, producer
 
 
 async def written(loop: LeadLoop, ledger: Ledger, count: int) -> None:
@@ -129,3 +130,25 @@ async def test_a_full_loop_holds_the_fetch_until_a_lead_is_written() -> None:
     finally:
         writing.cancel()
     assert ledger.tracked == [0, 1, 2, 3] and sorted(ledger.acked) == [0, 1, 2, 3]
+
+
+async def test_the_loop_says_when_its_cap_held_the_fetch_back() -> None:
+    """/ready reads this: while admit waits for a slot, the consumer fetches nothing."""
+    now = [100.0]
+    loop, ledger, _ = lead_loop(limit=2, clock=lambda: now[0])
+    await loop.admit([message(0), message(1)], lambda m: True)
+    assert loop.held_back_at() is None  # the cap was reached but never waited at
+    admitting = asyncio.ensure_future(loop.admit([message(2)], lambda m: True))
+    await asyncio.sleep(0)  # one scheduler step: admit waits for a slot
+    assert not admitting.done()
+    now[0] = 200.0
+    assert loop.held_back_at() == 200.0  # held back right now: "now", however long it waits
+    writing = asyncio.ensure_future(loop.write_forever())
+    try:
+        await asyncio.wait_for(admitting, 5)
+        now[0] = 300.0
+        assert loop.held_back_at() == 200.0  # when it last got a slot after waiting
+        await asyncio.wait_for(loop.until_idle(), 5)
+    finally:
+        writing.cancel()
+    assert ledger.tracked == [0, 1, 2]

@@ -61,6 +61,30 @@ def test_ready_only_when_assigned_connected_and_fetching(caplog: pytest.LogCaptu
     ]
 
 
+def test_back_pressure_is_not_kafka_silence() -> None:
+    """While --max-in-flight holds the fetch back (a slow partner), the consumer fetches
+    nothing: /ready stays 200 however long that lasts, and counts the 30 s from its end.
+    Kafka away meanwhile still shows, as the producer's lost connection."""
+    clock = Clock()
+    connected = True
+    held: float | None = None
+    readiness = Readiness(
+        clock=clock, producer_connected=lambda: connected, last_fetch=lambda: 1000.0, held_back=lambda: held
+    )
+    readiness.partitions_assigned(owned=2)
+    for _ in range(10):  # held back for 10 minutes: each look is "now"
+        clock.now += 60
+        held = clock.now
+        assert readiness.reasons() == []
+    clock.now += FETCH_SILENCE - 1  # no longer held back, and no fetch answered since
+    assert readiness.reasons() == []
+    clock.now += 2
+    assert readiness.reasons() == ["no fetch answered by Kafka for 31s"]
+    held = clock.now  # held back again, and Kafka is away: the producer says so
+    connected = False
+    assert readiness.reasons() == ["producer not connected to Kafka"]
+
+
 async def test_the_probe_records_answers_and_failures() -> None:
     readiness = Readiness()
     broker_up = False
