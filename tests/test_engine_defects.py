@@ -6,6 +6,7 @@ circuit stops the leads already queued for the partner."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -239,3 +240,29 @@ async def test_half_open_lets_only_its_probes_through_to_a_queue_of_leads(
         release.set()
         probes = [only_step(result) for result in await asyncio.gather(*queued)]
     assert sum(step.reason == "HTTP 500: down" for step in probes) == 2
+
+
+async def test_leads_queued_behind_the_rate_limit_are_refused_without_waiting_for_it(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Review finding 4: a lead that gets its concurrency slot after the circuit opened is refused
+    then, not after its rate-limiter wait (60 leads at 10/s would take 6 s), and books no slot."""
+    api = await partner(aiohttp_server, FAILING)
+    circuit = {**BACKLOG_CIRCUIT, "min_calls": 4}
+    integration = {"retry": {"attempts": 1}, "concurrency": 5, "rate_limit": "10/s", "circuit": circuit}
+    flow = build_flow(api.url, [score_step()], integration=integration)
+    async with harness(flow) as h:
+        guard = h.runner.guards.for_integration(flow.steps[0].integration)
+        started = time.monotonic()
+        results = await h.run_many({"id": f"L{n}", "email": f"l{n}@example.com"} for n in range(60))
+        elapsed = time.monotonic() - started
+        limiter_waits = h.sample("leadstreams_rate_limit_wait_seconds_count", integration="api")
+        next_slot = guard.limiter.reserve()
+    reasons = [only_step(result).reason for result in results]
+    # The 4th failure opens it; at most the 4 others holding a slot (already in the limiter) follow.
+    assert 4 <= api.requests <= 4 + 4, api.requests
+    assert reasons.count("circuit open") == 60 - api.requests
+    # Only the leads that were in the limiter when it opened asked it; the rest never booked a slot.
+    assert limiter_waits <= 4 + 4, limiter_waits
+    assert next_slot < 0.5, next_slot  # (60 booked slots would put the next one 5 s ahead)
+    assert elapsed < 3.0, elapsed  # ~1 s of slots at most, against ~6 s when each lead waited
