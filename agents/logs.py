@@ -11,6 +11,8 @@ import orjson
 from agents.log_policy import LogPolicy
 from streams.masking import Masker
 
+_MASKER = "leadstreams_masker"  # the record attribute holding the masker of mask_log_records
+
 
 def mask_log_records(masker: Masker) -> None:
     """Install a record factory whose message and traceback text are masked, so the
@@ -23,6 +25,9 @@ def mask_log_records(masker: Masker) -> None:
         record.msg, record.args = message, ()  # already formatted: nothing to interpolate
         if record.exc_info and not record.exc_text:
             record.exc_text = masker.text("".join(traceback.format_exception(*record.exc_info)).rstrip())
+        # The `extra` fields (a request's url and body) are set on the record only after this
+        # factory returns (Logger.makeRecord), so they are masked when formatted, with this masker.
+        record.__dict__[_MASKER] = masker
         return record
 
     logging.setLogRecordFactory(factory)
@@ -30,6 +35,17 @@ def mask_log_records(masker: Masker) -> None:
 
 # Fields the engine attaches to its request log records (streams.calling).
 EXTRA_FIELDS = ("flow", "step", "integration", "method", "url", "status", "elapsed_ms", "attempt", "body")
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The request fields the record has, text masked (an API key in the url's query)."""
+    masker: Masker | None = getattr(record, _MASKER, None)
+    fields = {name: getattr(record, name) for name in EXTRA_FIELDS if hasattr(record, name)}
+    if masker is not None:
+        for name, value in fields.items():
+            if isinstance(value, str):
+                fields[name] = masker.text(value)
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,7 +61,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({name: getattr(record, name) for name in EXTRA_FIELDS if hasattr(record, name)})
+        entry.update(_extra_fields(record))
         if record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()

@@ -5,7 +5,7 @@ Secrets are the flow's settings (``Masker(flow.secrets)``) and, learned at runti
 
 * what an auth scheme holds or produces: API keys, Basic credentials, bearer and rotated
   tokens, HMAC keys, OAuth2 client secrets and every token a token endpoint issues
-  (``streams.auth`` calls ``learn``);
+  (``streams.auth`` calls ``learn``, and ``learn_issued`` for what a token endpoint issues);
 * the output of a template expression that reads ``settings`` and nothing else, once it applies
   a filter or an operator (``{{ settings.key | b64encode }}``; ``streams.templates``).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import NamedTuple
 from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
 
@@ -27,7 +28,8 @@ MASK = "***"
 # Learned values shorter than this are left alone, as short settings are (streams.flow.MIN_SECRET):
 # masking them would rewrite innocent lead data.
 MIN_LEARNED = 6
-# Learned values kept: tokens are re-issued for as long as a worker runs; old ones expired long ago.
+# Issued tokens kept (learn_issued): they are re-issued for as long as a worker runs; old ones
+# expired long ago. What `learn` registers is kept for good.
 LEARNED_CAPACITY = 256
 TOKEN_FIELDS = ("access_token", "refresh_token", "id_token")
 # `"access_token": "…"`, the same JSON-escaped inside an event (`\"access_token\":\"…\"`), and
@@ -52,38 +54,72 @@ def spellings(secret: str) -> set[str]:
 
 
 class _Learned:
-    """The process's learned secrets: a bounded, insertion-ordered set with a version that
-    changes when it does, so each Masker rebuilds its needles only then."""
+    """The process's learned secrets, with a version that changes when they do, so each Masker
+    rebuilds its needles only then.
+
+    Two kinds: what is learned once and stays a secret for the life of the process (credentials
+    an auth scheme is built with, values computed from settings) is kept for good; tokens an
+    endpoint issues are re-issued for as long as a worker runs, so only the last ``capacity`` of
+    them are kept (old ones expired long ago). Keeping the two apart is what stops a run of
+    token refreshes from pushing an API key out of the masker."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._values: dict[str, None] = {}
+        self._kept: dict[str, None] = {}  # insertion-ordered sets
+        self._issued: dict[str, None] = {}
         self._lock = threading.Lock()  # log records are masked on whichever thread logs
         self.state: tuple[int, tuple[str, ...]] = (0, ())  # (version, values), swapped whole
 
-    def add(self, value: str) -> None:
-        if len(value) < MIN_LEARNED or value in self._values:
-            return  # the common case, per request: no lock, no new version
+    def keep(self, value: str) -> None:
+        if len(value) < MIN_LEARNED or value in self._kept:
+            return  # the common case (templates learn on every render): no lock, no new version
         with self._lock:
-            self._values[value] = None
-            while len(self._values) > self._capacity:
-                del self._values[next(iter(self._values))]
-            self.state = (self.state[0] + 1, tuple(self._values))
+            self._kept[value] = None
+            self._issued.pop(value, None)
+            self._publish()
+
+    def issue(self, value: str) -> None:
+        if len(value) < MIN_LEARNED or value in self._kept:
+            return
+        with self._lock:
+            if value in self._issued:
+                # Re-issued: the newest again, so eviction takes older ones first. The set is
+                # unchanged, so no new version (no Masker rebuilds).
+                self._issued[value] = self._issued.pop(value)
+                return
+            self._issued[value] = None
+            while len(self._issued) > self._capacity:
+                del self._issued[next(iter(self._issued))]
+            self._publish()
 
     def clear(self) -> None:
         with self._lock:
-            self._values.clear()
-            self.state = (self.state[0] + 1, ())
+            self._kept.clear()
+            self._issued.clear()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Under the lock: one new (version, values) tuple, so a reader never mixes two states."""
+        self.state = (self.state[0] + 1, (*self._kept, *self._issued))
 
 
 _learned = _Learned(LEARNED_CAPACITY)
 
 
 def learn(*values: object) -> None:
-    """Register values as secrets for every Masker in this process (None and short ones skipped)."""
+    """Register values as secrets for every Masker in this process, for good: credentials an auth
+    scheme is built with, values derived from settings (None and short ones skipped)."""
     for value in values:
         if isinstance(value, str):
-            _learned.add(value)
+            _learned.keep(value)
+
+
+def learn_issued(*values: object) -> None:
+    """Register tokens an endpoint issued (OAuth2 access/refresh/id tokens): masked like
+    ``learn``'s values, but only the latest ``LEARNED_CAPACITY`` are kept."""
+    for value in values:
+        if isinstance(value, str):
+            _learned.issue(value)
 
 
 def forget_learned() -> None:
@@ -91,30 +127,42 @@ def forget_learned() -> None:
     _learned.clear()
 
 
+class _Needles(NamedTuple):
+    """What a Masker searches for, built from one learned state. Replaced whole, never
+    updated in place: the log record factory runs on Faust's consumer thread as well as the
+    main one, and a reader must never see a new version with old lists."""
+
+    version: int
+    texts: list[str]  # longest first, so a secret that contains another is masked whole
+    json: list[bytes]
+    raw: list[bytes]
+
+
 class Masker:
     def __init__(self, secrets: list[str]) -> None:
         self._static = [s for s in secrets if s]
-        self._version = -1
-        self._refresh()
+        self._needles = _Needles(-1, [], [], [])
+        self._current()
 
-    def _refresh(self) -> None:
+    def _current(self) -> _Needles:
+        """The needles for the learned secrets as they are now (rebuilt only when they changed)."""
+        needles = self._needles
         version, learned = _learned.state
-        if version == self._version:
-            return
-        # Longest first, so a secret that contains another is masked whole.
+        if version == needles.version:
+            return needles
         variants = {spelling for s in (*self._static, *learned) for spelling in spellings(s)}
         secrets = sorted(variants, key=len, reverse=True)
         json_needles = [orjson.dumps(s)[1:-1] for s in secrets]
         raw = {s.encode() for s in secrets} | set(json_needles)
-        self._secrets, self._json_needles = secrets, json_needles
-        self._raw_needles = sorted(raw, key=len, reverse=True)
-        self._version = version
+        needles = _Needles(version, secrets, json_needles, sorted(raw, key=len, reverse=True))
+        self._needles = needles  # one assignment: other threads see the old tuple or this one
+        return needles
 
     def text(self, value: str) -> str:
-        self._refresh()
+        needles = self._current()
         if "_token" in value:
             value = _TOKEN_TEXT.sub(lambda m: m.group("key") + MASK, value)
-        for secret in self._secrets:
+        for secret in needles.texts:
             value = value.replace(secret, MASK)
         return value
 
@@ -123,17 +171,17 @@ class Masker:
         base64-encoded into an event, where json_bytes could no longer find them."""
         if payload is None:
             return None
-        self._refresh()
+        needles = self._current()
         payload = _mask_token_fields(payload)
-        for needle in self._raw_needles:
+        for needle in needles.raw:
             payload = payload.replace(needle, MASK.encode())
         return payload
 
     def json_bytes(self, payload: bytes) -> bytes:
         """Mask secrets inside serialised JSON (as they appear JSON-escaped)."""
-        self._refresh()
+        needles = self._current()
         payload = _mask_token_fields(payload)
-        for needle in self._json_needles:
+        for needle in needles.json:
             payload = payload.replace(needle, MASK.encode())
         return payload
 

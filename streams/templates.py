@@ -72,8 +72,11 @@ _LEARN_FILTER = "_learn_secret"
 
 
 def _learn_secret(value: Any) -> Any:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        learn(str(value))
+    # Text only, never numbers: a secret is text, while `settings.max * 100` is a count that
+    # lead data may hold too, and masking "500000" would rewrite every event (even unquoted
+    # JSON numbers, making them invalid). `learn` skips text too short to be a secret.
+    if isinstance(value, str):
+        learn(value)
     return value
 
 

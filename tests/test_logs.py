@@ -54,6 +54,38 @@ def test_secrets_are_masked_in_messages_and_tracebacks(masked_records: None) -> 
     assert "key=***" in line and "partner rejected key ***" in line
 
 
+def test_json_lines_mask_the_request_fields(masked_records: None) -> None:
+    """Review #2: the message was masked but the `url` and `body` fields of the same JSON line
+    were not (an API key in the query showed in clear with --log-format json --loglevel debug)."""
+    made = record(
+        "GET %s", f"https://partner.example/v1?api_key={SECRET}",
+        url=f"https://partner.example/v1?api_key={SECRET}", body=f'{{"key": "{SECRET}"}}', status=200,
+    )  # fmt: skip
+    entry = orjson.loads(JsonFormatter().format(made))
+    assert SECRET not in str(entry)
+    assert entry["url"] == "https://partner.example/v1?api_key=***" and entry["body"] == '{"key": "***"}'
+    assert entry["message"] == "GET https://partner.example/v1?api_key=***" and entry["status"] == 200
+
+
+async def test_json_request_log_of_a_key_in_the_query_is_masked(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture, masked_records: None
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/check", answer)
+    base = await serve(aiohttp_server, app)
+    auth = {"type": "api_key", "value": "{{ settings.key }}", "query": "api_key"}
+    step = {"name": "check", "request": {"method": "GET", "url": "/check"}}
+    flow = make_flow(base, [step], integration={"auth": auth}, settings={"key": SECRET})
+    caplog.set_level(logging.DEBUG, logger="leadstreams.http")
+    await run_once(flow, {"id": "L1"})
+    [request_log] = [r for r in caplog.records if r.name == "leadstreams.http"]
+    entry = orjson.loads(JsonFormatter().format(request_log))
+    assert SECRET not in str(entry) and entry["url"].endswith("/check?api_key=***")
+
+
 async def test_engine_logs_each_request_and_bodies_only_when_asked(
     aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture, masked_records: None
 ) -> None:

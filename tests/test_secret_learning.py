@@ -3,7 +3,10 @@ secret wherever it appears: logs (``--log-bodies``), the ``try`` report, events.
 
 from __future__ import annotations
 
+import builtins
 import logging
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +16,14 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from agents.logs import mask_log_records
+from streams import masking
+from streams.auth.api_key import ApiKeyAuth
+from streams.auth.basic import BasicAuth
 from streams.console import run_report
 from streams.execution import Exchange
 from streams.flow import Flow
 from streams.http_client import HttpClient
-from streams.masking import LEARNED_CAPACITY, MASK, Masker, _learned, forget_learned, learn
+from streams.masking import LEARNED_CAPACITY, MASK, Masker, _learned, forget_learned, learn, learn_issued
 from streams.runner import FlowRunner
 from tests.helpers import make_flow
 
@@ -152,11 +158,85 @@ def test_learned_values_reach_existing_maskers_short_ones_do_not() -> None:
     assert masker.text("tok-learned-later abc setting-value") == f"{MASK} abc {MASK}"
 
 
-def test_learned_secrets_are_bounded() -> None:
-    for n in range(LEARNED_CAPACITY + 10):
-        learn(f"token-number-{n:05d}")
+def test_issued_tokens_are_bounded_and_a_reissued_one_is_the_newest() -> None:
+    learn_issued("token-number-00000")
+    for n in range(1, LEARNED_CAPACITY):
+        learn_issued(f"token-number-{n:05d}")
+    learn_issued("token-number-00000")  # issued again: now the newest, not the next to go
+    learn_issued("token-number-99999")  # one over: the oldest other goes
     values = _learned.state[1]
-    assert len(values) == LEARNED_CAPACITY and values[-1] == f"token-number-{LEARNED_CAPACITY + 9:05d}"
+    assert len(values) == LEARNED_CAPACITY
+    assert "token-number-00000" in values and "token-number-00001" not in values
+
+
+def test_credentials_stay_masked_however_many_tokens_are_issued() -> None:
+    """Review #3: auth schemes learn their credentials once, when built; a worker refreshing
+    OAuth2 tokens for days pushed them out of the bounded set, and they showed in clear."""
+    masker = Masker([])
+    ApiKeyAuth("pk-live-learned-at-start", query="key")
+    BasicAuth("lead-app", "pw-live-learned-at-start")
+    learn("derived-from-settings-1")  # a template over settings (streams.templates)
+    for n in range(LEARNED_CAPACITY + 10):  # refreshes, each issuing a token
+        learn_issued(f"access-token-{n:05d}")
+    shown = masker.text("key=pk-live-learned-at-start pw-live-learned-at-start derived-from-settings-1")
+    assert shown == f"key={MASK} {MASK} {MASK}"
+    assert masker.text("access-token-00000") == "access-token-00000"  # expired long ago: dropped
+    assert masker.text(f"access-token-{LEARNED_CAPACITY + 9:05d}") == MASK
+
+
+def test_numbers_computed_from_settings_are_not_learned() -> None:
+    """Review #1: `{{ settings.max * 100 }}` learned "500000", and from then on every event of
+    every flow in the process had that number masked, unquoted ones too: invalid JSON."""
+    from streams.templates import compile_value, environment
+
+    context = {"settings": {"max": 5000, "ratio": 1.25, "region": "west"}, "lead": {"id": "L1"}}
+    loose = environment(False)
+    assert compile_value("{{ settings.max * 100 }}", loose).render(context) == 500000
+    assert compile_value("{{ settings.ratio * 1000000 }}", loose).render(context) == 1250000.0
+    assert compile_value("{{ settings.region | upper }}", loose).render(context) == "WEST"  # too short
+    event = b'{"requested":500000,"zip":"500000","rate":1250000.0,"region":"WEST"}'
+    assert Masker([]).json_bytes(event) == event
+    assert _learned.state[1] == ()
+
+
+def test_a_masker_refreshed_on_two_threads_at_once_ends_with_the_newest_needles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review #10: the log record factory masks on Faust's consumer thread while the main thread
+    masks events. A refresh stored its lists and its version one at a time, so one interleaving
+    left the newest version with older lists: a secret learned then was never masked. The
+    interleaving is forced here by pausing each thread inside the refresh (its `sorted` calls)."""
+    masker = Masker([])
+    learn("first-learned-secret")
+    calls: Counter[str] = Counter()
+    a_paused, b_paused, resume_a, resume_b = (threading.Event() for _ in range(4))
+
+    def pausing_sorted(*args: Any, **kwargs: Any) -> Any:
+        name = threading.current_thread().name
+        calls[name] += 1
+        if name == "A" and calls[name] == 1:  # A holds the first state, not yet stored
+            a_paused.set()
+            assert resume_a.wait(5)
+        if name == "B" and calls[name] == 2:  # B, on the newer state, is part way through
+            b_paused.set()
+            assert resume_b.wait(5)
+        return builtins.sorted(*args, **kwargs)
+
+    monkeypatch.setattr(masking, "sorted", pausing_sorted, raising=False)
+    a = threading.Thread(target=masker.text, args=("x",), name="A")
+    a.start()
+    assert a_paused.wait(5)
+    learn("second-learned-secret")
+    b = threading.Thread(target=masker.text, args=("x",), name="B")
+    b.start()
+    assert b_paused.wait(5)
+    resume_a.set()
+    a.join(5)
+    resume_b.set()
+    b.join(5)
+    assert not a.is_alive() and not b.is_alive()
+    monkeypatch.undo()
+    assert masker.text("first-learned-secret second-learned-secret") == f"{MASK} {MASK}"
 
 
 def test_settings_mixed_with_lead_data_are_not_learned_whole() -> None:
