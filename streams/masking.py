@@ -178,12 +178,38 @@ class Masker:
         return payload
 
     def json_bytes(self, payload: bytes) -> bytes:
-        """Mask secrets inside serialised JSON (as they appear JSON-escaped)."""
+        """Mask secrets inside serialised JSON (as they appear JSON-escaped). The fast path
+        replaces bytes; a secret that appeared as a bare JSON number (a numeric setting sent
+        through ``| int``) would leave ``"n":***``, so a masked document that no longer parses
+        is masked again value by value, the number becoming the string ``"***"``."""
         needles = self._current()
+        original = payload
         payload = _mask_token_fields(payload)
         for needle in needles.json:
             payload = payload.replace(needle, MASK.encode())
-        return payload
+        if payload is original or _parses(payload):  # nothing replaced: nothing to check
+            return payload
+        return orjson.dumps(self._masked_value(orjson.loads(original)))
+
+    def _masked_value(self, value: object) -> object:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(k): self._masked_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._masked_value(item) for item in value]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            masked = self.text(str(value))
+            return value if masked == str(value) else masked
+        return value
+
+
+def _parses(payload: bytes) -> bool:
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _mask_token_fields(payload: bytes) -> bytes:

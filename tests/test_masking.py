@@ -26,3 +26,16 @@ def test_short_settings_are_not_masked_and_secrets_are() -> None:
     event = b'{"phone": "5551234", "region": "west", "echo": "k3y-abcdef"}'
     assert masker.json_bytes(event) == b'{"phone": "5551234", "region": "west", "echo": "***"}'
     assert flow.secrets == ["k3y-abcdef"]
+
+
+def test_a_numeric_secret_in_a_json_number_leaves_valid_json() -> None:
+    """A setting sent as a number (``{{ settings.account | int }}``) must not leave
+    ``"account":***`` behind: the event would no longer be JSON on the output topic."""
+    import orjson
+
+    from streams.masking import Masker
+
+    masker = Masker(["500000", "partner-key-1"])
+    event = orjson.dumps({"requested": 500000, "zip": "500000", "note": "key partner-key-1", "n": 7})
+    masked = orjson.loads(masker.json_bytes(event))
+    assert masked == {"requested": "***", "zip": "***", "note": "key ***", "n": 7}

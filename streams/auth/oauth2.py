@@ -21,7 +21,7 @@ from yarl import URL
 from streams.auth import AuthError, AuthFlow
 from streams.headers import header_value
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
-from streams.masking import TOKEN_FIELDS, learn
+from streams.masking import TOKEN_FIELDS, learn, learn_issued
 from streams.partner_errors import describe
 
 # A token response without ``expires_in`` is trusted for this long; a 401 still forces a refresh.
@@ -143,7 +143,7 @@ class OAuth2ClientCredentials:
             raise fail(f"HTTP {response.status}{_oauth_error(payload)}")
         if not isinstance(payload, dict):
             raise fail(f"HTTP {response.status} with a body that is not a JSON object")
-        learn(*(payload.get(name) for name in TOKEN_FIELDS))  # before anything can show them
+        learn_issued(*(payload.get(name) for name in TOKEN_FIELDS))  # before anything can show them
         value = payload.get("access_token")
         if not isinstance(value, str) or not value:
             raise fail("the response has no access_token")
