@@ -3,6 +3,8 @@ rate-limited writes paced at the moment they happen."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -21,7 +23,26 @@ class _Write:
 
     gate: WriteGate
     body: bool  # the bytes go out with the body's first chunk, not with the headers
+    deadline: asyncio.Timeout  # the partner's timeout, stopped while the gate holds the write
     pending: bool = False  # headers are ready, the write has not passed the gate yet
+
+    async def wait_to_write(self) -> None:
+        """Pass the gate with the partner's timeout stopped: the wait is ours (the rate limit),
+        and a step with ``timeout: 1s`` must not time out (count as the circuit's failure, be
+        retried) for a request the partner has not yet seen. What is left of the timeout
+        starts again at the write."""
+        deadline = self.deadline
+        when = deadline.when()
+        if when is None or deadline.expired():
+            await self.gate.wait_to_write()
+            return
+        loop = asyncio.get_running_loop()
+        left = when - loop.time()
+        deadline.reschedule(None)
+        try:
+            await self.gate.wait_to_write()
+        finally:
+            deadline.reschedule(loop.time() + left)
 
 
 # The last awaits aiohttp makes before a request's bytes reach the socket are these trace
@@ -36,14 +57,14 @@ async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace, 
         if write.body:
             write.pending = True  # every attempt (aiohttp may retry on a new connection)
         else:
-            await write.gate.wait_to_write()
+            await write.wait_to_write()
 
 
 async def _on_chunk(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
     write = context.trace_request_ctx
     if isinstance(write, _Write) and write.pending:
         write.pending = False
-        await write.gate.wait_to_write()
+        await write.wait_to_write()
 
 
 async def _on_end(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
@@ -60,6 +81,10 @@ def _pacing() -> aiohttp.TraceConfig:
     trace.on_request_end.append(_on_end)
     trace.on_request_exception.append(_on_end)
     return trace
+
+
+_NO_TIMEOUT = aiohttp.ClientTimeout()  # (not the session's default of 5 minutes: the caller's holds)
+_NO_DEADLINE: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class ResponseTooLarge(Exception):
@@ -119,22 +144,26 @@ class HttpClient:
         # The concurrency cap is the caller's (streams.guards), around the rate limiter, which
         # armed its write gate for this task's request (streams.ratelimit).
         gate = take_write_gate()
-        write = _Write(gate, body=bool(request.body)) if gate is not None else None
         started = time.perf_counter()
-        # Awaited rather than ``async with``: one coroutine fewer on every resume of this call.
-        response = await session.request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.body,
-            timeout=self._timeout(timeout),
-            trace_request_ctx=write,
-        )
-        try:
-            body = await _read_capped(response, integration.max_response_bytes)
-        finally:
-            response.release()  # what leaving ``async with`` does
-            await response.wait_for_close()
+        # A rate-limited request's timeout is ours rather than aiohttp's (whose deadline cannot
+        # move): the write gate stops it while it holds the write (``_Write.wait_to_write``).
+        clock = asyncio.timeout(timeout) if gate is not None else _NO_DEADLINE
+        async with clock as deadline:
+            write = None if gate is None or deadline is None else _Write(gate, bool(request.body), deadline)
+            # Awaited rather than ``async with``: one coroutine fewer on every resume of this call.
+            response = await session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                timeout=self._timeout(timeout) if write is None else _NO_TIMEOUT,
+                trace_request_ctx=write,
+            )
+            try:
+                body = await _read_capped(response, integration.max_response_bytes)
+            finally:
+                response.release()  # what leaving ``async with`` does
+                await response.wait_for_close()
         return HttpResult(
             status=response.status,
             headers={k.lower(): v for k, v in response.headers.items()},
