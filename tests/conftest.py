@@ -4,6 +4,9 @@ missing broker (or anything else) behind a skip."""
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +40,22 @@ def kafka_bootstrap() -> str:
     if not bootstrap:
         pytest.fail("LEADSTREAMS_BOOTSTRAP is not set: run the Kafka tests through `make test`")
     return bootstrap
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a throwaway self-signed certificate for 127.0.0.1."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make a throwaway certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    san = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [openssl, *request, *san, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -4,12 +4,9 @@ against a real local server (loopback is exactly what the guard refuses by defau
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -363,21 +360,6 @@ async def test_redirect_to_a_refused_literal_is_refused(aiohttp_server: AiohttpS
     policy = AddressPolicy(allowed_networks=parse_networks(["127.0.0.1/32"]))
     with pytest.raises(AddressRefused, match=r"127\.0\.0\.2 is a loopback address"):
         await fetch(policy, f"http://127.0.0.1:{server.port}/")
-
-
-@pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is needed to make a throwaway certificate"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-    san = ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(
-        [openssl, *request, *san, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 async def test_tls_certificates_are_verified_by_default(

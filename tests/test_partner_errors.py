@@ -5,14 +5,11 @@ reset) through the real aiohttp client and the engine, as a step's reason."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -67,22 +64,6 @@ async def test_an_unresolvable_name_is_a_dns_failure() -> None:
     reason = await reason_at("http://api.example.invalid")
     # (".invalid" never resolves; a resolver that cannot be asked says "temporary failure")
     assert reason.startswith("DNS lookup failed for api.example.invalid"), reason
-
-
-@pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    """A server context with a throwaway self-signed certificate for 127.0.0.1."""
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is needed to make a throwaway certificate"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-    san = ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(
-        [openssl, *request, *san, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 async def score(request: web.Request) -> web.Response:

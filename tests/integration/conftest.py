@@ -3,15 +3,11 @@ topics of their own. ``partner_delay`` (seconds per answer) can be parametrized.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from partner_api import create_partner_app
-from worker_harness import WorkerRun
-
-from agents.process import serve_app
+from worker_harness import WorkerRun, worker_with_partner
 
 
 @pytest.fixture
@@ -21,13 +17,5 @@ def partner_delay() -> float:
 
 @pytest.fixture
 async def worker(kafka_bootstrap: str, tmp_path: Path, partner_delay: float) -> AsyncIterator[WorkerRun]:
-    api_key = "it-key-" + uuid.uuid4().hex
-    partner = create_partner_app(api_key, delay=partner_delay)
-    runner, url = await serve_app(partner)
-    run = WorkerRun(kafka_bootstrap, url, api_key, tmp_path, partner=partner)
-    run.start()
-    try:
+    async with worker_with_partner(kafka_bootstrap, tmp_path, partner_delay) as run:
         yield run
-    finally:
-        run.stop()
-        await runner.cleanup()

@@ -18,9 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,11 +26,10 @@ import aiohttp
 import orjson
 import pytest
 from leads import sample_leads
-from partner_api import create_partner_app
-from worker_harness import WorkerRun
+from worker_harness import WorkerRun, worker_with_partner
 
 from agents.kafka_io import Record, collect, publish
-from agents.process import serve_app, wait_for
+from agents.process import wait_for
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,18 +93,7 @@ def start_broker_again(state: str, bootstrap: str) -> None:
     subprocess.run(restart, check=True, capture_output=True, timeout=180)
 
 
-@asynccontextmanager
-async def worker_with_partner(bootstrap: str, workdir: Path) -> AsyncIterator[WorkerRun]:
-    api_key = "it-key-" + uuid.uuid4().hex
-    partner = create_partner_app(api_key)
-    runner, url = await serve_app(partner)
-    run = WorkerRun(bootstrap, url, api_key, workdir, partner=partner, extra_args=["--loglevel", "info"])
-    run.start()
-    try:
-        yield run
-    finally:
-        run.stop()
-        await runner.cleanup()
+INFO = ["--loglevel", "info"]
 
 
 async def all_outputs(run: WorkerRun, expected: int) -> list[Record]:
@@ -138,9 +123,9 @@ async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
     state = os.environ.get("LEADSTREAMS_KAFKA_STATE")
     assert state, "run through `make test` (deploy/kafka/with-kafka.sh sets LEADSTREAMS_KAFKA_STATE)"
     async with (
-        worker_with_partner(kafka_bootstrap, tmp_path) as main,
-        worker_with_partner(kafka_bootstrap, tmp_path) as other,
-        worker_with_partner(kafka_bootstrap, tmp_path) as third,
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as main,
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as other,
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as third,
     ):
         watch = ReadyWatch(f"http://127.0.0.1:{main.web_port}/ready")
         watching = asyncio.ensure_future(watch.run())

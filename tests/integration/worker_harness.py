@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from partner_api import create_partner_app
 
-from agents.process import WorkerProcess, free_port
+from agents.process import WorkerProcess, free_port, serve_app
 
 __all__ = ["WorkerRun", "free_port"]
 
@@ -71,3 +74,20 @@ class WorkerRun:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.worker.log_tail(lines) if self.worker else "(not started)"
+
+
+@asynccontextmanager
+async def worker_with_partner(
+    bootstrap: str, workdir: Path, partner_delay: float = 0.0, extra_args: Sequence[str] = ()
+) -> AsyncIterator[WorkerRun]:
+    """The demo partner and one worker on topics of their own; both stopped afterwards."""
+    api_key = "it-key-" + uuid.uuid4().hex
+    partner = create_partner_app(api_key, delay=partner_delay)
+    runner, url = await serve_app(partner)
+    run = WorkerRun(bootstrap, url, api_key, workdir, partner=partner, extra_args=list(extra_args))
+    run.start()
+    try:
+        yield run
+    finally:
+        run.stop()
+        await runner.cleanup()
