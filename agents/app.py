@@ -154,8 +154,8 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
             await asyncio.Future()  # until the agent is stopped
         finally:
             intake.detach()
-            runner.batcher.windowed = False  # leads still arriving at a batch step go at once
-            flushing = asyncio.ensure_future(runner.batcher.flush())
+            runner.batcher.stop_windowing()  # leads still arriving at a batch step go at once
+            flushing = asyncio.ensure_future(runner.batcher.close_all())
             await leads.drain(options.shutdown_grace)  # the grace covers the flushed batches too
             flushing.cancel()
             for helper in helpers:
@@ -306,7 +306,7 @@ async def close_windows_on_handover(app: faust.App, batcher: Batcher) -> None:
         handing_over = app.should_stop or not app.flow_control.is_active()  # suspended: revoking
         if handing_over and batcher.pending:
             log.info("closing open batch windows (%d leads): partitions are handed over", batcher.pending)
-            await batcher.flush()
+            await batcher.close_all()
 
 
 def started_line(flow: Flow, options: WorkerOptions) -> str:

@@ -129,12 +129,12 @@ def try_flow(
     (request with secrets masked, raw response, mapped fields, outcome, timing).
     Exit 1 when the lead's outcome is error."""
     from streams.console import run_report
-    from streams.execution import Exchange
     from streams.http_client import HttpClient
     from streams.masking import Masker
     from streams.outcomes import FlowResult
     from streams.recording import RecordingTransport
     from streams.runner import FlowRunner
+    from streams.step.exchange import Exchange
     from streams.transport import Transport
 
     _local_partners(allow_loopback)

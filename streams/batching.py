@@ -98,7 +98,11 @@ class Batcher:
         # Shielded: a cancelled lead must not cancel the answer its window-mates wait for.
         return await asyncio.shield(member.reply)
 
-    async def flush(self) -> None:
+    def stop_windowing(self) -> None:
+        """From now on each lead goes at once as a batch of one (the worker is stopping)."""
+        self.windowed = False
+
+    async def close_all(self) -> None:
         """Close every open window now and wait until all batches are answered (shutdown,
         rebalance): the consumer waits for these leads before it commits and lets go."""
         for key, window in list(self._open.items()):

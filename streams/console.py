@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 
-from streams.execution import Exchange
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.masking import MASK, Masker
 from streams.outcomes import FlowResult, StepResult
+from streams.step.exchange import Exchange
 
 # Credentials that are not settings (OAuth2 tokens, rotated tokens) still must not show.
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}

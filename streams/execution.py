@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.outcomes import Outcome, StepResult
 from streams.partner_errors import describe
 from streams.responses import ResponseParseError, parse_response, read_response
+from streams.step.exchange import Exchange
 from streams.templates import TemplateRenderError, Value, truthy
 from streams.transport import current_step
 from streams.urls import add_query, join_url
@@ -29,16 +29,6 @@ if TYPE_CHECKING:
     from streams.batching import BatchReply
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-@dataclass
-class Exchange:
-    """What a step sent and received, for the test console and debugging."""
-
-    request: OutgoingRequest | None = None
-    response: HttpResult | None = None
-    parsed: Any = None
-    mapped: dict[str, Any] | None = None
 
 
 def build_request(

@@ -24,12 +24,12 @@ from typing import Any
 import orjson
 
 from streams.console import masked, masked_headers
-from streams.execution import Exchange
 from streams.flow import Integration
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.masking import MASK, Masker
 from streams.outcomes import FlowResult
 from streams.partner_errors import describe
+from streams.step.exchange import Exchange
 from streams.transport import Transport, current_step
 
 # Headers that describe the connection or the moment, not the answer; the replay computes its own.

@@ -13,12 +13,12 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDictProxy
 from pytest_aiohttp import AiohttpServer
 
-from streams.execution import Exchange
 from streams.flow import Flow
 from streams.http_client import HttpClient
 from streams.loader import parse_flow
 from streams.outcomes import FlowResult
 from streams.runner import FlowRunner
+from streams.step.exchange import Exchange
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_FLOW = ROOT / "examples" / "flows" / "demo.yaml"

@@ -223,7 +223,7 @@ async def test_flush_sends_open_windows_at_once(aiohttp_server: AiohttpServer) -
             while runner.batcher.pending < 2:
                 await asyncio.sleep(0.01)
         assert received == []
-        await runner.batcher.flush()
+        await runner.batcher.close_all()
         results = await asyncio.wait_for(running, 5)
     finally:
         await client.close()

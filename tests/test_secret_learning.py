@@ -20,11 +20,11 @@ from streams import masking
 from streams.auth.api_key import ApiKeyAuth
 from streams.auth.basic import BasicAuth
 from streams.console import run_report
-from streams.execution import Exchange
 from streams.flow import Flow
 from streams.http_client import HttpClient
 from streams.masking import LEARNED_CAPACITY, MASK, Masker, _learned, forget_learned, learn, learn_issued
 from streams.runner import FlowRunner
+from streams.step.exchange import Exchange
 from tests.helpers import make_flow
 
 ACCESS_TOKEN = "cFvtQ2xLIVE-access-token-0123456789"  # the "cFvt…"
