@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from faust.types import Message
 
-from agents.observe import BatchObserver
+from agents.observe import LeadObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from streams.pipeline import Output
 
@@ -37,7 +37,7 @@ class LeadLoop:
         process: Callable[[Message], Coroutine[Any, Any, Output]],
         consumer: Ledger,
         writer: OutputWriter,
-        observer: BatchObserver,
+        observer: LeadObserver,
         limit: int,
         clock: Callable[[], float] = time.time,  # wall clock, as aiokafka's fetch times (/ready)
     ) -> None:

@@ -13,7 +13,10 @@ from streams.metrics import Metrics
 from streams.pipeline import Output
 
 
-class BatchObserver:
+class LeadObserver:
+    """What the lead loop and the retry agents report: how many leads a fetch handed
+    over, and each written lead's latency and its partition's lag."""
+
     def __init__(
         self, app: faust.App, metrics: Metrics, flow: str, topic_of: Callable[[Output], str]
     ) -> None:

@@ -9,11 +9,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.producer.message_accumulator import BatchBuilder
-from faust.types import ProducerT
-
-from agents.faust_seam import aiokafka_producer
 from agents.partitioner import partition_for
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
@@ -22,18 +17,27 @@ log = logging.getLogger(__name__)
 EXIT_OUTPUT_FAILED = 70
 
 
-class BatchProducer(Protocol):
-    """The part of ``AIOKafkaProducer`` the writer uses: batches built here, one per partition."""
+class RecordBatch(Protocol):
+    """A Kafka record batch being built (what aiokafka's ``create_batch`` returns)."""
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: Any) -> object | None:  # fmt: skip
+        """The record's metadata, or None when the record batch is full."""
+
+
+class RecordBatchProducer(Protocol):
+    """The part of ``AIOKafkaProducer`` the writer uses: record batches built here, one per
+    partition (agents.faust_seam.FaustRecordBatches is Faust's producer as one)."""
 
     async def partitions_for(self, topic: str) -> set[int]: ...
 
-    def create_batch(self) -> BatchBuilder: ...
+    def create_batch(self) -> Any: ...  # a RecordBatch (Any: aiokafka's class has no stubs)
 
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
 
 
 class OutputWriter:
-    """Sends a batch of outputs and returns only when Kafka acknowledged all of them.
+    """Sends outputs and returns only when Kafka acknowledged all of them.
 
     If the broker keeps refusing, the process exits *without* acking the input
     events (Faust would ack them if we raised), so they are re-read on restart.
@@ -41,7 +45,7 @@ class OutputWriter:
 
     def __init__(
         self,
-        producer: BatchProducer,
+        producer: RecordBatchProducer,
         topics: dict[Destination, str],
         flow: str,
         metrics: Metrics | None,
@@ -81,7 +85,7 @@ class OutputWriter:
 
     async def _send_all(self, outputs: Sequence[Output]) -> list[BaseException | None]:
         """Each output's fate: None once Kafka acknowledged it, else the error. Outputs are
-        appended to one record batch per partition (in order) and each batch is sent as a
+        appended to one record batch per partition (in order) and each record batch is sent
         whole: no coroutine and no future per output, as ``producer.send`` would make."""
         results: list[BaseException | None] = [None] * len(outputs)
         by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -100,9 +104,10 @@ class OutputWriter:
             by_partition[topic, partition_for(output.key, known)].append(index)  # the Java client's choice
         sent: list[tuple[list[int], Any]] = []
         for (topic, partition), indexes in by_partition.items():
-            for members, batch in self._batches(outputs, indexes):
+            for members, records in self._record_batches(outputs, indexes):
                 try:
-                    sent.append((members, await self.producer.send_batch(batch, topic, partition=partition)))
+                    delivery = await self.producer.send_batch(records, topic, partition=partition)
+                    sent.append((members, delivery))
                 except Exception as exc:
                     sent.append((members, exc))
         acknowledgements = [item for _, item in sent if not isinstance(item, BaseException)]
@@ -114,38 +119,21 @@ class OutputWriter:
                     results[index] = outcome
         return results
 
-    def _batches(self, outputs: Sequence[Output], indexes: list[int]) -> list[tuple[list[int], BatchBuilder]]:
+    def _record_batches(
+        self, outputs: Sequence[Output], indexes: list[int]
+    ) -> list[tuple[list[int], RecordBatch]]:
         """The outputs at ``indexes``, in order, in as few record batches as their size allows."""
-        batches: list[tuple[list[int], BatchBuilder]] = []
+        record_batches: list[tuple[list[int], RecordBatch]] = []
         members: list[int] = []
-        batch = self.producer.create_batch()
+        records: RecordBatch = self.producer.create_batch()
         for index in indexes:
             output = outputs[index]
             record = {"timestamp": None, "key": output.key, "value": output.value, "headers": output.headers}
-            if batch.append(**record) is None:  # full: a new batch always takes its first record
-                batches.append((members, batch))
-                members, batch = [], self.producer.create_batch()
-                batch.append(**record)
+            if records.append(**record) is None:  # full: a new record batch always takes its first record
+                record_batches.append((members, records))
+                members, records = [], self.producer.create_batch()
+                records.append(**record)
             members.append(index)
         if members:
-            batches.append((members, batch))
-        return batches
-
-
-class FaustProducerBatches:
-    """Faust's own aiokafka producer (started and stopped with the app) as a ``BatchProducer``."""
-
-    def __init__(self, producer: ProducerT) -> None:
-        self.faust_producer = producer
-
-    def _producer(self) -> AIOKafkaProducer:
-        return aiokafka_producer(self.faust_producer)
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return await self._producer().partitions_for(topic)  # type: ignore[no-any-return]
-
-    def create_batch(self) -> BatchBuilder:
-        return self._producer().create_batch()
-
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        return await self._producer().send_batch(batch, topic, partition=partition)  # type: ignore[no-any-return]
+            record_batches.append((members, records))
+        return record_batches

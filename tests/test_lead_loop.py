@@ -14,7 +14,7 @@ from faust.types import TP, Message
 from prometheus_client import CollectorRegistry
 
 from agents.inflight import LeadLoop
-from agents.observe import BatchObserver
+from agents.observe import LeadObserver
 from agents.output import OutputWriter
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
@@ -69,7 +69,7 @@ def lead_loop(limit: int = 10, clock: Any = None) -> tuple[LeadLoop, Ledger, Pro
     ledger, producer = Ledger(), Producer()
     writer = OutputWriter(producer, TOPICS, "flow", metrics)
     app = SimpleNamespace(consumer=SimpleNamespace(highwater=lambda tp: None))
-    observer = BatchObserver(app, metrics, "flow", writer.topic_of)  # type: ignore[arg-type]
+    observer = LeadObserver(app, metrics, "flow", writer.topic_of)  # type: ignore[arg-type]
 
     async def process(msg: Message) -> Output:
         return Output(Destination.ENRICHED, b"k", msg.value, "success")

@@ -1,0 +1,71 @@
+"""Every use of Faust's, mode's and aiokafka's private API, in one package, for the versions
+it was read from: an upgrade fails loudly here (the version check below, at import) and in
+tests/test_faust_seam.py (one contract test per private name), nowhere else.
+
+* :mod:`.consumer` — **the commit decision** and **the lead intake**, hooked into Faust's
+  consumer (faust-streaming 0.15.x, ``faust/transport/consumer.py`` and
+  ``faust/transport/drivers/aiokafka.py``). Faust computes a partition's commit from the
+  acked offsets (``Consumer._new_offset``); its guard against passing an unacked message
+  is off by one and skipped when nothing was committed yet, so with leads finishing out of
+  order the commit passed a lead still in flight, and a crash lost it. Here the commit is
+  decided by :class:`agents.commit_ledger.CommitLedger`. And the lead topic's fetched
+  records skip Faust's per-message stream path (``_drain_messages``; :mod:`agents.intake`
+  says why and what it measured).
+* :mod:`.clients` — the aiokafka clients inside Faust's: the producer (the outputs' record
+  batches, its connections for /ready) and the consumer thread's fetch times.
+* :mod:`.handover` — the moment a hand-over starts (Faust's flow control being cleared).
+* :mod:`.worker` — the worker's stop and printing: mode's signal handlers and ``_say``,
+  its shutdown steps, and what the stop reports (Faust's read offsets, its ``_commit``).
+
+The rest of ``agents`` uses only what this package exports; tests/test_faust_seam.py also
+checks that no other module of ``agents`` reaches into a private name or module.
+The broker tests in tests/integration/test_commit_on_kafka.py check the guarantee itself.
+"""
+
+from __future__ import annotations
+
+from agents.faust_seam.versions import (
+    UnsupportedAiokafka,
+    UnsupportedFaust,
+    check_aiokafka_version,
+    check_faust_version,
+)
+
+check_faust_version()  # before the modules below subclass Faust's internals
+check_aiokafka_version()
+
+from agents.faust_seam.clients import (  # noqa: E402
+    FaustRecordBatches,
+    aiokafka_producer,
+    last_fetch_time,
+    producer_connected,
+)
+from agents.faust_seam.consumer import (  # noqa: E402
+    InFlight,
+    Intake,
+    LeadApp,
+    LeadConsumer,
+    LeadTransport,
+    TakenMessages,
+)
+from agents.faust_seam.handover import HandoverHook  # noqa: E402
+from agents.faust_seam.worker import LeadWorker  # noqa: E402
+
+__all__ = [
+    "FaustRecordBatches",
+    "HandoverHook",
+    "InFlight",
+    "Intake",
+    "LeadApp",
+    "LeadConsumer",
+    "LeadTransport",
+    "LeadWorker",
+    "TakenMessages",
+    "UnsupportedAiokafka",
+    "UnsupportedFaust",
+    "aiokafka_producer",
+    "check_aiokafka_version",
+    "check_faust_version",
+    "last_fetch_time",
+    "producer_connected",
+]

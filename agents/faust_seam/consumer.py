@@ -1,0 +1,203 @@
+"""Faust's consumer with our commit rule and the lead intake, and the app that makes it.
+
+Every message Faust or the lead intake starts (both add it to the consumer's set of
+unacked messages) is *taken* in the :class:`agents.commit_ledger.CommitLedger`, every
+ack *finishes* it, and ``_new_offset`` asks the ledger; Faust's own ack lists and gap
+trees are no longer fed. The lead topic's fetched records go to the intake a fetch at a
+time (``_drain_messages``). Private names used: see tests/test_faust_seam.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+from weakref import WeakSet
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from agents.commit_ledger import CommitLedger
+
+log = logging.getLogger(__name__)
+
+
+class Intake(Protocol):
+    topics: frozenset[str]
+    chunk: int  # messages handed over at most at once
+
+    async def deliver(self, messages: list[Message]) -> None:
+        """Take the messages (waiting is back-pressure on the fetch). A message the
+        intake does not track is not acked, so it is read again."""
+
+
+class TakenMessages(WeakSet[Message]):
+    """Faust's set of unacked messages (a WeakSet). Faust's streams add to it directly
+    (``Stream._py_aiter`` inlines ``track_message``) and the intake through
+    ``track_message``: either way the message is taken in the ledger."""
+
+    def __init__(self, ledger: CommitLedger, acks_enabled_for: Any) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self.acks_enabled_for = acks_enabled_for
+
+    def add(self, message: Message) -> None:
+        super().add(message)
+        if self.acks_enabled_for(message.topic):  # changelogs are not committed
+            self.ledger.take(message.tp, message.offset)
+
+
+class LeadConsumer(aiokafka_driver.Consumer):
+    """Faust's aiokafka consumer with our commit rule, and the intake's topics skipping
+    the streams."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ledger = CommitLedger()
+        self.last_commits: dict[TP, int] = {}  # what this worker committed last, per partition
+        self.first_read: dict[TP, int] = {}  # the first lead read of a partition since its assignment
+        self._unacked_messages = TakenMessages(self.ledger, self.app.topics.acks_enabled_for)
+
+    # -- the commit rule -------------------------------------------------------------
+
+    def ack(self, message: Message) -> bool:
+        """The message finished: the ledger may commit past it. Replaces Faust's ack,
+        which fed the lists its own ``_new_offset`` read."""
+        with ack_lock:  # as Faust: the test-and-set of ``acked`` is one step
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            finished = self.ledger.finish(message.tp, message.offset)
+            if finished:
+                self._n_acked += 1  # Faust's broker_commit_every counts these
+            notify(self._waiting_for_ack)  # wakes wait_empty (rebalance, stop)
+            return finished
+
+    def _new_offset(self, tp: TP) -> int | None:
+        with ack_lock:  # the ledger changes under the same lock as in ack
+            return self.ledger.committable(tp)
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        for tp in self.ledger.with_finished_head():
+            if topics is None or tp in topics or tp.topic in topics:
+                yield tp
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        try:
+            await super().on_partitions_revoked(revoked)  # waits for taken leads, commits
+        finally:
+            self.ledger.forget(revoked)  # the next owner reads them from their commit
+            for tp in revoked:
+                self.first_read.pop(tp, None)
+
+    # -- what the stop reports -------------------------------------------------------
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        committed = bool(await super()._commit(offsets))
+        if committed:
+            self.last_commits.update(offsets)
+        return committed
+
+    def uncommitted(self) -> int:
+        """Leads read since this worker's last commit of their partition (or since the
+        assignment): what the next owner reads again if this worker exits now."""
+        read = self._read_offset
+        total = 0
+        for tp, first in list(self.first_read.items()):
+            last = read.get(tp)
+            if last is not None:
+                total += max(0, last - self.last_commits.get(tp, first) + 1)
+        return total
+
+    # -- the lead intake -------------------------------------------------------------
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # Faust's fetch loop, batched
+        intake: Intake | None = getattr(self.app, "intake", None)
+        if intake is None:
+            await super()._drain_messages(fetcher)
+            return
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                ait = self.getmany(timeout=1.0)
+                await self.sleep(0)  # as Faust: getmany may not yield to the loop
+                if not self.should_stop:
+                    await self._deliver(intake, ait)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except Exception:  # Faust's fetcher then crashes the app: the worker exits, uncommitted
+            log.exception("fetching leads failed")
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, intake: Intake, fetched: Any) -> None:
+        """One fetch: Faust's read offsets and commit cadence kept; the intake's messages
+        in chunks of at most ``intake.chunk``, in the fetch's round-robin order over
+        partitions. (No gap bookkeeping: the ledger steps over offsets never fetched.)"""
+        read_offsets = self._read_offset
+        leads: list[Message] = []
+        async for tp, message in fetched:
+            offset = message.offset
+            read = read_offsets[tp]
+            if read is not None and offset < read:
+                continue  # read before (Faust drops these too)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            if message.topic in intake.topics:
+                if tp not in self.first_read:
+                    self.first_read[tp] = offset
+                leads.append(message)
+                if len(leads) >= intake.chunk:
+                    await intake.deliver(leads)
+                    leads = []
+            else:
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            read_offsets[tp] = offset
+        if leads:
+            await intake.deliver(leads)
+
+
+class LeadTransport(aiokafka_driver.Transport):
+    Consumer = LeadConsumer
+
+
+class InFlight(Protocol):
+    @property
+    def unwritten(self) -> int:
+        """Leads taken and not yet written and acked."""
+
+    def held_back_at(self) -> float | None:
+        """When its cap last held the fetch back (now while it does), None if never."""
+
+
+class LeadApp(faust.App):
+    """A Faust app whose consumer hands ``intake``'s topics to it (None: Faust's path),
+    with what its worker's start and stop lines say."""
+
+    intake: Intake | None = None
+    leads: InFlight | None = None  # the lead loop, once the agent runs
+    summary: str = ""  # flow, topics, web address: the "started" line
+    shutdown_grace: float = 30.0  # seconds the leads in flight get to be written on a stop
+    kafka_reachable: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
+
+    def _new_transport(self) -> LeadTransport:
+        return LeadTransport(self.conf.broker_consumer, self)
+
+    def in_flight(self) -> int:
+        return self.leads.unwritten if self.leads is not None else 0
+
+    def fetch_held_back_at(self) -> float | None:
+        return self.leads.held_back_at() if self.leads is not None else None

@@ -1,0 +1,124 @@
+"""One agent per delayed-retry tier: it waits until the leads it took are due, then runs
+them again through the flow (streams.delayed)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import faust
+
+from agents.faust_settings import raw_topic
+from agents.observe import LeadObserver
+from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
+from agents.worker_options import WorkerOptions
+from streams.delayed import RetryState, tier_label, tier_topics
+from streams.events import Source
+from streams.flow import Flow
+from streams.pipeline import Destination, LeadPipeline, Output
+
+log = logging.getLogger(__name__)
+
+
+def add_retry_agents(
+    app: faust.App,
+    flow: Flow,
+    pipeline: LeadPipeline,
+    writer: OutputWriter,
+    observer: LeadObserver,
+    options: WorkerOptions,
+) -> None:
+    """An agent for each of the flow's retry tiers (none without ``delayed_retry``)."""
+    if flow.delayed_retry is None or not flow.topics.retry:
+        return
+    for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
+        add_retry_agent(app, raw_topic(app, topic), delay, pipeline, writer, observer, options)
+
+
+def add_retry_agent(
+    app: faust.App,
+    channel: faust.TopicT,
+    delay: float,
+    pipeline: LeadPipeline,
+    writer: OutputWriter,
+    observer: LeadObserver,
+    options: WorkerOptions,
+) -> None:
+    """The agent of one retry tier: waits until the events it took are due, then re-runs
+    the leads. On shutdown while waiting, they are put back on the topic (they would be acked)."""
+
+    @app.agent(channel, name=f"retry-{tier_label(delay)}")
+    async def retry_leads(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(options.batch_size, within=options.batch_within):
+            states = [retry_state(event) for event in events]
+            if not await wait_until(max(state.due for state in states), app):
+                await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
+                continue
+
+            work = functools.partial(handle, pipeline, writer, observer, events, states)
+            await run_to_the_end(work, options.shutdown_grace)
+
+
+async def handle(
+    pipeline: LeadPipeline,
+    writer: OutputWriter,
+    observer: LeadObserver,
+    events: Sequence[faust.EventT],
+    states: Sequence[RetryState | None] | None = None,
+) -> None:
+    """Run the taken events' leads concurrently and write their outputs (acknowledged)."""
+    observer.fetched(len(events))
+    states = states or [None] * len(events)
+    outputs = await asyncio.gather(
+        *(
+            pipeline.process(event.message.value, source_of(event.message), state)
+            for event, state in zip(events, states, strict=True)
+        )
+    )
+    await writer.write_all(outputs)
+    observer.written([event.message for event in events], outputs)
+
+
+async def run_to_the_end(work: Callable[[], Awaitable[None]], grace: float) -> None:
+    """Run the taken events' leads to completion before take_events may ack them. A clean
+    stop lets them finish (see test_shutdown_mid_batch_loses_no_lead); if the agent is
+    cancelled instead, take_events would ack them as the body exits, so their outputs
+    must be written first, or the process must exit uncommitted."""
+    running = asyncio.ensure_future(work())
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait_for(asyncio.shield(running), grace)
+        except (TimeoutError, asyncio.CancelledError):
+            log.critical("in-flight batch not written within %.0fs of shutdown; exiting uncommitted", grace)
+            os._exit(EXIT_OUTPUT_FAILED)
+        raise
+
+
+async def wait_until(due: float, app: faust.App) -> bool:
+    """Sleep until ``due`` (unix time); False if the app started stopping meanwhile."""
+    while (remaining := due - time.time()) > 0:
+        if app.should_stop:
+            return False
+        await asyncio.sleep(min(remaining, 0.5))  # wake up to notice a shutdown
+    return not app.should_stop
+
+
+def source_of(message: faust.types.Message) -> Source:
+    return Source(message.topic, message.partition, message.offset)
+
+
+def retry_state(event: faust.EventT) -> RetryState:
+    return RetryState.from_headers(event.message.headers or [], source_of(event.message))
+
+
+def requeued(event: faust.EventT, topic: str) -> Output:
+    headers = event.message.headers or []
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    return Output(Destination.RETRY, event.message.key or b"", event.message.value or b"", "requeued",
+                  topic=topic, headers=pairs)  # fmt: skip

@@ -1,0 +1,49 @@
+"""The worker's web pages (/healthz, /ready, /metrics on Faust's web server) and the
+tasks that keep what they show current: the loop watchdog and the broker probe."""
+
+from __future__ import annotations
+
+import faust
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agents.faust_seam import LeadApp, aiokafka_producer
+from agents.health import LoopWatchdog
+from agents.readiness import Readiness
+
+
+def add_web_pages(
+    app: LeadApp, flow_name: str, readiness: Readiness, watchdog: LoopWatchdog, registry: CollectorRegistry
+) -> None:
+    @app.task
+    async def probe_broker() -> None:
+        """A metadata request over the producer's connection every few seconds (/ready)."""
+        await readiness.probe_forever(lambda: aiokafka_producer(app.producer).client.fetch_all_metadata())
+
+    @app.task
+    async def watch_the_loop() -> None:
+        """The loop beats; a thread notices when it stops beating (/healthz, agents.health)."""
+        watchdog.start()
+        try:
+            await watchdog.beat_forever()
+        finally:
+            watchdog.stop()
+
+    @app.page("/healthz")
+    async def health_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        """Liveness: the worker's event loop answers, and was not blocked lately (agents.health)."""
+        reasons = watchdog.reasons()
+        if reasons:
+            return web.json({"status": "unhealthy", "flow": flow_name, "reasons": reasons}, status=503)
+        return web.json({"status": "ok", "flow": flow_name})
+
+    @app.page("/ready")
+    async def ready_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        """Readiness: assigned, producer connected, a fetch answered lately (agents.readiness)."""
+        reasons = readiness.reasons()
+        if reasons:
+            return web.json({"status": "not ready", "flow": flow_name, "reasons": reasons}, status=503)
+        return web.json({"status": "ready", "flow": flow_name})
+
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(generate_latest(registry), content_type="text/plain")

@@ -1,0 +1,29 @@
+"""What `leadstreams worker` passes to the app: one frozen value, its defaults the CLI's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.health import BLOCKED_AFTER
+from agents.kafka_connection import KafkaConnection
+from streams.events import MAX_LEAD_BYTES, MAX_OUTPUT_BYTES
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    kafka: KafkaConnection | str  # a bare string: a PLAINTEXT bootstrap address
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    batch_size: int = 500  # leads handed to the lead loop per fetch; a retry tier's take of events
+    max_in_flight: int = 2000  # leads taken and not yet written (held by slow calls or batch windows)
+    batch_within: float = 0.005  # seconds a retry tier's take of events waits to fill
+    shutdown_grace: float = 30.0  # seconds to finish the leads in flight on shutdown
+    blocked_after: float = BLOCKED_AFTER  # seconds the event loop may not answer before /healthz fails
+    group_id: str | None = None
+    data_dir: str | None = None
+    input_partitions: int | None = None  # to take this worker's share of the rate limits
+    max_lead_bytes: int = MAX_LEAD_BYTES
+    max_output_bytes: int = MAX_OUTPUT_BYTES  # larger outputs go to errors as a short event
+    instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
+    session_timeout: float = 45.0  # seconds without heartbeats before the group drops a member
+    replication_factor: int = 1  # of the topics Faust creates itself (its leader topic, changelogs)
