@@ -14,16 +14,44 @@ import binascii
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import orjson
 
 from streams.cache_index import DEFAULT_MAX_ENTRIES, CacheIndex, CacheLimit, CacheObserver, CachePolicy
+from streams.config import RAISE, Reader
 from streams.http_types import HttpResult
 
 _FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """An integration's ``cache:`` block: the bound of its fallback cache."""
+
+    max_entries: int = DEFAULT_MAX_ENTRIES
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "description": "The fallback cache of this integration's answers (steps with fallback: "
+        "[{cache: AGE}]); entries expire after the longest AGE",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "max_entries": {
+                "description": "entries kept (each worker holds them all); "
+                "past it the oldest stored go first",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10000000,
+            }
+        },
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any] | None, read: Reader = RAISE) -> CacheConfig:
+        return cls(raw["max_entries"]) if raw and "max_entries" in raw else cls()
 
 
 class CacheDecodeError(ValueError):

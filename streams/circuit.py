@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, ClassVar
+
+from streams.config import DURATION, RAISE, Reader, durations, given, same
 
 
 class State(Enum):
@@ -36,6 +39,35 @@ class Trip:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class CircuitConfig:
+    """``circuit:`` of an integration (the breaker's defaults are these)."""
+
+    failure_rate: float = 0.5
+    window: float = 30.0
+    min_calls: int = 20
+    open_for: float = 15.0
+    half_open_probes: int = 1
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "failure_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "window": DURATION,
+            "min_calls": {"type": "integer", "minimum": 1},
+            "open_for": DURATION,
+            "half_open_probes": {"type": "integer", "minimum": 1},
+        },
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> CircuitConfig:
+        zero = {"window": "a circuit's window must be longer than 0"}
+        counts = dict.fromkeys(("failure_rate", "min_calls", "half_open_probes"), same)
+        return cls(**given(raw, {**counts, **durations(read, "window", "open_for", zero=zero)}))
+
+
 class CircuitBreaker:
     """Opens when, over the last ``window`` seconds, at least ``min_calls`` calls were recorded and
     ``failures / calls >= failure_rate``. After ``open_for`` seconds it lets ``half_open_probes`` calls
@@ -48,11 +80,11 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        failure_rate: float = 0.5,
-        window: float = 30.0,
-        min_calls: int = 20,
-        open_for: float = 15.0,
-        half_open_probes: int = 1,
+        failure_rate: float = CircuitConfig.failure_rate,
+        window: float = CircuitConfig.window,
+        min_calls: int = CircuitConfig.min_calls,
+        open_for: float = CircuitConfig.open_for,
+        half_open_probes: int = CircuitConfig.half_open_probes,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[State, State], None] | None = None,
     ) -> None:

@@ -69,8 +69,17 @@ def substitute(
 
     result = walk(value, path)
     if schema is not None and whole:
-        result = _typed(result, path, whole, schemas.load(schema))
+        result = _typed(result, path, whole, _schema(schema))
     return result, missing
+
+
+def _schema(name: str) -> dict[str, Any]:
+    """``schemas/<name>.schema.json``; the flow's as assembled from its components."""
+    if name == "flow":
+        from streams.flow_schema import flow_schema  # (it imports every component)
+
+        return flow_schema()
+    return schemas.load(name)
 
 
 def _typed(data: Any, root: Path, whole: dict[Path, str], schema: dict[str, Any]) -> Any:

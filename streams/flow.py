@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any
+from typing import Any, ClassVar
 
 from streams.auth import Auth, NoAuth
 from streams.bodies import Body
 from streams.cache_index import DEFAULT_MAX_ENTRIES, CacheLimit, CachePolicy
+from streams.circuit import CircuitConfig
+from streams.config import DURATION, RAISE, Reader, duration, durations, given, same
 from streams.outcomes import Outcome
 from streams.retry_policy import RetryConfig
 from streams.templates import Value
+
+__all__ = ["CircuitConfig"]  # (kept importable from here: it moved beside the breaker)
 
 MIN_SECRET = 6  # characters
 
@@ -25,6 +30,21 @@ class Topics:
     retry: str | None = None  # prefix of the delayed retry topics (one per delay tier)
 
 
+class MissingTopics(ValueError):
+    """A flow without ``topics:`` asked to run as a worker."""
+
+
+def require_topics(flow: Flow) -> Topics:
+    """The flow's topics, for the worker: library use, ``try`` and ``test`` need none, a worker
+    does. MissingTopics (one line, naming the key) when the file has no ``topics:``."""
+    if flow.topics is None:
+        raise MissingTopics(
+            f"{flow.source_file}: the worker needs `topics:` in the flow file "
+            "(e.g. topics: {input: leads.in, enriched: leads.out, errors: leads.errors})"
+        )
+    return flow.topics
+
+
 @dataclass(frozen=True)
 class DelayedRetry:
     """Leads whose partner is down or slow wait on retry topics instead of blocking
@@ -35,18 +55,27 @@ class DelayedRetry:
     cap: float = 300.0
     attempts: int = 5  # deferrals before the lead goes to the errors topic
 
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Delays of the retry topics: the n-th deferral waits first*factor^(n-1), at most cap; "
+        "after `attempts` deferrals the lead goes to the errors topic.",
+        "properties": {
+            "first": DURATION,
+            "factor": {"type": "number", "minimum": 1},
+            "cap": DURATION,
+            "attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+        },
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any] | None, read: Reader = RAISE) -> DelayedRetry:
+        times = durations(read, "first", "cap", zero={"cap": "cap must be longer than 0"})
+        return cls(**given(raw or {}, {**times, "factor": same, "attempts": same}))
+
     def delays(self) -> tuple[float, ...]:
         """The delay of each deferral, 1..attempts."""
         return tuple(min(self.cap, self.first * self.factor**n) for n in range(self.attempts))
-
-
-@dataclass(frozen=True)
-class CircuitConfig:
-    failure_rate: float = 0.5
-    window: float = 30.0
-    min_calls: int = 20
-    open_for: float = 15.0
-    half_open_probes: int = 1
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,37 @@ class BatchSpec:
     results: str = "results"
     match: str = "id"
 
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["max_leads", "window"],
+        "description": "Send one request per tumbling window of leads (per input partition): the window "
+        "opens with its first lead and closes after `window` or at `max_leads`, whichever comes first. "
+        "The request sees `batch.id`, `batch.leads`, `batch.size`; the response is split into one "
+        "result per lead.",
+        "properties": {
+            "max_leads": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "window": DURATION,
+            "results": {
+                "type": "string",
+                "description": "Dotted path to the list of per-lead results in the response "
+                "('' = the response itself is the list).",
+            },
+            "match": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Dotted path, inside each result, of the lead id it belongs to.",
+            },
+        },
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> BatchSpec:
+        window = duration(read, raw["window"], ("window",)) or 0.0
+        if window <= 0:
+            read.problem(("window",), "a batch window must be longer than 0")
+        return cls(max_leads=raw["max_leads"], window=window, **given(raw, {"results": same, "match": same}))
+
 
 @dataclass(frozen=True)
 class OutcomeRule:
@@ -135,6 +195,28 @@ class OutcomeRule:
     outcome: Outcome
     reason: Value | None
     statuses: frozenset[int] = SUCCESS_STATUSES
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> OutcomeRule:
+        """One ``response.outcome`` entry (its templates in the step's strictness)."""
+        return cls(
+            when=read.compile(raw.get("when", True), ("when",)),
+            outcome=Outcome(raw["outcome"]),
+            reason=read.compile(raw["reason"], ("reason",)) if "reason" in raw else None,
+            **({"statuses": statuses(raw["status"])} if "status" in raw else {}),
+        )
+
+
+def statuses(raw: list[int | str]) -> frozenset[int]:
+    """``[409, "5xx"]`` -> the set of status codes."""
+    codes: set[int] = set()
+    for item in raw:
+        if isinstance(item, int):
+            codes.add(item)
+        else:
+            first = int(item[0]) * 100
+            codes.update(range(first, first + 100))
+    return frozenset(codes)
 
 
 @dataclass(frozen=True)
@@ -179,7 +261,7 @@ class Step:
 @dataclass(frozen=True)
 class Flow:
     name: str
-    topics: Topics
+    topics: Topics | None  # None: the file has none (library use, try, test); see require_topics
     settings: dict[str, Any]
     integrations: dict[str, Integration]
     stages: tuple[tuple[Step, ...], ...]  # one step, or a parallel group run at once

@@ -51,9 +51,12 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from streams.config import RAISE, Reader
 
 _NS = 1_000_000_000
 _GUARD_NS = 2  # extra spacing per slot that absorbs float rounding (see the module docstring)
@@ -71,6 +74,37 @@ def parse_rate(value: str) -> float:
     if rate <= 0:
         raise ValueError(f"a rate must be above zero: {value!r}")
     return rate
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """An integration's ``rate_limit:`` (requests per second, None: no limit) and ``burst:``."""
+
+    rate_limit: float | None = None
+    burst: int = 0
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "rate_limit": {
+                "type": "string",
+                "pattern": "^\\s*\\d+(\\.\\d+)?\\s*/\\s*(s|m|h)\\s*$",
+                "description": "e.g. 50/s, 3000/m: for the whole consumer group",
+                "x-problem": "rates look like 50/s, 3000/m, 100000/h",
+            },
+            "burst": {"type": "integer", "minimum": 0},
+        }
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> RateLimitConfig:
+        """From the integration's mapping (the two keys sit beside its others)."""
+        rate = None
+        if raw.get("rate_limit") is not None:
+            try:
+                rate = parse_rate(raw["rate_limit"])
+            except ValueError as exc:
+                read.problem(("rate_limit",), str(exc))
+        return cls(rate, raw["burst"]) if "burst" in raw else cls(rate)
 
 
 class WriteGate(Protocol):

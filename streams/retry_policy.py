@@ -29,14 +29,18 @@ not that the source is merely slow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, ClassVar, Literal
+
+from streams.config import DURATION, RAISE, Reader, durations, given, same
 
 TransportError = Literal["timeout", "connection"]
 OnTimeout = Literal["retry", "fallback", "retry_topic"]
@@ -74,6 +78,44 @@ class RetryConfig:
     fallback_statuses: frozenset[int] = frozenset({503})
     retry_after_statuses: frozenset[int] = frozenset({429})
     auth_statuses: frozenset[int] = frozenset({401, 403})
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Status policy: 500/502/504/connection errors retried with backoff, 429 after "
+        "Retry-After, 503 to the fallback chain, 4xx no retry.",
+        "properties": {
+            "attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+            "backoff": DURATION,
+            "max_backoff": DURATION,
+            "max_inline_wait": DURATION,
+            "on_timeout": {"enum": ["retry", "fallback", "retry_topic"]},
+            "timeout_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+            **{
+                key: {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}}
+                for key in ("retry_statuses", "fallback_statuses", "retry_after_statuses")
+            },
+        },
+    }
+
+    @classmethod
+    def from_config(
+        cls, raw: Mapping[str, Any] | None, read: Reader = RAISE, base: RetryConfig | None = None
+    ) -> RetryConfig:
+        """``retry:`` over ``base`` (the integration's, or the defaults): keys left out keep
+        the base's value."""
+        base = cls() if base is None else base
+        if not raw:
+            return base
+        statuses = dict.fromkeys(("retry_statuses", "fallback_statuses", "retry_after_statuses"), frozenset)
+        plain = dict.fromkeys(("attempts", "timeout_attempts", "on_timeout"), same)
+        times = durations(read, "backoff", "max_backoff", "max_inline_wait")
+        changes = given(raw, {**times, **plain, **statuses})
+        try:
+            return dataclasses.replace(base, **changes)
+        except ValueError as exc:
+            read.problem((), str(exc))
+            return base
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.timeout_attempts < 1:

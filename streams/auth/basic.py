@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from streams.auth import AuthFlow
+from streams.config import RAISE, Reader
 from streams.http_types import OutgoingRequest
 from streams.masking import learn
 
@@ -14,6 +17,20 @@ from streams.masking import learn
 class BasicAuth:
     username: str
     password: str = field(repr=False)
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "type": {"const": "basic"},
+            "username": {"type": "string"},
+            "password": {"type": "string"},
+        },
+        "required": ["type", "username", "password"],
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> BasicAuth:
+        return cls(username=str(raw["username"]), password=str(raw["password"]))
 
     def __post_init__(self) -> None:
         learn(self.password, self.token)  # the base64 pair carries the password

@@ -34,12 +34,13 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from streams.auth import AuthFlow
+from streams.config import RAISE, Reader, given, optional_text, same
 from streams.headers import header_value
 from streams.http_types import OutgoingRequest
 from streams.masking import learn
@@ -67,6 +68,47 @@ class HmacSignature:
     canonical: str = DEFAULT_CANONICAL
     timestamp_format: Literal["unix", "unix_ms", "iso8601"] = "unix"
     clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "type": {"const": "hmac"},
+            "secret": {"type": "string"},
+            "algorithm": {"enum": list(ALGORITHMS)},
+            "signature_header": {"type": "string"},
+            "timestamp_header": {"type": "string"},
+            "key_id": {"type": "string"},
+            "key_id_header": {"type": "string"},
+            "encoding": {"enum": list(ENCODINGS)},
+            "prefix": {"type": "string"},
+            "canonical": {
+                "description": "the string to sign, with {method} {path} {query} {sorted_query} {target} "
+                "{timestamp} {body} {body_sha256} {key_id} {headers[Name]} filled per request. "
+                "Default {method}\\n{target}\\n{timestamp}\\n{body}",
+                "type": "string",
+                "minLength": 1,
+            },
+            "timestamp_format": {"enum": list(TIMESTAMP_FORMATS)},
+        },
+        "required": ["type", "secret"],
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> HmacSignature:
+        """The keys given; every other one keeps its field default (written once, above)."""
+        texts = dict.fromkeys(("signature_header", "timestamp_header", "key_id_header", "prefix"), str)
+        options = given(
+            raw,
+            {
+                **texts,
+                "algorithm": same,
+                "encoding": same,
+                "timestamp_format": same,
+                "key_id": optional_text,
+                "canonical": lambda text: str(text) or DEFAULT_CANONICAL,
+            },
+        )
+        return cls(secret=str(raw["secret"]), **options)
 
     def __post_init__(self) -> None:
         learn(self.secret)  # the signatures are not secrets: each is good for one request and time

@@ -11,14 +11,15 @@ import base64
 import itertools
 import json
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode
 
 from yarl import URL
 
 from streams.auth import AuthError, AuthFlow
+from streams.config import RAISE, Reader, given, optional_text, same
 from streams.headers import header_value
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.masking import TOKEN_FIELDS, learn, learn_issued
@@ -64,6 +65,41 @@ class OAuth2ClientCredentials:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _token: _Token | None = field(default=None, init=False, repr=False)
     _key: str = field(init=False, repr=False)
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "type": {"const": "oauth2"},
+            "token_url": {
+                "type": "string",
+                "pattern": "^https?://",
+                "x-problem": "token_url must start with http:// or https://",
+            },
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
+            "scope": {"type": ["string", "array"], "items": {"type": "string"}},
+            "audience": {"type": "string"},
+            "client_auth": {"enum": ["body", "basic"]},
+            "refresh_margin": {"type": "number", "minimum": 0},
+        },
+        "required": ["type", "token_url", "client_id", "client_secret"],
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> OAuth2ClientCredentials:
+        options = given(
+            raw,
+            {
+                "scope": lambda scope: (
+                    " ".join(map(str, scope)) if isinstance(scope, list) else optional_text(scope)
+                ),
+                "audience": optional_text,
+                "client_auth": same,
+                "refresh_margin": float,
+            },
+        )
+        secrets = {key: str(raw[key]) for key in ("token_url", "client_id", "client_secret")}
+        return cls(**secrets, **options)
 
     def __post_init__(self) -> None:
         if self.client_auth not in ("body", "basic"):

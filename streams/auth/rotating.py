@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from streams.auth import AuthFlow
+from streams.config import RAISE, Reader, given, optional_text
 from streams.headers import header_value
 from streams.http_types import OutgoingRequest
 from streams.masking import learn
@@ -26,6 +28,25 @@ class RotatingTokens:
     _turns: itertools.count[int] = field(
         default_factory=itertools.count, init=False, repr=False, compare=False
     )
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "type": {"const": "rotating"},
+            "tokens": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "header": {"type": "string"},
+            "scheme": {"type": ["string", "null"], "description": "null: the bare token"},
+        },
+        "required": ["type", "tokens"],
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], read: Reader = RAISE) -> RotatingTokens:
+        tokens = raw["tokens"]
+        if not isinstance(tokens, list):
+            raise ValueError("auth type 'rotating' needs 'tokens' as a list")
+        options = given(raw, {"header": str, "scheme": optional_text})
+        return cls(tokens=[str(token) for token in tokens], **options)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))  # accept a list, keep it immutable

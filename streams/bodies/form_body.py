@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
+from streams.bodies import Body
 from streams.templates import Context, compile_value, environment
 from streams.urls import scalar_text
 
 
-class FormBody:
+class FormBody(Body):
     content_type = "application/x-www-form-urlencoded"
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": {"$ref": "#/$defs/template"},
+    }
 
     def __init__(self, raw: Any, strict: bool) -> None:
         self.value = compile_value(raw, environment(strict))

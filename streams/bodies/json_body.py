@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
+from streams.bodies import Body
 from streams.templates import Context, compile_value, environment
 
 
-class JsonBody:
+class JsonBody(Body):
     content_type = "application/json"
+    CONFIG: ClassVar[dict[str, Any]] = {"$ref": "#/$defs/template"}
 
     def __init__(self, raw: Any, strict: bool) -> None:
         self.value = compile_value(raw, environment(strict))

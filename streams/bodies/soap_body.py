@@ -16,25 +16,40 @@ fallback: exact unless the 1.2 action is a template.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from streams.bodies import Body
 from streams.bodies.xml_body import XmlTemplate, compile_element, serialise
 from streams.headers import header_value
 from streams.responses.xml_format import SOAP11_NS, SOAP12_NS
 from streams.templates import Context, Literal, compile_value, environment
 
 NAMESPACES = {"1.1": SOAP11_NS, "1.2": SOAP12_NS}
+DEFAULT_VERSION = "1.1"
 _KEYS = {"version", "action", "header", "body", "namespaces"}
 
 
-class SoapBody:
+class SoapBody(Body):
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["body"],
+        "properties": {
+            "version": {"enum": ["1.1", "1.2", 1.1, 1.2], "default": DEFAULT_VERSION},
+            "action": {"type": "string"},
+            "namespaces": {"type": "object", "additionalProperties": {"type": "string"}},
+            "header": {"type": ["string", "object"]},
+            "body": {"type": ["string", "object"]},
+        },
+    }
+
     def __init__(self, raw: Any, strict: bool) -> None:
         if not isinstance(raw, Mapping) or "body" not in raw:
             raise ValueError("soap body must be a mapping with at least 'body'")
         unknown = set(raw) - _KEYS
         if unknown:
             raise ValueError(f"soap body: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
-        self.version = str(raw.get("version", "1.1"))  # YAML reads 1.1 as a float
+        self.version = str(raw.get("version", DEFAULT_VERSION))  # YAML reads 1.1 as a float
         if self.version not in NAMESPACES:
             raise ValueError(f"soap version must be '1.1' or '1.2', not {self.version!r}")
         self.action = compile_value(str(raw.get("action") or ""), environment(strict))

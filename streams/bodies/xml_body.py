@@ -30,11 +30,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from streams.bodies import Body
 from streams.http_types import RequestBuildError
 from streams.responses.xml_format import parse_document
 from streams.templates import Context, Value, compile_value, environment
@@ -232,10 +233,15 @@ def _resolve(name: str, scope: Namespaces, *, attribute: bool) -> str:
     return clark
 
 
-class XmlBody:
+class XmlBody(Body):
     """``xml:`` request body; ``raw`` is a template string or a one-root-key structure."""
 
     content_type = "application/xml; charset=utf-8"
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "description": "An XML body: a template string (values XML-escaped) or a structure with one root "
+        "key; `@name` keys are attributes, `#text` the text, `@xmlns`/`@xmlns:p` declare namespaces.",
+        "type": ["string", "object"],
+    }
 
     def __init__(self, raw: Any, strict: bool) -> None:
         self.template: XmlTemplate | None = None
@@ -266,12 +272,6 @@ class XmlBody:
         except ValueError as exc:
             raise RequestBuildError(f"XML body: {exc}") from None
         return data
-
-    def content_type_for(self, context: Context) -> str:
-        return self.content_type
-
-    def extra_headers(self, context: Context) -> dict[str, str]:
-        return {}
 
 
 def serialise(root: etree._Element) -> bytes:
