@@ -4,28 +4,38 @@ is checked on the real broker (tests/integration/test_commit_on_kafka.py)."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
 import faust
 import mode
 import pytest
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.conn import AIOKafkaConnection
+from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.app.base import App
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 from faust.types import TP, Message
+from mode.utils.queues import FlowControlEvent
 
 from agents.faust_seam import (
+    HandoverHook,
     LeadApp,
     LeadConsumer,
+    LeadTransport,
     LeadWorker,
     TakenMessages,
+    UnsupportedAiokafka,
     UnsupportedFaust,
+    check_aiokafka_version,
     check_faust_version,
     last_fetch_time,
     producer_connected,
@@ -36,7 +46,8 @@ OVERRIDDEN = ["ack", "_new_offset", "_filter_tps_with_pending_acks", "on_partiti
 CALLED = ["_filter_committable_offsets", "_should_commit", "track_message", "getmany", "wait_first",
           "commit", "force_commit", "_commit_tps", "_commit"]  # fmt: skip
 ATTRIBUTES = ["_unacked_messages", "_waiting_for_ack", "_n_acked", "_commit_every", "_read_offset",
-              "_committed_offset", "_stopped", "diag", "suspend_flow", "callback", "_thread"]  # fmt: skip
+              "_committed_offset", "_stopped", "diag", "suspend_flow", "callback", "_thread",
+              "consumer_stopped_errors"]  # fmt: skip
 
 
 def test_faust_version_is_checked() -> None:
@@ -44,6 +55,13 @@ def test_faust_version_is_checked() -> None:
     for version in ("0.14.9", "0.16.0", "1.0.0"):
         with pytest.raises(UnsupportedFaust, match="faust-streaming"):
             check_faust_version(version)
+
+
+def test_aiokafka_version_is_checked() -> None:
+    check_aiokafka_version("0.14.0")
+    for version in ("0.12.0", "0.15.0", "1.0.0"):
+        with pytest.raises(UnsupportedAiokafka, match="aiokafka"):
+            check_aiokafka_version(version)
 
 
 @pytest.mark.parametrize("name", OVERRIDDEN + CALLED)
@@ -211,3 +229,97 @@ async def test_the_stop_bound_waits_for_leads_being_written_then_for_their_commi
     monkeypatch.setattr(app, "kafka_reachable", lambda: False)
     worker.on_deadline()  # leads in flight, Kafka away: they cannot be written
     assert len(exits) == 2
+
+
+# -- the rest of the private names the seam uses -----------------------------------------
+
+
+def test_the_app_makes_its_transport_through_new_transport(consumer: LeadConsumer) -> None:
+    """LeadApp overrides App._new_transport: Faust's transport (and so its consumer) is ours."""
+    assert callable(App._new_transport)
+    assert "self._new_transport()" in inspect.getsource(App.transport.fget)  # type: ignore[attr-defined]
+    assert isinstance(consumer.app.transport, LeadTransport)
+
+
+def test_the_fetcher_our_fetch_loop_watches_has_a_stopped_event(consumer: LeadConsumer) -> None:
+    """LeadConsumer._drain_messages reads ``fetcher._stopped`` as Faust's loop does."""
+    assert "fetcher)._stopped" in inspect.getsource(Consumer._drain_messages)
+    assert hasattr(consumer.app._fetcher, "_stopped")
+
+
+def test_messages_carry_what_the_ack_and_intake_read() -> None:
+    made = message(0)
+    assert made.acked is False and hasattr(made, "generation_id")
+
+
+async def test_the_producer_inside_fausts_and_its_record_batches() -> None:
+    """aiokafka_producer calls Faust's Producer._ensure_producer; FaustRecordBatches hands
+    out aiokafka's BatchBuilder, whose append the output writer calls with these keywords
+    (None once the record batch is full)."""
+    assert callable(AIOKafkaDriverProducer._ensure_producer)
+    assert "return self._producer" in inspect.getsource(AIOKafkaDriverProducer._ensure_producer)
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=100)
+    try:
+        records = producer.create_batch()  # no broker needed
+    finally:
+        await producer.stop()
+    assert isinstance(records, BatchBuilder)
+    assert records.append(timestamp=None, key=b"k", value=b"v", headers=[]) is not None
+    assert records.append(timestamp=None, key=b"k", value=b"v" * 200, headers=[]) is None
+    assert callable(AIOKafkaProducer.send_batch)
+
+
+WORKER_ATTRIBUTES = ["_shutdown_immediately", "_signal_stop_future", "_stopped", "crash_reason", "spinner"]
+
+
+@pytest.mark.parametrize("name", WORKER_ATTRIBUTES)
+def test_the_worker_attributes_we_read_exist(consumer: LeadConsumer, name: str) -> None:
+    app = consumer.app
+    assert isinstance(app, LeadApp)
+    worker = LeadWorker(app, loglevel="INFO", override_logging=False)
+    assert hasattr(worker, name), f"mode's worker has no {name}"
+
+
+def test_a_hand_over_clears_the_flow_controls_queues_before_waiting_for_acks() -> None:
+    """HandoverHook hears a hand-over as Faust's flow control clearing its queues: on a
+    rebalance's revocation and on a stop, after suspending and before waiting for acks."""
+    for path in (App._on_partitions_revoked, App._stop_consumer):
+        source = inspect.getsource(path)
+        suspend, clear = source.index("flow_control.suspend"), source.index("flow_control.clear")
+        assert suspend < clear < source.index("_consumer_wait_empty"), path.__name__
+    assert "queue.clear()" in inspect.getsource(FlowControlEvent.clear)
+
+
+async def test_the_hand_over_hook_fires_when_suspended_not_when_resumed() -> None:
+    app = LeadApp("seam-handover", broker="kafka://127.0.0.1:1", autodiscover=False)
+    heard: list[bool] = []
+    hook = HandoverHook(app, lambda: heard.append(True))
+    app.flow_control.resume()  # an assignment: clears the queues too, flow active
+    assert heard == []
+    app.flow_control.suspend()
+    app.flow_control.clear()  # what Faust does next on a revocation or a stop
+    assert heard == [True]
+    assert hook.flow_control is app.flow_control
+
+
+SEAM = Path(__file__).resolve().parents[1] / "agents" / "faust_seam"
+PUBLIC = {"faust", "faust.types", "aiokafka", "aiokafka.admin", "aiokafka.errors", "aiokafka.helpers",
+          "aiokafka.admin.config_resource"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(p for p in (SEAM.parent).rglob("*.py") if SEAM not in p.parents),
+    ids=lambda p: str(p.relative_to(SEAM.parent)),
+)
+def test_no_module_outside_the_seam_reaches_into_private_names(module: Path) -> None:
+    """Outside agents/faust_seam/: Faust, mode and aiokafka only through their public
+    modules, and no ``x._name`` on anything but the module's own objects."""
+    for node in ast.walk(ast.parse(module.read_text(), str(module))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            library = node.module.split(".")[0] in {"faust", "mode", "aiokafka"}
+            assert not library or node.module in PUBLIC, f"{module.name} imports {node.module}"
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value
+            ours = isinstance(owner, ast.Name) and owner.id in {"self", "cls", "os", "sys"}
+            assert ours, f"{module.name}:{node.lineno}: private attribute {node.attr}"
