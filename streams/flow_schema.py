@@ -18,17 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from streams.components import (
-    AUTH_SCHEMES,
-    BATCH,
-    BODY_FORMATS,
-    CACHE,
-    CIRCUIT,
-    DELAYED_RETRY,
-    FALLBACK_SOURCES,
-    RATE_LIMIT,
-    RETRY,
-)
+from streams import components as registry
 from streams.config import schema_fragment
 from streams.responses import FORMAT_SCHEMA
 
@@ -37,33 +27,33 @@ ONE_BODY = "a request has one body: json, form, text, xml or soap"
 
 def _fragments() -> dict[str, Any]:
     """What each ``x-component`` marker becomes."""
-    pairs = itertools.combinations(BODY_FORMATS, 2)
+    pairs = itertools.combinations(registry.BODY_FORMATS, 2)
     return {
         "auth": {
             "type": "object",
             "required": ["type"],
-            "oneOf": [schema_fragment(scheme) for scheme in AUTH_SCHEMES.values()],
+            "oneOf": [schema_fragment(scheme) for scheme in registry.AUTH_SCHEMES.values()],
         },
         "fallback": {
             "type": "array",
             "minItems": 1,
-            "items": {"oneOf": [schema_fragment(source) for source in FALLBACK_SOURCES.values()]},
+            "items": {"oneOf": [schema_fragment(source) for source in registry.FALLBACK_SOURCES.values()]},
         },
         "one_body": {"anyOf": [{"required": list(pair)} for pair in pairs], "x-problem": ONE_BODY},
         "response_format": FORMAT_SCHEMA,
-        "retry": schema_fragment(RETRY),
-        "circuit": schema_fragment(CIRCUIT),
-        "cache": schema_fragment(CACHE),
-        "batch": schema_fragment(BATCH),
-        "delayed_retry": schema_fragment(DELAYED_RETRY),
+        "retry": schema_fragment(registry.RETRY),
+        "circuit": schema_fragment(registry.CIRCUIT),
+        "cache": schema_fragment(registry.CACHE),
+        "batch": schema_fragment(registry.BATCH),
+        "delayed_retry": schema_fragment(registry.DELAYED_RETRY),
     }
 
 
 def _properties() -> dict[str, dict[str, Any]]:
     """What each ``x-components`` marker adds to the mapping's properties."""
     return {
-        "body": {kind: schema_fragment(body) for kind, body in BODY_FORMATS.items()},
-        "rate_limit": schema_fragment(RATE_LIMIT)["properties"],
+        "body": {kind: schema_fragment(body) for kind, body in registry.BODY_FORMATS.items()},
+        "rate_limit": schema_fragment(registry.RATE_LIMIT)["properties"],
     }
 
 
