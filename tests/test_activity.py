@@ -18,7 +18,7 @@ from pytest_aiohttp import AiohttpServer
 from resilience_helpers import closed_port_url
 from yarl import URL
 
-from agents.process import wait_for
+from examples.support.process import wait_for
 from streams.activity import ActivityLog, FlowActivity, Line
 from streams.events import Source
 from streams.http_client import HttpClient

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.process import free_port
+from examples.support.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_FLOW = ROOT / "examples" / "flows" / "demo.yaml"

@@ -15,7 +15,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 from resilience_helpers import Answer, build_flow, flow_document, harness, only_step, partner, score_step
 
-from agents.process import wait_for
+from examples.support.process import wait_for
 from streams.bodies.json_body import JsonBody
 from streams.circuit import State
 from streams.loader import parse_flow

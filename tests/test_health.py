@@ -10,7 +10,7 @@ import time
 import pytest
 
 from agents.health import LoopWatchdog
-from agents.process import wait_for
+from examples.support.process import wait_for
 
 
 class Clock:

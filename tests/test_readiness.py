@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from agents.process import wait_for
 from agents.readiness import FETCH_SILENCE, Readiness
+from examples.support.process import wait_for
 
 
 class Clock:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from agents.process import ROOT, WorkerProcess, free_port
+from examples.support.process import ROOT, WorkerProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 FLOW_TEMPLATE = HERE / "flows" / "bench.yaml"

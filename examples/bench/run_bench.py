@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))  # kernel_stamps
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the repository, for examples.support
 from kernel_stamps import serve_stamped
 from partner import PartnerState, create_partner
 from report import print_report

@@ -26,11 +26,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the repository, for examples.support
 from leads import sample_leads
 from partner_api import create_partner_app
 
 from agents.kafka_io import Record, collect, end_offsets, ensure_topics, publish
-from agents.process import WorkerProcess, free_port, serve_app
+from examples.support.process import WorkerProcess, free_port, serve_app
 from streams.loader import load_flow
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 from faulty_partner import Faults, faults_to_json
 
-from agents.process import free_port
+from examples.support.process import free_port
 from streams.ratelimit import busiest_window
 
 PARTNER = Path(__file__).resolve().parent / "faulty_partner.py"

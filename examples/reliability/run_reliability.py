@@ -39,12 +39,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the repository, for examples.support
 from faulty_partner import STATS, Faults, Stats, create_faulty_partner
 from partner_process import PartnerProcess, RateSeen, cpu_hogs
 
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import Kafka, Record, collect, committed_offsets, end_offsets, ensure_topics, publish
-from agents.process import ROOT, WorkerProcess, free_port, serve_app, wait_for
+from examples.support.process import ROOT, WorkerProcess, free_port, serve_app, wait_for
 from streams.delayed import tier_topics
 from streams.loader import load_flow
 

@@ -19,7 +19,7 @@ from batch_buyer import BATCHES, BUYER_TOKEN, create_batch_buyer_app
 from worker_harness import free_port
 
 from agents.kafka_io import Record, collect, ensure_topics, publish
-from agents.process import ROOT, WorkerProcess, serve_app, wait_for
+from examples.support.process import ROOT, WorkerProcess, serve_app, wait_for
 
 pytestmark = pytest.mark.kafka
 AFTER_KILL = 120  # seconds: the rejoin (static membership) and the replay

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.process import ROOT
+from examples.support.process import ROOT
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from agents.process import ROOT
+from examples.support.process import ROOT
 from streams.cache_index import CacheLimit, CachePolicy
 
 sys.path.insert(0, str(ROOT / "examples" / "cache_bound"))

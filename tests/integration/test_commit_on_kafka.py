@@ -23,7 +23,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from agents.kafka_io import collect, committed_offsets, end_offsets, ensure_topics
-from agents.process import WorkerProcess, free_port, serve_app, wait_for
+from examples.support.process import WorkerProcess, free_port, serve_app, wait_for
 
 pytestmark = pytest.mark.kafka
 

@@ -29,7 +29,7 @@ from leads import sample_leads
 from worker_harness import WorkerRun, worker_with_partner
 
 from agents.kafka_io import Record, collect, publish
-from agents.process import wait_for
+from examples.support.process import wait_for
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from agents.kafka_io import collect, ensure_topics
-from agents.process import WorkerProcess, free_port, serve_app
+from examples.support.process import WorkerProcess, free_port, serve_app
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from worker_harness import free_port
 
 from agents.kafka_io import Record, collect, publish
-from agents.process import ROOT, WorkerProcess, serve_app
+from examples.support.process import ROOT, WorkerProcess, serve_app
 
 pytestmark = pytest.mark.kafka
 sys.path.insert(0, str(ROOT / "examples" / "reliability"))

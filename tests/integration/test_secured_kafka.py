@@ -18,7 +18,7 @@ from partner_api import create_partner_app
 
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import Record, collect, ensure_topics, publish
-from agents.process import ROOT, WorkerProcess, free_port, serve_app
+from examples.support.process import ROOT, WorkerProcess, free_port, serve_app
 
 pytestmark = pytest.mark.kafka
 LEADS = 1000

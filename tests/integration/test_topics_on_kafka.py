@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agents.kafka_io import ensure_topics, partition_counts, publish
-from agents.process import WorkerProcess, free_port, wait_for
+from examples.support.process import WorkerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]

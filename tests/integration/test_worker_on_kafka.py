@@ -15,7 +15,7 @@ from worker_harness import WorkerRun
 
 import schemas
 from agents.kafka_io import Record, collect, publish
-from agents.process import wait_for
+from examples.support.process import wait_for
 
 pytestmark = pytest.mark.kafka
 LEADS = 600

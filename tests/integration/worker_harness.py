@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from partner_api import create_partner_app
 
-from agents.process import WorkerProcess, free_port, serve_app
+from examples.support.process import WorkerProcess, free_port, serve_app
 
 __all__ = ["WorkerRun", "free_port"]
 

@@ -1,0 +1,1 @@
+"""Examples, demos and benchmarks of leadstreams: not part of the installed package."""
