@@ -150,20 +150,15 @@ class HttpClient:
         clock = asyncio.timeout(timeout) if gate is not None else _NO_DEADLINE
         async with clock as deadline:
             write = None if gate is None or deadline is None else _Write(gate, bool(request.body), deadline)
-            # Awaited rather than ``async with``: one coroutine fewer on every resume of this call.
-            response = await session.request(
+            async with session.request(
                 request.method,
                 request.url,
                 headers=request.headers,
                 data=request.body,
                 timeout=self._timeout(timeout) if write is None else _NO_TIMEOUT,
                 trace_request_ctx=write,
-            )
-            try:
+            ) as response:
                 body = await _read_capped(response, integration.max_response_bytes)
-            finally:
-                response.release()  # what leaving ``async with`` does
-                await response.wait_for_close()
         return HttpResult(
             status=response.status,
             headers={k.lower(): v for k, v in response.headers.items()},

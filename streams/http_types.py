@@ -16,6 +16,9 @@ class OutgoingRequest:
     # Set by auth flows on auxiliary requests (token fetches): while one request with a key is in
     # flight, ``send_with_auth`` lets other callers with the same key share its response.
     coalesce_key: str | None = None
+    # The step that sends it (as httpx's request extensions carry such things): transports that
+    # answer per step (saved test cases) and recordings read it here.
+    step: str = ""
 
 
 @dataclass(frozen=True)

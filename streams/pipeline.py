@@ -9,7 +9,6 @@ from enum import StrEnum
 
 import orjson
 
-from streams.batching import batch_group
 from streams.delayed import RetryState, next_deferral
 from streams.events import (
     MAX_LEAD_BYTES,
@@ -71,7 +70,7 @@ class LeadPipeline:
         keeps the id and ``input`` of where it first arrived."""
         received_at = timestamp()
         started = time.perf_counter()
-        batch_group.set(f"{source.topic}:{source.partition}")  # windows never mix partitions
+        group = f"{source.topic}:{source.partition}"  # batch windows never mix partitions
         source = retry.origin if retry is not None else source
         lead_id = ""  # derived from the source only when needed (uuid5 costs)
         try:
@@ -92,7 +91,7 @@ class LeadPipeline:
                     started,
                 )
             lead_id = lead_id_for(lead, source)
-            result = await self.runner.run(lead, lead_id, copy_lead=False)
+            result = await self.runner.run(lead, lead_id, copy_lead=False, group=group)
             if result.defer_after is not None:
                 deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
                 if deferred is not None:

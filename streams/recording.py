@@ -30,7 +30,7 @@ from streams.masking import MASK, Masker
 from streams.outcomes import FlowResult
 from streams.partner_errors import describe
 from streams.step.exchange import Exchange
-from streams.transport import Transport, current_step
+from streams.transport import Transport
 
 # Headers that describe the connection or the moment, not the answer; the replay computes its own.
 _NOISE_HEADERS = {"date", "server", "content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -50,7 +50,7 @@ class RecordingTransport:
     unworded: set[str] = field(default_factory=set)
 
     async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
-        step = current_step.get()
+        step = request.step
         try:
             result = await self.inner.send(integration, request, timeout)
         except TimeoutError:

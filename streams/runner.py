@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.activity import ActivityLog
-from streams.batching import Batcher
 from streams.cache import InMemoryCache, ResponseCache
-from streams.calling import StepServices
-from streams.execution import Exchange, run_step
 from streams.flow import Flow, Step
 from streams.guards import Guards
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome, StepResult, flow_outcome
+from streams.step.batch import Batcher, run_batched
+from streams.step.exchange import Exchange
+from streams.step.services import StepServices
+from streams.step.single import run_single
 from streams.transport import Transport
 
 
@@ -50,7 +51,6 @@ class FlowRunner:
         )
         base_context = {"settings": flow.settings, "flow": {"name": flow.name}}
         self.batcher = Batcher(self.services, base_context, windowed=batch_windows)
-        self.services.batcher = self.batcher
 
     async def run(
         self,
@@ -59,11 +59,13 @@ class FlowRunner:
         exchanges: dict[str, Exchange] | None = None,
         until_step: str | None = None,
         copy_lead: bool = True,
+        group: str = "",
     ) -> FlowResult:
         """Stages run in order (a parallel group's steps at once); after a failure
         or error that its step does not ``continue_on``, the remaining steps are
         skipped. ``until_step`` stops after the named step (test console).
-        ``copy_lead=False`` lets the flow write onto ``lead`` (one just decoded)."""
+        ``copy_lead=False`` lets the flow write onto ``lead`` (one just decoded).
+        ``group``: the batch windows the lead joins (the worker: its input partition)."""
         if copy_lead:
             lead = copy.deepcopy(lead)  # the caller's lead stays as it came in
         context: dict[str, Any] = {
@@ -79,29 +81,18 @@ class FlowRunner:
         for stage in self.flow.stages:
             if stopped_by is not None:
                 reason = f"not run: {stopped_by.name} ended {stopped_by.outcome}"
-                done.extend(
-                    (StepResult(s.name, Outcome.SKIP, reason), frozenset({Outcome.SKIP})) for s in stage
-                )
+                skipped = frozenset({Outcome.SKIP})
+                done.extend((StepResult(s.name, Outcome.SKIP, reason), skipped) for s in stage)
                 continue
-            if len(stage) == 1:  # no task and no extra coroutine for a lone step: most stages are one
-                step = stage[0]
-                exchange = exchange_of(step, exchanges)
-                results = [
-                    self._counted(step, await run_step(step, context, self.services, lead_id, exchange))
-                ]
+            if len(stage) == 1:  # most stages are one step: no task for it
+                results = [await self._run_step(stage[0], context, lead_id, group, exchanges)]
             else:
                 results = await asyncio.gather(
-                    *(self._run_step(step, context, lead_id, exchanges) for step in stage)
+                    *(self._run_step(step, context, lead_id, group, exchanges) for step in stage)
                 )
             for step, result in zip(stage, results, strict=True):
                 done.append((result, step.continue_on))
-                context["steps"][step.name] = {
-                    "outcome": result.outcome.value,
-                    "reason": result.reason,
-                    "http_status": result.http_status,
-                    "price": result.price,
-                    "reference": result.reference,
-                }
+                context["steps"][step.name] = step_summary(result)
                 stops = result.outcome in (Outcome.FAILURE, Outcome.ERROR)
                 if stops and result.outcome not in step.continue_on and stopped_by is None:
                     stopped_by = result
@@ -112,28 +103,45 @@ class FlowRunner:
         return FlowResult(outcome, reason, lead, [r for r, _ in done], context["vars"], defer_after)
 
     async def _run_step(
-        self, step: Step, context: dict[str, Any], lead_id: str, exchanges: dict[str, Exchange] | None
+        self,
+        step: Step,
+        context: dict[str, Any],
+        lead_id: str,
+        group: str,
+        exchanges: dict[str, Exchange] | None,
     ) -> StepResult:
-        return self._counted(
-            step, await run_step(step, context, self.services, lead_id, exchange_of(step, exchanges))
-        )
-
-    def _counted(self, step: Step, result: StepResult) -> StepResult:
-        """The step's metrics; returns ``result``."""
-        if self.metrics is not None:
-            flow = self.flow.name
-            # A batch step's time includes its window's wait: batch_request_duration has the request.
-            if result.outcome is not Outcome.SKIP and step.batch is None:
-                self.metrics.request_duration.labels(
-                    flow, step.name, step.integration.name, result.outcome.value
-                ).observe(result.duration_ms / 1000)
-            self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
+        # The step's own context: its ``response``/``http`` must not mix with a parallel step's.
+        own = dict(context)
+        if step.batch is not None:
+            result, exchange = await run_batched(step, own, self.batcher, lead_id, group)
+        else:
+            result, exchange = await run_single(step, own, self.services, lead_id)
+        if exchanges is not None:
+            exchanges[step.name] = exchange
+        self._count(step, result)
         return result
 
+    def _count(self, step: Step, result: StepResult) -> None:
+        if self.metrics is None:
+            return
+        flow = self.flow.name
+        # A batch step's time includes its window's wait: batch_request_duration has the request.
+        if result.outcome is not Outcome.SKIP and step.batch is None:
+            labels = (flow, step.name, step.integration.name, result.outcome.value)
+            self.metrics.request_duration.labels(*labels).observe(result.duration_ms / 1000)
+        self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
 
-def exchange_of(step: Step, exchanges: dict[str, Exchange] | None) -> Exchange:
-    """A new exchange for the step, kept in ``exchanges`` when the caller wants to see it."""
-    exchange = Exchange()
-    if exchanges is not None:
-        exchanges[step.name] = exchange
-    return exchange
+    def stop_windowing(self) -> None:
+        """Leads still arriving at a batch step go at once (the worker is stopping)."""
+        self.batcher.stop_windowing()
+
+
+def step_summary(result: StepResult) -> dict[str, Any]:
+    """What later steps' ``when:`` and templates see of an earlier step (``steps.NAME``)."""
+    return {
+        "outcome": result.outcome.value,
+        "reason": result.reason,
+        "http_status": result.http_status,
+        "price": result.price,
+        "reference": result.reference,
+    }

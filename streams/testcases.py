@@ -24,7 +24,6 @@ from streams.masking import Masker
 from streams.outcomes import FlowResult
 from streams.problems import FlowFileError, Problem, dotted
 from streams.runner import FlowRunner
-from streams.transport import current_step
 from streams.yaml_source import line_of, load_yaml, read_source
 
 
@@ -87,7 +86,7 @@ class ReplayTransport:
         self.sent: list[tuple[str, OutgoingRequest]] = []
 
     async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
-        step = current_step.get()
+        step = request.step
         self.sent.append((step, request))
         answers = self._pending.get(step)
         if not answers:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Protocol
 
 from streams.flow import Integration
 from streams.http_types import HttpResult, OutgoingRequest
-
-# The step being executed, for transports that answer per step (saved test cases).
-current_step: ContextVar[str] = ContextVar("current_step", default="")
 
 
 class Transport(Protocol):

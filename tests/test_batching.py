@@ -12,13 +12,13 @@ from helpers import make_flow, recording_app, serve
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
-from streams.batching import batch_group, batch_id_for
 from streams.flow import Flow
 from streams.http_client import HttpClient
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome
 from streams.problems import FlowFileError as FlowError
 from streams.runner import FlowRunner
+from streams.step.batch import batch_id_for
 
 
 def batch_step(max_leads: int = 3, window: str = "200ms", **extra: Any) -> dict[str, Any]:
@@ -73,8 +73,7 @@ async def run_all(
     runner: FlowRunner, batch: list[dict[str, Any]], groups: list[str] | None = None
 ) -> list[FlowResult]:
     async def one(lead: dict[str, Any], group: str) -> FlowResult:
-        batch_group.set(group)  # this task's own context, as in the worker
-        return await runner.run(lead, lead["id"])
+        return await runner.run(lead, lead["id"], group=group)  # the worker passes the input partition
 
     return await asyncio.gather(
         *(one(lead, g) for lead, g in zip(batch, groups or [""] * len(batch), strict=True))

@@ -18,7 +18,7 @@ from pytest_aiohttp import AiohttpServer
 from resilience_helpers import closed_port_url
 from yarl import URL
 
-from streams.batching import batch_id_for
+from streams.step.batch import batch_id_for
 
 SEED_SECRETS = [
     seed_partner.INTERNAL_KEY,

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.execution import build_request
 from streams.headers import IDEMPOTENCY_HEADER, idempotency_key
 from streams.http_types import RequestBuildError
 from streams.outcomes import Outcome
+from streams.step.request import build_request
 from tests.helpers import make_flow, run_once
 
 # Lead ids come from JSON (no lone surrogates) or from Kafka keys decoded as UTF-8.

@@ -24,7 +24,6 @@ from streams.testcases import (
     run_case,
     run_cases,
 )
-from streams.transport import current_step
 
 OAUTH_FLOW = FLOWS / "oauth2-chain.yaml"
 EXAMPLES_WITH_CASES = sorted(p for p in FLOWS.glob("*.yaml") if (FLOWS / f"{p.stem}.cases.yaml").exists())
@@ -95,8 +94,8 @@ def test_load_cases_of_a_missing_file_is_a_flow_file_error(tmp_path: Path) -> No
 INTEGRATION = Integration(name="api", base_url="http://partner.invalid")
 
 
-def request() -> OutgoingRequest:
-    return OutgoingRequest("GET", URL("http://partner.invalid/x"))
+def request(step: str) -> OutgoingRequest:
+    return OutgoingRequest("GET", URL("http://partner.invalid/x"), step=step)
 
 
 async def test_replay_answers_each_step_in_order_then_runs_out() -> None:
@@ -106,16 +105,13 @@ async def test_replay_answers_each_step_in_order_then_runs_out() -> None:
             "second": [{"xml": "<a/>"}],
         }
     )
-    current_step.set("first")
-    one, two = [await transport.send(INTEGRATION, request(), 1.0) for _ in range(2)]
+    one, two = [await transport.send(INTEGRATION, request("first"), 1.0) for _ in range(2)]
     assert (one.status, one.body, one.content_type) == (201, b'{"n":1}', "application/json")
     assert (two.status, two.body, two.content_type, two.headers["x-tag"]) == (200, b"two", "text/plain", "t")
-    current_step.set("second")
-    third = await transport.send(INTEGRATION, request(), 1.0)
+    third = await transport.send(INTEGRATION, request("second"), 1.0)
     assert (third.body, third.content_type) == (b"<a/>", "application/xml")
-    current_step.set("first")
     with pytest.raises(aiohttp.ClientConnectionError, match="no recorded response left for step 'first'"):
-        await transport.send(INTEGRATION, request(), 1.0)
+        await transport.send(INTEGRATION, request("first"), 1.0)
     assert [step for step, _ in transport.sent] == ["first", "first", "second", "first"]
 
 
