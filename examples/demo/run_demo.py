@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,39 @@ async def run(bootstrap: str) -> int:
 async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -> int:  # type: ignore[no-untyped-def]
     run_id = uuid.uuid4().hex[:8]
     leads = sample_leads(LEADS, run_id=run_id)
-    outputs: dict[str, Record] = {}
-    duplicates = 0
+    collected = await publish_and_collect(bootstrap, topics, start, worker, log_path, leads, run_id)
+    processing, latencies = print_outcomes(collected, topics)
+    await print_metrics(web_port)
+    accounted = len(collected.outputs)
+    console.print(f"accounted for {accounted} of {len(leads)} leads (duplicates {collected.duplicates})")
+    console.print(
+        f"processing latency (received -> completed) p50 {percentile(processing, 0.5):.1f} ms, "
+        f"p99 {percentile(processing, 0.99):.1f} ms",
+        soft_wrap=True,
+    )
+    console.print(
+        f"publish-to-output p50 {percentile(latencies, 0.5):.0f} ms, "
+        f"p99 {percentile(latencies, 0.99):.0f} ms "
+        "(includes the worker joining its group: leads are published while it starts)",
+        soft_wrap=True,
+    )
+    console.print(f"total {time.monotonic() - started:.1f}s")
+    return 0 if accounted == len(leads) else 1
+
+
+@dataclass
+class Collected:
+    """This run's outputs (one per lead: the last seen), every record read, and how many
+    outputs were seen twice."""
+
+    outputs: dict[str, Record] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    duplicates: int = 0
+
+
+async def publish_and_collect(bootstrap, topics, start, worker, log_path, leads, run_id) -> Collected:  # type: ignore[no-untyped-def]
+    """Publish the leads and read the outputs until every lead is accounted for."""
+    collected = Collected()
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -94,7 +126,6 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
             return bool(origin["offset"] >= start.get((origin["topic"], origin["partition"]), 0))
 
         def on_record(record: Record) -> None:
-            nonlocal duplicates
             if record.topic == topics.input:
                 return
             event = orjson.loads(record.value)
@@ -102,16 +133,16 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
             if not ours(event, origin):
                 return  # a lead of an earlier run on a reused broker
             marker = event["id"] if event.get("lead") is not None else str(origin)
-            duplicates += marker in outputs
-            outputs[marker] = record
-            progress.update(done, completed=len(outputs))
+            collected.duplicates += marker in collected.outputs
+            collected.outputs[marker] = record
+            progress.update(done, completed=len(collected.outputs))
 
         def finished(_: list[Record]) -> bool:
             if not worker.alive:
                 raise RuntimeError(f"the worker exited; see {log_path}:\n{worker.log_tail()}")
-            return len(outputs) >= len(leads)
+            return len(collected.outputs) >= len(leads)
 
-        records = await collect(
+        collected.records = await collect(
             bootstrap,
             [topics.input, topics.enriched, topics.errors],
             finished,
@@ -119,10 +150,15 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
             on_record=on_record,
             start=start,
         )
-    inputs = {(r.partition, r.offset): r.timestamp_ms for r in records if r.topic == topics.input}
+    return collected
+
+
+def print_outcomes(collected: Collected, topics: Any) -> tuple[list[float], list[float]]:
+    """The table of leads by topic and outcome; the processing and publish-to-output latencies (ms)."""
+    inputs = {(r.partition, r.offset): r.timestamp_ms for r in collected.records if r.topic == topics.input}
     by_outcome: Counter[tuple[str, str]] = Counter()
     latencies, processing = [], []
-    for record in outputs.values():
+    for record in collected.outputs.values():
         event = orjson.loads(record.value)
         by_outcome[(record.topic, event["outcome"])] += 1
         processing.append(_ms_between(event["received_at"], event["completed_at"]))
@@ -136,6 +172,11 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
     for (topic, outcome), count in sorted(by_outcome.items()):
         table.add_row(topic, outcome, str(count))
     console.print(table)
+    return processing, latencies
+
+
+async def print_metrics(web_port: int) -> None:
+    """The worker's counters of written leads and partner requests, from its /metrics."""
     metrics_url = f"http://127.0.0.1:{web_port}/metrics"
     async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
         metrics = await response.text()
@@ -147,21 +188,6 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
     console.print(f"metrics served at {metrics_url}:")
     for line in shown:
         console.print(f"  {line}", soft_wrap=True)
-    accounted = len(outputs)
-    console.print(f"accounted for {accounted} of {len(leads)} leads (duplicates {duplicates})")
-    console.print(
-        f"processing latency (received -> completed) p50 {percentile(processing, 0.5):.1f} ms, "
-        f"p99 {percentile(processing, 0.99):.1f} ms",
-        soft_wrap=True,
-    )
-    console.print(
-        f"publish-to-output p50 {percentile(latencies, 0.5):.0f} ms, "
-        f"p99 {percentile(latencies, 0.99):.0f} ms "
-        "(includes the worker joining its group: leads are published while it starts)",
-        soft_wrap=True,
-    )
-    console.print(f"total {time.monotonic() - started:.1f}s")
-    return 0 if accounted == len(leads) else 1
 
 
 def _ms_between(start: str, end: str) -> float:

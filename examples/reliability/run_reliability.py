@@ -506,14 +506,7 @@ async def scenario_slow_kills(
     tally = Tally()
     batch = leads(sizes.slow_leads, run.prefix)
     key_of = {orjson.loads(value)["email"]: key for key, value in batch}
-    recoveries: list[float] = []
-    at_risk: list[tuple[int, int]] = []  # the slow lead at the head at each kill
-    committed_past = 0  # kills at which the group had committed past that lead
     progress = Progress("slow_kills", sizes.slow_leads, tally, run)
-
-    def waiting(label: str) -> None:
-        progress.enter(f"{label}: waiting for a slow lead at the head of its partition, later ones written")
-
     try:
         async with progress.reporting():
             await run.start(url)
@@ -521,41 +514,64 @@ async def scenario_slow_kills(
                 track(run, sizes.slow_leads, sizes.deadline, tally, busy=lambda: stats.in_flight > 0)
             )
             await publish(bootstrap, run.topics[0], batch)
-            worker = run.processes[0]
+            kills = SlowKills(run, stats, tally, key_of, progress)
             for kill in range(1, sizes.slow_kills + 1):
-                label = f"kill {kill}/{sizes.slow_kills}"
-                waiting(label)
-                head = await worst_moment(run, stats, tally, key_of)
-                assert head is not None
-                at_risk.append(head)
-                worker.kill()
-                progress.event(label)
-                committed = await committed_offsets(bootstrap, run.prefix)
-                partition, offset = head
-                at = committed.get((run.topics[0], partition), 0)
-                committed_past += at > offset
-                progress.enter(
-                    f"{label}: killed with partition {partition}'s offset {offset} unfinished "
-                    f"(outputs up to {tally.written_since(partition)}), committed: {at}"
-                )
-                recoveries.append(await restart(worker, tally, progress, label))
-            waiting("broker restart")
+                await kills.kill_at_a_slow_head(f"kill {kill}/{sizes.slow_kills}")
+            kills.waiting("broker restart")
             await worst_moment(run, stats, tally, key_of, enough=0.9 * sizes.slow_leads)
             away, gap = await restart_broker_then_finish(state, progress, tracking, tally)
-            alive = worker.alive
+            alive = run.processes[0].alive
     finally:
         run.stop()
         await runner.cleanup()
-    lost_at_head = sum(where not in tally.outputs for where in at_risk)
+    lost_at_head = sum(where not in tally.outputs for where in kills.at_risk)
     line = (
         f"slow_kills: in={len(tally.inputs)} out={len(set(tally.outputs))} lost={tally.lost} "
-        f"duplicates={tally.duplicates} kills={sizes.slow_kills} recovery_s={recoveries} "
-        f"committed_past_slow_head={committed_past}/{sizes.slow_kills} lost_at_head={lost_at_head} "
+        f"duplicates={tally.duplicates} kills={sizes.slow_kills} recovery_s={kills.recoveries} "
+        f"committed_past_slow_head={kills.committed_past}/{sizes.slow_kills} lost_at_head={lost_at_head} "
         f"broker_restarts=1 broker_away_s={away} broker_gap_s={gap} worker_alive={alive} "
         f"slow_calls={stats.outcomes['slow']} partner_max_in_flight={stats.max_in_flight}"
     )
-    ok = tally.lost == 0 and alive and max(recoveries, default=0) <= sizes.recovery_bound
+    ok = tally.lost == 0 and alive and max(kills.recoveries, default=0) <= sizes.recovery_bound
     return ("" if ok else "FAILED ") + line, run, tally
+
+
+@dataclass
+class SlowKills:
+    """The kills of scenario_slow_kills, each at a moment a slow lead holds its partition's
+    head while later leads of that partition are written, and what each found."""
+
+    run: Run
+    stats: Stats
+    tally: Tally
+    key_of: dict[str, bytes]
+    progress: Progress
+    recoveries: list[float] = field(default_factory=list)
+    at_risk: list[tuple[int, int]] = field(default_factory=list)  # the slow lead at the head at each kill
+    committed_past: int = 0  # kills at which the group had committed past that lead
+
+    def waiting(self, label: str) -> None:
+        waiting = "waiting for a slow lead at the head of its partition, later ones written"
+        self.progress.enter(f"{label}: {waiting}")
+
+    async def kill_at_a_slow_head(self, label: str) -> None:
+        run, tally, progress = self.run, self.tally, self.progress
+        worker = run.processes[0]
+        self.waiting(label)
+        head = await worst_moment(run, self.stats, tally, self.key_of)
+        assert head is not None
+        self.at_risk.append(head)
+        worker.kill()
+        progress.event(label)
+        committed = await committed_offsets(run.bootstrap, run.prefix)
+        partition, offset = head
+        at = committed.get((run.topics[0], partition), 0)
+        self.committed_past += at > offset
+        progress.enter(
+            f"{label}: killed with partition {partition}'s offset {offset} unfinished "
+            f"(outputs up to {tally.written_since(partition)}), committed: {at}"
+        )
+        self.recoveries.append(await restart(worker, tally, progress, label))
 
 
 @dataclass
