@@ -1,11 +1,12 @@
-"""Leads go from Faust's consumer to the lead loop a fetch at a time.
+"""Leads go from Faust's consumer to the lead loop a fetch at a time (a fetch: the records
+one ``getmany`` returned; not a batch step's batch window, nor a Kafka record batch).
 
 Faust hands every fetched message to its streams one by one: a ``wait_first`` with two
 new tasks per message, the conductor's channel queue, an Event, the stream's iterator and
 its sensors. Measured on a flow without HTTP (CPU of the worker process over 200,000
 messages), a bare Faust agent cost 79 µs a message against 15 µs for aiokafka alone,
 more than the whole flow. So for the lead topic the consumer
-(:class:`agents.faust_seam.LeadConsumer`) passes each fetched batch to a
+(:class:`agents.faust_seam.LeadConsumer`) passes each fetch's records to a
 :class:`LeadIntake` instead. Everything else stays Faust's: group membership,
 rebalances and commits (the intake tracks and acks messages with the consumer's own
 ``track_message``/``ack``, and the commit follows :mod:`agents.commit_ledger`), and every

@@ -155,8 +155,8 @@ async def collect(
             if start and (tp.topic, tp.partition) in start:
                 consumer.seek(tp, start[(tp.topic, tp.partition)])
         while not until(records) and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp_records in batch.values():
+            fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp_records in fetched.values():
                 for msg in tp_records:
                     if start and msg.offset < start.get((msg.topic, msg.partition), 0):
                         continue  # fetched before the seek took effect

@@ -15,7 +15,7 @@ end. A probe in the worker after such a burst (mallinfo2): heaps of 80-89 MiB wi
 Setting both thresholds turns the adjustment off: large blocks are unmapped when freed,
 and the heap's top is given back above ``TRIM_THRESHOLD`` (same P5: 72.8 MiB before,
 81.5 after). The cost is a mapping per block of 256 KiB or more (fetch responses,
-output batches): a few per fetch.
+the outputs' record batches): a few per fetch.
 
 What a burst still leaves is Python's own allocator's: arenas that the decoded leads
 filled and that a few live objects keep (+7 MiB of arenas for the same number of live

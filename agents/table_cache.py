@@ -3,14 +3,14 @@ the table's changelog topic so it survives restarts, and bounded by ``streams.ca
 
 Every worker holds the table and every worker writes to it; Faust applies the changelog (the
 other workers' writes, everyone's tombstones, this worker's own writes again) to each copy in
-batches of up to 1,000 records, so copies agree late, not at once. Each worker indexes what its
+groups of up to 1,000 records, so copies agree late, not at once. Each worker indexes what its
 copy holds (its own writes at once, the rest by comparing with the table every ``sync_every``
 seconds) and deletes by the same rule: expired, or oldest stored past the bound. Built from the
 same changelog, the copies end up with the same entries (examples/cache_bound/two_workers.py).
 A deletion is a tombstone in the changelog (a compacted topic: Faust creates a table's
 changelog with ``cleanup.policy=compact``), so the topic shrinks too; two workers' tombstones
-for one key are harmless. An entry this worker deleted can come back to its copy with a batch
-applied later (its write was in the batch, its tombstone is in the next): it is deleted again
+for one key are harmless. An entry this worker deleted can come back to its copy with a group
+applied later (its write was in one group, its tombstone is in the next): it is deleted again
 at the next comparison, and the copy may hold that many entries more for a moment. Before
 deleting, the entry is read again: if another worker rewrote it, it is re-indexed at its new
 time instead.

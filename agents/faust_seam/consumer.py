@@ -116,7 +116,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
 
     # -- the lead intake -------------------------------------------------------------
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # Faust's fetch loop, batched
+    async def _drain_messages(self, fetcher: Any) -> None:  # Faust's fetch loop, a fetch at a time
         intake: Intake | None = getattr(self.app, "intake", None)
         if intake is None:
             await super()._drain_messages(fetcher)
