@@ -25,7 +25,7 @@ from streams.events import (
 )
 from streams.masking import Masker
 from streams.metrics import Metrics
-from streams.outcomes import Outcome
+from streams.outcomes import FlowResult, Outcome
 from streams.runner import FlowRunner
 
 log = logging.getLogger(__name__)
@@ -79,60 +79,61 @@ class LeadPipeline:
             except BadInput as exc:
                 if self.metrics is not None:
                     self.metrics.bad_inputs.labels(self.flow.name).inc()
-                return self._done(
-                    self._output(
-                        Destination.ERRORS,
-                        lead_id_for(None, source),
-                        bad_input_event(
-                            self.flow.name, self.masker.raw_bytes(raw), source, str(exc), received_at
-                        ),
-                        raw,
-                    ),
-                    started,
-                )
+                output = self._unusable(raw, source, lead_id_for(None, source), str(exc), received_at)
+                return self._done(output, started)
             lead_id = lead_id_for(lead, source)
             result = await self.runner.run(lead, lead_id, copy_lead=False, group=group)
-            if result.defer_after is not None:
-                deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
-                if deferred is not None:
-                    return self._done(deferred, started)
-                result.reason = (
-                    f"gave up after {retry.attempt if retry else 0} delayed retries: {result.reason}"
-                )
-            event = processed_event(self.flow.name, lead_id, result, source, received_at)
-            destination = Destination.ERRORS if result.outcome is Outcome.ERROR else Destination.ENRICHED
-            if self.metrics is not None:
-                self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(
-                    time.perf_counter() - started
-                )
-            return self._done(self._output(destination, lead_id, event, raw), started)
+            output = self._result_output(result, raw, lead_id, source, retry, received_at)
+            if self.metrics is not None and output.destination is not Destination.RETRY:
+                took = time.perf_counter() - started
+                self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(took)
+            return self._done(output, started)
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
-            lead_id = lead_id or lead_id_for(None, source)
+            output = self._internal_error(raw, source, lead_id or lead_id_for(None, source), exc, received_at)
+            return self._done(output, started)
+
+    def _result_output(
+        self,
+        result: FlowResult,
+        raw: bytes | None,
+        lead_id: str,
+        source: Source,
+        retry: RetryState | None,
+        received_at: str,
+    ) -> Output:
+        """The lead's event on enriched or errors, or the lead itself on a delayed retry topic."""
+        if result.defer_after is not None:
+            deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
+            if deferred is not None:
+                return deferred
+            result.reason = f"gave up after {retry.attempt if retry else 0} delayed retries: {result.reason}"
+        event = processed_event(self.flow.name, lead_id, result, source, received_at)
+        destination = Destination.ERRORS if result.outcome is Outcome.ERROR else Destination.ENRICHED
+        return self._output(destination, lead_id, event, raw)
+
+    def _unusable(
+        self, raw: bytes | None, source: Source, lead_id: str, reason: str, received_at: str
+    ) -> Output:
+        """An errors event carrying the raw input: it was no lead, or processing it failed."""
+        event = bad_input_event(self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at)
+        return self._output(Destination.ERRORS, lead_id, event, raw)
+
+    def _internal_error(
+        self, raw: bytes | None, source: Source, lead_id: str, exc: Exception, received_at: str
+    ) -> Output:
+        try:
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            try:
-                return self._done(
-                    self._output(
-                        Destination.ERRORS,
-                        lead_id,
-                        bad_input_event(
-                            self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at
-                        ),
-                        raw,
-                    ),
-                    started,
-                )
-            except Exception:  # even the error event failed: the smallest event that can't
-                minimal = {
-                    "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
-                    "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
-                    "raw": raw_prefix(self.masker.raw_bytes(raw), self.max_output_bytes),
-                    "received_at": received_at,
-                    "completed_at": received_at,
-                }  # fmt: skip
-                return self._done(
-                    Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error"), started
-                )
+            return self._unusable(raw, source, lead_id, reason, received_at)
+        except Exception:  # even the error event failed: the smallest event that can't
+            minimal = {
+                "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
+                "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
+                "raw": raw_prefix(self.masker.raw_bytes(raw), self.max_output_bytes),
+                "received_at": received_at,
+                "completed_at": received_at,
+            }  # fmt: skip
+            return Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error")
 
     def _done(self, output: Output, started: float) -> Output:
         """The lead's outcome for the activity log (per-minute counts at info level)."""
