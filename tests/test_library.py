@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import recording_app
 from pytest_aiohttp import AiohttpServer
 
 from streams import load_flow, run_lead
 from streams.outcomes import Outcome
-from tests.helpers import recording_app
 
 FLOW = """\
 version: 1

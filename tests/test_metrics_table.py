@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
+from helpers import ROOT
 from prometheus_client import CollectorRegistry
 
 from streams.metrics import METRICS, Metrics
-from tests.helpers import ROOT
 
 
 def readme_rows() -> dict[str, str]:
