@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.auth import Auth, NoAuth
 from streams.auth.api_key import ApiKeyAuth
 from streams.auth.basic import BasicAuth
 from streams.auth.bearer import BearerAuth
@@ -73,3 +74,20 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "batch": {"batch": BATCH},
     "delayed_retry": {"delayed_retry": DELAYED_RETRY},
 }
+
+
+def build_auth(spec: dict[str, Any] | None) -> Auth:
+    """An Auth from the integration's rendered ``auth:`` mapping; ValueError when it is unusable."""
+    if not spec:
+        return NoAuth()
+    scheme = AUTH_SCHEMES.get(spec["type"])
+    if scheme is None:
+        raise ValueError(f"unknown auth type {spec['type']!r}")
+    return scheme.from_config(spec)  # type: ignore[no-any-return]
+
+
+def build_body(kind: str, raw: Any, strict: bool) -> Body:
+    """The body for a request's ``json:``/``form:``/``text:``/``xml:``/``soap:`` key.
+
+    Raises ValueError (or a template syntax error) for a body the flow author got wrong."""
+    return BODY_FORMATS[kind](raw, strict)

@@ -5,17 +5,15 @@ responses, templates, durations) with ``{"x-component": NAME}`` where a componen
 goes and ``"x-components": KIND`` where a kind's keys join a mapping's properties (each body
 format is a key of ``request``). ``schemas/flow.schema.json`` is the assembled result, checked
 in for editors (``# yaml-language-server: $schema=…``); a test holds it equal to this, and
-``python -m streams.flow_schema`` rewrites it.
+``python -m streams.schema_file`` rewrites it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import sys
 from functools import cache
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 from streams import components as registry
@@ -78,27 +76,3 @@ def _fill(node: Any, fragments: dict[str, Any], properties: dict[str, dict[str, 
         else:
             filled[key] = _fill(value, fragments, properties)
     return filled
-
-
-def schema_text() -> str:
-    """The schema as ``schemas/flow.schema.json`` holds it."""
-    return json.dumps(flow_schema(), indent=2) + "\n"
-
-
-def main(argv: list[str]) -> int:
-    """``python -m streams.flow_schema [--check]``: rewrite schemas/flow.schema.json (or only
-    say whether it is current: exit 1 when not)."""
-    target = Path(str(files("schemas").joinpath("flow.schema.json")))
-    current = target.read_text(encoding="utf-8") if target.exists() else ""
-    if current == schema_text():
-        return 0
-    if "--check" in argv:
-        print(f"{target} is out of date: run python -m streams.flow_schema", file=sys.stderr)
-        return 1
-    target.write_text(schema_text(), encoding="utf-8")
-    print(f"wrote {target}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from streams.auth import Auth, NoAuth, build_auth
+from streams.auth import Auth, NoAuth
 from streams.bodies import template_problems
 from streams.components import (
     BATCH,
@@ -27,6 +27,7 @@ from streams.components import (
     FALLBACK_SOURCES,
     RATE_LIMIT,
     RETRY,
+    build_auth,
 )
 from streams.config import At, duration, durations, given, same, seconds_text
 from streams.envsubst import read_env_file, substitute

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 import pytest
 from yarl import URL
 
-from streams.auth import AuthError, AuthFlow, NoAuth, build_auth, send_with_auth
+from streams.auth import AuthError, AuthFlow, NoAuth, send_with_auth
 from streams.auth.api_key import ApiKeyAuth
 from streams.auth.basic import BasicAuth
 from streams.auth.bearer import BearerAuth
 from streams.auth.hmac_signature import HmacSignature
 from streams.auth.oauth2 import OAuth2ClientCredentials
 from streams.auth.rotating import RotatingTokens
+from streams.components import build_auth
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol
+from typing import Protocol
 
 from streams.http_types import HttpResult, OutgoingRequest
 
@@ -107,16 +107,3 @@ async def _send_shared(outgoing: OutgoingRequest, send: Send) -> HttpResult:
 def _fail(future: asyncio.Future[HttpResult], exc: BaseException) -> None:
     future.set_exception(exc)
     future.exception()  # mark retrieved: no "never retrieved" warning when nobody was waiting
-
-
-def build_auth(spec: dict[str, Any] | None) -> Auth:
-    """An Auth from the integration's rendered ``auth:`` mapping; ValueError when it is unusable.
-    Each scheme reads its own keys (``from_config`` beside its code, registered by ``type``)."""
-    from streams.components import AUTH_SCHEMES  # the schemes import this module
-
-    if not spec:
-        return NoAuth()
-    scheme = AUTH_SCHEMES.get(spec["type"])
-    if scheme is None:
-        raise ValueError(f"unknown auth type {spec['type']!r}")
-    return scheme.from_config(spec)  # type: ignore[no-any-return]

@@ -43,15 +43,6 @@ class Body:
         return {}
 
 
-def build_body(kind: str, raw: Any, strict: bool) -> Body:
-    """The body for a request's ``json:``/``form:``/``text:``/``xml:``/``soap:`` key.
-
-    Raises ValueError (or a template syntax error) for a body the flow author got wrong."""
-    from streams.components import BODY_FORMATS  # the formats import this module
-
-    return BODY_FORMATS[kind](raw, strict)
-
-
 BODY_KINDS = ("json", "form", "text", "xml", "soap")
 
 
