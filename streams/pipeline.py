@@ -150,7 +150,8 @@ class LeadPipeline:
         at_least: float,
         why: str,
     ) -> Output | None:
-        policy, prefix = self.flow.delayed_retry, self.flow.topics.retry
+        policy = self.flow.delayed_retry
+        prefix = self.flow.topics.retry if self.flow.topics is not None else None
         if policy is None or prefix is None or len(raw or b"") > self.max_output_bytes:
             return None  # (a lead Kafka would refuse on the retry topic is not deferred)
         deferral = next_deferral(policy, prefix, retry, source, at_least, self.masker.text(why))

@@ -10,7 +10,7 @@ from typing import Any
 from streams.flow import Step
 from streams.http_types import HttpResult
 from streams.outcomes import Outcome, StepResult
-from streams.responses import ResponseParseError, parse_response
+from streams.responses import ResponseParseError, parse_response, soap_fault
 from streams.step.answer import Answer
 from streams.step.partner import Call
 from streams.templates import TemplateRenderError, truthy
@@ -110,8 +110,8 @@ def decide(
                 raise
             reason = status_reason(response, parsed)
         return rule.outcome, None if reason in (None, "") else str(reason)
-    fault = getattr(parsed, "fault", None)
-    if isinstance(fault, str):
+    fault = soap_fault(parsed)
+    if fault is not None:
         return Outcome.ERROR, f"SOAP Fault: {fault}"
     if response.ok:
         return Outcome.SUCCESS, None

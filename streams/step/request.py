@@ -37,10 +37,8 @@ def build_request(
     headers = {IDEMPOTENCY_HEADER: idempotency_key(key, step.name)}
     body = spec.body
     if body is not None:
-        content_type = getattr(body, "content_type_for", None)
-        headers["Content-Type"] = content_type(context) if content_type else body.content_type
-        extra = getattr(body, "extra_headers", None)
-        for name, value in (extra(context) if extra else {}).items():
+        headers["Content-Type"] = body.content_type_for(context)
+        for name, value in body.extra_headers(context).items():
             headers[name] = header_value(name, value)
     for name, value in (*integration.headers.items(), *spec.headers.items()):
         headers[name] = header_value(name, value.render(context))
