@@ -1,4 +1,4 @@
-"""``from streams import load_flow, run_lead``: a lead through a flow file, no Kafka."""
+"""``from streams import load_flow, run_lead``: a lead through a flow file (no `topics:`), no Kafka."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from streams.outcomes import Outcome
 FLOW = """\
 version: 1
 name: library
-topics: {input: leads, enriched: leads.enriched, errors: leads.errors}
 integrations:
   validator:
     base_url: ${VALIDATOR_URL}
