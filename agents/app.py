@@ -21,7 +21,7 @@ from agents.web_pages import add_web_pages
 from agents.worker_options import WorkerOptions
 from streams.activity import ActivityLog
 from streams.cache import InMemoryCache, ResponseCache
-from streams.flow import Flow
+from streams.flow import Flow, require_topics
 from streams.guards import Guards
 from streams.http_client import HttpClient
 from streams.metrics import CacheMetrics, Metrics
@@ -32,6 +32,8 @@ __all__ = ["WorkerOptions", "create_app"]
 
 
 def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> LeadApp:
+    """Raises MissingTopics for a flow without ``topics:`` (the CLI says so in one line first)."""
+    require_topics(flow)
     app = LeadApp(app_id(flow, options), **faust_settings(flow, options))
     app.summary = started_line(flow, options)
     app.shutdown_grace = options.shutdown_grace

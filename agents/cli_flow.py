@@ -42,7 +42,8 @@ def check(flows: tuple[str, ...], env_files: tuple[str, ...]) -> None:
         sys.exit(EXIT_INVALID_FLOW)
     for flow in loaded:
         steps = len(flow.steps)
-        click.echo(f"{flow.source_file}: ok — flow {flow.name!r}, {steps} step(s), input {flow.topics.input}")
+        topics = "no topics (the worker needs them)" if flow.topics is None else f"input {flow.topics.input}"
+        click.echo(f"{flow.source_file}: ok — flow {flow.name!r}, {steps} step(s), {topics}")
 
 
 @click.command(name="try")

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from agents.cli_common import LOOPBACK_OPTION, load_or_exit, local_partners
+from agents.cli_common import EXIT_INVALID_FLOW, LOOPBACK_OPTION, load_or_exit, local_partners
 from agents.cli_errors import EXIT_USAGE, fail, port_problem, say
 from agents.cli_kafka import kafka_call, kafka_options
 from agents.kafka_connection import KafkaConnection
 from agents.topic_names import topic_name_problem
-from streams.flow import Flow
+from streams.flow import Flow, MissingTopics, require_topics
 
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -31,6 +31,10 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     )
     say.use(logging.getLogger("leadstreams.worker"), records_only=arguments["log_format"] == "json")
     loaded = load_or_exit(arguments["flow"])
+    try:
+        require_topics(loaded)  # (a flow for try/test/library use may leave them out)
+    except MissingTopics as exc:
+        fail(str(exc), EXIT_INVALID_FLOW)
     if arguments["allow_loopback"]:  # said first, before any wait for a broker
         say(logging.WARNING, "--allow-loopback (LEADSTREAMS_ALLOW_LOOPBACK) is on: every integration may "
             "reach loopback and private addresses. For development only, never in production")  # fmt: skip
@@ -55,7 +59,7 @@ def _topics_of(loaded: Flow) -> dict[str, str]:
     tiers), each with what fewer partitions than asked would cost."""
     from streams.delayed import tier_topics
 
-    topics = loaded.topics
+    topics = require_topics(loaded)
     roles = {topics.input: READ, topics.enriched: WRITTEN, topics.errors: WRITTEN}
     if loaded.delayed_retry is not None and topics.retry:
         roles.update(dict.fromkeys(tier_topics(topics.retry, loaded.delayed_retry).values(), READ))
@@ -189,7 +193,7 @@ def worker(
         instance_id=instance_id,
         session_timeout=session_timeout,
         replication_factor=replication_factor,
-        input_partitions=counts.get(loaded.topics.input),
+        input_partitions=counts.get(require_topics(loaded).input),
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,
     )

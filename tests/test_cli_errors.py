@@ -301,6 +301,22 @@ def test_an_invalid_topic_name_in_the_flow_is_refused_before_kafka(here: Path) -
     assert elapsed < BOUND_S
 
 
+def test_a_flow_without_topics_checks_but_no_worker_runs_it(here: Path) -> None:
+    flow = here / "flow.yaml"
+    text = DEMO_FLOW.read_text()
+    start = text.index("topics:")
+    flow.write_text(text[:start] + text[text.index("\n", start) + 1 :])
+    code, lines, output, elapsed = leadstreams(
+        "worker", str(flow), "--bootstrap", f"127.0.0.1:{free_port()}", "--broker-wait", "30", cwd=here
+    )
+    expected = (f"error: {flow}: the worker needs `topics:` in the flow file "
+                "(e.g. topics: {input: leads.in, enriched: leads.out, errors: leads.errors})")  # fmt: skip
+    assert_one_line(code, lines, output, 2, expected)
+    assert elapsed < BOUND_S
+    code, _, output, _ = leadstreams("check", str(flow), cwd=here)
+    assert code == 0 and "no topics (the worker needs them)" in output, output
+
+
 def test_a_missing_flow_file_is_one_line(here: Path) -> None:
     code, lines, output, elapsed = leadstreams(
         "worker", "nope.yaml", "--bootstrap", f"127.0.0.1:{free_port()}", "--broker-wait", "30", cwd=here
