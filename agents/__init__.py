@@ -3,6 +3,6 @@
 Kept thin: all lead processing lives in the Kafka-free ``streams`` engine.
 """
 
-# Marker checked by agents.guard: another distribution (e.g. openai-agents)
+# Marker checked by agents.package_check: another distribution (e.g. openai-agents)
 # also installs a top-level ``agents`` package and could shadow this one.
 LEADSTREAMS_PACKAGE = "leadstreams"

@@ -22,10 +22,10 @@ from agents.worker_options import WorkerOptions
 from streams.activity import ActivityLog
 from streams.cache import InMemoryCache, ResponseCache
 from streams.flow import Flow, require_topics
-from streams.guards import Guards
 from streams.http_client import HttpClient
 from streams.metrics import CacheMetrics, Metrics
 from streams.pipeline import Destination, LeadPipeline
+from streams.protections import Protections
 from streams.runner import FlowRunner
 
 __all__ = ["WorkerOptions", "create_app"]
@@ -38,10 +38,10 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     app.summary = started_line(flow, options)
     app.shutdown_grace = options.shutdown_grace
     metrics = Metrics(registry)
-    guards = Guards(flow, metrics)
+    protections = Protections(flow, metrics)
     client = HttpClient()
     activity = ActivityLog()
-    runner = FlowRunner(flow, client, metrics, guards, response_cache(app, flow, metrics),
+    runner = FlowRunner(flow, client, metrics, protections, response_cache(app, flow, metrics),
                         batch_windows=True, activity=activity)  # fmt: skip
     pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes, options.max_output_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
@@ -57,7 +57,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     )
     app.kafka_reachable = readiness.producer_connected
     batch_windows = runner.batcher if any(step.batch for step in flow.steps) else None
-    Rebalance(flow.topics.input, options.input_partitions, guards, readiness, batch_windows).listen(app)
+    Rebalance(flow.topics.input, options.input_partitions, protections, readiness, batch_windows).listen(app)
     add_web_pages(app, flow.name, readiness, LoopWatchdog(options.blocked_after), registry)
 
     @app.task

@@ -17,7 +17,7 @@ __all__ = ["main", "worker"]
 @click.version_option(package_name="leadstreams", message="%(prog)s %(version)s")
 def main() -> None:
     """leadstreams: custom HTTP API integrations over a Kafka stream of leads."""
-    from agents.guard import check_agents_package
+    from agents.package_check import check_agents_package
 
     check_agents_package()
 

@@ -42,6 +42,6 @@ LOOPBACK_OPTION = click.option(
 
 
 def local_partners(allow: bool) -> None:
-    from streams.netguard import allow_local_partners
+    from streams.address_policy import allow_local_partners
 
     allow_local_partners(allow)

@@ -187,7 +187,7 @@ def worker(
         kafka=kafka,
         web_host=web_host,
         web_port=web_port,
-        batch_size=batch_size,
+        fetch_size=batch_size,
         max_in_flight=max_in_flight,
         group_id=group_id,
         instance_id=instance_id,

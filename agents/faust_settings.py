@@ -45,12 +45,12 @@ def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
         producer_acks=-1,
         key_serializer="raw",
         value_serializer="raw",
-        stream_buffer_maxsize=max(4096, options.batch_size * 2),
+        stream_buffer_maxsize=max(4096, options.fetch_size * 2),
         # A fetch hands over at most --batch-size leads, and a partition's fetch is kept
         # small: aiokafka drains one partition's fetched records before the next, so with
         # Faust's 1 MiB a backlog was worked one partition at a time, and unpacking a big
         # fetch held the loop long enough to bunch rate-limited sends (make bench, P3).
-        broker_max_poll_records=options.batch_size,
+        broker_max_poll_records=options.fetch_size,
         consumer_max_fetch_size=256 * 1024,
         # Outputs go as one record batch per partition and write (agents.output); with
         # Faust's 16 KiB a write of 500 leads made several record batches per partition,

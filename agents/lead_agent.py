@@ -34,7 +34,7 @@ def add_lead_agent(
     options: WorkerOptions,
 ) -> None:
     lead_topic = raw_topic(app, input_topic)
-    app.intake = intake = LeadIntake(app, input_topic, options.batch_size)
+    app.intake = intake = LeadIntake(app, input_topic, options.fetch_size)
 
     @app.agent(lead_topic, name="leads")
     async def process_leads(stream: faust.StreamT) -> None:

@@ -1,7 +1,7 @@
 """The worker's one rebalance listener: what changes when partitions move.
 
 * **The rate-limit share.** Every worker sends at its share of each partner's limit:
-  the input partitions it owns over all of them (streams.guards).
+  the input partitions it owns over all of them (streams.protections).
 * **Readiness.** Owning no partition is not ready (agents.readiness).
 * **Batch windows.** Before Faust commits and lets partitions go (rebalance, stop) it
   waits for every taken lead to be acked, so open batch windows are closed while it
@@ -20,7 +20,7 @@ import faust
 from agents.faust_seam import HandoverHook
 from agents.inflight import exit_if_it_fails
 from agents.readiness import Readiness
-from streams.guards import Guards
+from streams.protections import Protections
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ class Rebalance:
         self,
         input_topic: str,
         input_partitions: int | None,
-        guards: Guards,
+        protections: Protections,
         readiness: Readiness,
         batcher: BatchWindows | None,  # None: the flow has no batch step
     ) -> None:
         self.input_topic = input_topic
         self.input_partitions = input_partitions
-        self.guards = guards
+        self.protections = protections
         self.readiness = readiness
         self.batcher = batcher
         self.app: faust.App | None = None
@@ -57,7 +57,7 @@ class Rebalance:
             # Until Faust tells us what we own (its signal comes after fetching has resumed),
             # take one partition's share: every worker that sends owns at least one partition,
             # so the group cannot exceed the limit while a rebalance settles.
-            guards.set_share(self.one_partition)
+            protections.set_share(self.one_partition)
 
     @property
     def one_partition(self) -> float:
@@ -73,7 +73,7 @@ class Rebalance:
     async def on_revoked(self, sender: faust.App, revoked: set[faust.types.TP], **kwargs: object) -> None:
         self.readiness.partitions_revoked()
         if self.input_partitions:
-            self.guards.set_share(self.one_partition)
+            self.protections.set_share(self.one_partition)
         if ours := partition_list(revoked):
             log.info("partitions revoked (rebalance or stop): %s", ours)
 
@@ -82,7 +82,7 @@ class Rebalance:
         self.readiness.partitions_assigned(owned)
         share = ""
         if self.input_partitions:
-            self.guards.set_share(min(max(owned, 1) / self.input_partitions, 1.0))
+            self.protections.set_share(min(max(owned, 1) / self.input_partitions, 1.0))
             share = f" (rate limits: this worker owns {owned}/{self.input_partitions} input partitions)"
         log.info("assigned partitions: %s%s", partition_list(assigned) or "none", share)
 

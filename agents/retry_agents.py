@@ -53,7 +53,7 @@ def add_retry_agent(
 
     @app.agent(channel, name=f"retry-{tier_label(delay)}")
     async def retry_leads(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(options.batch_size, within=options.batch_within):
+        async for events in stream.take_events(options.fetch_size, within=options.take_within):
             states = [retry_state(event) for event in events]
             if not await wait_until(max(state.due for state in states), app):
                 await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
@@ -95,7 +95,7 @@ async def run_to_the_end(work: Callable[[], Awaitable[None]], grace: float) -> N
         try:
             await asyncio.wait_for(asyncio.shield(running), grace)
         except (TimeoutError, asyncio.CancelledError):
-            log.critical("in-flight batch not written within %.0fs of shutdown; exiting uncommitted", grace)
+            log.critical("in-flight leads not written within %.0fs of shutdown; exiting uncommitted", grace)
             os._exit(EXIT_OUTPUT_FAILED)
         raise
 

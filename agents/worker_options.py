@@ -14,9 +14,9 @@ class WorkerOptions:
     kafka: KafkaConnection | str  # a bare string: a PLAINTEXT bootstrap address
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    batch_size: int = 500  # leads handed to the lead loop per fetch; a retry tier's take of events
+    fetch_size: int = 500  # leads handed to the lead loop per fetch; a retry tier's take of events
     max_in_flight: int = 2000  # leads taken and not yet written (held by slow calls or batch windows)
-    batch_within: float = 0.005  # seconds a retry tier's take of events waits to fill
+    take_within: float = 0.005  # seconds a retry tier's take of events waits to fill
     shutdown_grace: float = 30.0  # seconds to finish the leads in flight on shutdown
     blocked_after: float = BLOCKED_AFTER  # seconds the event loop may not answer before /healthz fails
     group_id: str | None = None

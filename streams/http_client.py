@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import aiohttp
 
+from streams.address_policy import AddressPolicy, make_connector
 from streams.flow import Integration
 from streams.http_types import HttpResult, OutgoingRequest
-from streams.netguard import AddressPolicy, make_connector
 from streams.ratelimit import WriteGate, take_write_gate
 
 
@@ -141,7 +141,7 @@ class HttpClient:
     async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
         """Send one request; raises asyncio.TimeoutError, aiohttp.ClientError or ResponseTooLarge."""
         session = self._session(integration)
-        # The concurrency cap is the caller's (streams.guards), around the rate limiter, which
+        # The concurrency cap is the caller's (streams.protections), around the rate limiter, which
         # armed its write gate for this task's request (streams.ratelimit).
         gate = take_write_gate()
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from streams.address_policy import parse_networks
 from streams.auth import Auth, NoAuth
 from streams.bodies import template_problems
 from streams.components import (
@@ -44,7 +45,6 @@ from streams.flow import (
     Topics,
 )
 from streams.flow_schema import flow_schema
-from streams.netguard import parse_networks
 from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
 from streams.retry_policy import RetryConfig

@@ -18,8 +18,8 @@ import ssl
 
 import aiohttp
 
+from streams.address_policy import AddressRefused
 from streams.http_client import ResponseTooLarge
-from streams.netguard import AddressRefused
 
 MAX_REASON = 200  # an unknown exception's text is cut here: a reason is a line, not a dump
 

@@ -19,7 +19,7 @@ Two stages, because the partner counts requests when they arrive, not when we de
    decisions per second into 364 writes in one second. The log is the last word: a write that
    would make ``cap`` writes in ``window`` seconds waits until the oldest of them leaves it.
 
-The guarantee, with ``window`` W (1 s by default; streams.guards adds the partner's arrival
+The guarantee, with ``window`` W (1 s by default; streams.protections adds the partner's arrival
 jitter), for the booked send times and for the write times each: in any half-open window
 ``[t, t + W)`` there are at most ``ceil(rate) + burst`` of them. Proof sketch for GCRA: it keeps,
 for any two bookings j < k, ``s_k - s_j >= (k - j - burst) * T``; if both lie in one window then

@@ -10,9 +10,9 @@ from typing import Any
 from streams.activity import ActivityLog
 from streams.cache import InMemoryCache, ResponseCache
 from streams.flow import Flow, Step
-from streams.guards import Guards
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome, StepResult, flow_outcome
+from streams.protections import Protections
 from streams.step.batch import Batcher, run_batched
 from streams.step.exchange import Exchange
 from streams.step.services import StepServices
@@ -26,7 +26,7 @@ class FlowRunner:
         flow: Flow,
         client: Transport,
         metrics: Metrics | None = None,
-        guards: Guards | None = None,
+        protections: Protections | None = None,
         cache: ResponseCache | None = None,
         batch_windows: bool = False,
         activity: ActivityLog | None = None,
@@ -39,10 +39,10 @@ class FlowRunner:
         self.activity = activity.flow(flow.name) if activity is not None else None
         self.client = client
         self.metrics = metrics
-        self.guards = guards or Guards(flow, metrics)
+        self.protections = protections or Protections(flow, metrics)
         self.services = StepServices(
             client=client,
-            guards=self.guards,
+            protections=self.protections,
             flow=flow.name,
             metrics=metrics,
             cache=cache if cache is not None else InMemoryCache(policy=flow.cache_policy),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.guard import AgentsPackageCollision, check_agents_package
+from agents.package_check import AgentsPackageCollision, check_agents_package
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"faust", "aiokafka", "mode", "agents", "kafka", "confluent_kafka"}

@@ -10,6 +10,7 @@ import re
 
 import pytest
 from aiohttp import web
+from helpers import make_flow, run_once
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
@@ -19,7 +20,6 @@ from streams.flow import Integration
 from streams.http_client import HttpClient
 from streams.http_types import HttpResult, OutgoingRequest, RequestBuildError
 from streams.problems import FlowFileError
-from tests.helpers import make_flow, run_once
 
 SECRET = "top-secret-key"
 NOW = 1_700_000_000.75  # a fractional clock: the timestamp is whole seconds

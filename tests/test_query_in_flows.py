@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from aiohttp import web
+from helpers import make_flow, run_once, serve
 from pytest_aiohttp import AiohttpServer
-
-from tests.helpers import make_flow, run_once, serve
 
 
 def partner() -> tuple[web.Application, list[tuple[str, str]]]:

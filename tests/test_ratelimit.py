@@ -287,10 +287,10 @@ async def test_acquire_returns_the_wait() -> None:
     assert await limiter.acquire() == pytest.approx(0.001, abs=1e-6)
 
 
-def test_the_guards_window_keeps_the_mean_within_five_percent_of_the_limit() -> None:
-    """streams.guards paces at limit / (1 + ARRIVAL_JITTER): at least 95 % of the limit on average,
+def test_the_protections_window_keeps_the_mean_within_five_percent_of_the_limit() -> None:
+    """streams.protections paces at limit / (1 + ARRIVAL_JITTER): at least 95 % of the limit on average,
     never more than the limit in any second (nor, for the writes, in any 1 + ARRIVAL_JITTER)."""
-    from streams.guards import ARRIVAL_JITTER
+    from streams.protections import ARRIVAL_JITTER
 
     clock = Clock()
     limiter = RateLimiter(400, 0, clock, 1.0 + ARRIVAL_JITTER)

@@ -131,7 +131,7 @@ def test_the_wheel_holds_every_module_and_schema_and_no_tests_or_examples(wheel:
 def test_installed_packages_resolve_inside_the_venv(installed: Installed) -> None:
     probe = (
         "import json, sysconfig, agents, schemas, streams, streams.auth.oauth2;"
-        "from agents.guard import check_agents_package; check_agents_package();"
+        "from agents.package_check import check_agents_package; check_agents_package();"
         "print(json.dumps({'purelib': sysconfig.get_paths()['purelib'],"
         " 'modules': [m.__file__ for m in (agents, schemas, streams, streams.auth.oauth2)],"
         " 'schema': schemas.load('flow')['$schema']}))"

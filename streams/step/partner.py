@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from streams.address_policy import AddressRefused
 from streams.auth import NoAuth, send_with_auth
 from streams.circuit import State
 from streams.flow import Step
 from streams.http_types import HttpResult, OutgoingRequest
-from streams.netguard import AddressRefused
 from streams.partner_errors import describe
 from streams.ratelimit import take_write_gate
 from streams.responses.xml_format import parse_xml
@@ -71,8 +71,8 @@ class PartnerCall:
     ) -> None:
         self.step, self.services, self.timeout, self.on_send = step, services, timeout, on_send
         self.integration = step.integration
-        self.guard = services.guards.for_integration(self.integration)
-        self.circuit = self.guard.circuit if use_circuit else None
+        self.protection = services.protections.for_integration(self.integration)
+        self.circuit = self.protection.circuit if use_circuit else None
         # A fallback ``url`` is another source: its failures are not the partner's.
         self.activity = services.activity if use_circuit else None
         self.attempt = 0
@@ -124,9 +124,9 @@ class PartnerCall:
         metrics, flow = self.services.metrics, self.services.flow
         # The limiter is asked only once a concurrency slot is free, so the slot's
         # wait cannot bunch sends that the limiter had spaced out.
-        async with self.guard.slots:
+        async with self.protection.slots:
             await self.admit(outgoing)
-            self.guard.in_flight += 1
+            self.protection.in_flight += 1
             try:
                 answer = await self.services.client.send(self.integration, outgoing, self.timeout)
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -134,7 +134,7 @@ class PartnerCall:
                     log_exchange(self.step, flow, outgoing, None, self.attempt, describe(exc, self.timeout))
                 raise
             finally:
-                self.guard.in_flight -= 1
+                self.protection.in_flight -= 1
         if metrics is not None:
             metrics.http_responses.labels(flow, self.integration.name, f"{answer.status // 100}xx").inc()
         log_exchange(self.step, flow, outgoing, answer, self.attempt)
@@ -152,7 +152,7 @@ class PartnerCall:
         asked = self.circuit if not self.admitted and outgoing.coalesce_key is None else None
         if asked is not None and asked.state is State.OPEN:
             raise CircuitRefused
-        limiter = self.guard.limiter
+        limiter = self.protection.limiter
         if limiter.rate is not None:  # no limiter, no wait to ask for or to observe
             waited = await limiter.acquire()
             if self.services.metrics is not None:

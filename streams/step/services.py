@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 
 from streams.activity import FlowActivity
 from streams.cache import InMemoryCache, ResponseCache
-from streams.guards import Guards
 from streams.metrics import Metrics
+from streams.protections import Protections
 from streams.transport import Transport
 
 
 @dataclass
 class StepServices:
     client: Transport
-    guards: Guards  # each integration's circuit breaker, rate limiter and concurrency slots
+    protections: Protections  # each integration's circuit breaker, rate limiter and concurrency slots
     flow: str
     metrics: Metrics | None = None
     cache: ResponseCache = field(default_factory=InMemoryCache)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from helpers import make_flow
 from pytest_aiohttp import AiohttpServer
 
 from agents.logs import mask_log_records
@@ -25,7 +26,6 @@ from streams.http_client import HttpClient
 from streams.masking import LEARNED_CAPACITY, MASK, Masker, _learned, forget_learned, learn, learn_issued
 from streams.runner import FlowRunner
 from streams.step.exchange import Exchange
-from tests.helpers import make_flow
 
 ACCESS_TOKEN = "cFvtQ2xLIVE-access-token-0123456789"  # the "cFvt…"
 REFRESH_TOKEN = "rT-9f8e7d6c5b4a-refresh"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import pytest
+from helpers import make_flow, run_once
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ from streams.headers import IDEMPOTENCY_HEADER, idempotency_key
 from streams.http_types import RequestBuildError
 from streams.outcomes import Outcome
 from streams.step.request import build_request
-from tests.helpers import make_flow, run_once
 
 # Lead ids come from JSON (no lone surrogates) or from Kafka keys decoded as UTF-8.
 LEAD_IDS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1)

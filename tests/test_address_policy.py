@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pytest_aiohttp.plugin import AiohttpServer
 
-from streams.netguard import (
+from streams.address_policy import (
     AddressCategory,
     AddressPolicy,
     AddressRefused,

@@ -23,41 +23,41 @@ ARRIVAL_JITTER = 0.03  # s
 
 
 @dataclass
-class IntegrationGuard:
+class IntegrationProtections:
     limiter: Limiter
     circuit: CircuitBreaker | None
     slots: asyncio.Semaphore  # the integration's `concurrency`: requests in flight
     in_flight: int = 0  # requests sent and not yet answered (read by the gauge at scrape)
 
 
-class Guards:
+class Protections:
     def __init__(self, flow: Flow, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._flow = flow.name
         self._share = 1.0
-        self._guards: dict[str, IntegrationGuard] = {}
+        self._protections: dict[str, IntegrationProtections] = {}
         for integration in flow.integrations.values():
-            self._guards[integration.name] = self._build(integration)
+            self._protections[integration.name] = self._build(integration)
 
-    def for_integration(self, integration: Integration) -> IntegrationGuard:
-        guard = self._guards.get(integration.name)
-        if guard is None:  # a step without a named integration
-            guard = self._guards[integration.name] = self._build(integration)
-        return guard
+    def for_integration(self, integration: Integration) -> IntegrationProtections:
+        protection = self._protections.get(integration.name)
+        if protection is None:  # a step without a named integration
+            protection = self._protections[integration.name] = self._build(integration)
+        return protection
 
     def set_share(self, fraction: float) -> None:
         """This worker's share of the consumer group's partitions, hence of every rate limit."""
         if fraction == self._share:
             return
         self._share = fraction
-        for name, guard in self._guards.items():
-            guard.limiter.set_share(fraction)
-            if guard.limiter.rate is not None:
-                limit = guard.limiter.rate / fraction
+        for name, protection in self._protections.items():
+            protection.limiter.set_share(fraction)
+            if protection.limiter.rate is not None:
+                limit = protection.limiter.rate / fraction
                 log.info("rate limit for %s: this worker's share is now %s/s of %s/s",
-                         name, _number(guard.limiter.rate), _number(limit))  # fmt: skip
+                         name, _number(protection.limiter.rate), _number(limit))  # fmt: skip
 
-    def _build(self, integration: Integration) -> IntegrationGuard:
+    def _build(self, integration: Integration) -> IntegrationProtections:
         limiter = limiter_for(integration.rate_limit, integration.burst, window=1.0 + ARRIVAL_JITTER)
         limiter.set_share(self._share)
         circuit = None
@@ -73,12 +73,12 @@ class Guards:
             circuit.on_change = self._on_change(integration.name, circuit)
             if self._metrics is not None:
                 self._metrics.circuit_state.labels(self._flow, integration.name).set(State.CLOSED.value)
-        guard = IntegrationGuard(limiter, circuit, asyncio.Semaphore(integration.concurrency))
+        protection = IntegrationProtections(limiter, circuit, asyncio.Semaphore(integration.concurrency))
         if self._metrics is not None:  # a plain count per request; the gauge reads it when scraped
             self._metrics.in_flight.labels(self._flow, integration.name).set_function(
-                lambda: guard.in_flight
+                lambda: protection.in_flight
             )
-        return guard
+        return protection
 
     def _on_change(self, name: str, circuit: CircuitBreaker):  # type: ignore[no-untyped-def]
         def changed(old: State, new: State) -> None:

@@ -72,7 +72,7 @@ async def test_burst_lets_that_many_more_through_at_once(aiohttp_server: Aiohttp
 async def test_a_worker_share_scales_the_limit(aiohttp_server: AiohttpServer) -> None:
     api = await partner(aiohttp_server)
     async with harness(build_flow(api.url, [SCORE_STEP], integration={"rate_limit": "20/s"})) as h:
-        h.runner.guards.set_share(0.5)
+        h.runner.protections.set_share(0.5)
         elapsed = await run_leads(h, 25)
     assert busiest_second(api.script.times) <= 10
     assert elapsed >= 2.2  # 24 gaps of 100 ms
@@ -154,9 +154,9 @@ async def test_share_changes_and_circuit_changes_are_logged(
     }
     caplog.set_level(logging.INFO, logger="leadstreams.guards")
     async with harness(build_flow(api.url, [SCORE_STEP], integration=integration)) as h:
-        h.runner.guards.set_share(0.5)
-        h.runner.guards.set_share(0.5)  # unchanged: no line
-        h.runner.guards.set_share(0.25)
+        h.runner.protections.set_share(0.5)
+        h.runner.protections.set_share(0.5)  # unchanged: no line
+        h.runner.protections.set_share(0.25)
         await h.run_many({**LEAD, "id": f"L{n}"} for n in range(3))
         api.script.then(answer(200, {"score": 1}))
         await asyncio.sleep(0.06)  # past open_for: the next call is a probe

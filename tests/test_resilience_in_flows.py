@@ -1,7 +1,7 @@
 """The resilience layer through whole flows on real local aiohttp servers: the status policy's inline
 retries (5xx, 429 with Retry-After, timeouts, refused connections), statuses that are answers (outcome
 rules, SOAP Faults), the circuit breaker, the SSRF guard, ``${ENV}`` typing, and the metrics they move.
-The fallback chain is in test_fallbacks.py, the rate limit in test_rate_limit_flow.py."""
+The fallback chain is in test_fallbacks_in_flows.py, the rate limit in test_rate_limit_in_flows.py."""
 
 from __future__ import annotations
 

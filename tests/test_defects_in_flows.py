@@ -227,7 +227,7 @@ async def test_half_open_lets_only_its_probes_through_to_a_queue_of_leads(
     integration = {"retry": {"attempts": 1}, "concurrency": 10, "circuit": circuit}
     flow = build_flow(str(server.make_url("")), [score_step()], integration=integration)
     async with harness(flow) as h:
-        breaker = h.runner.guards.for_integration(flow.steps[0].integration).circuit
+        breaker = h.runner.protections.for_integration(flow.steps[0].integration).circuit
         assert breaker is not None
         await h.run_many({"id": f"L{n}", "email": "a@example.com"} for n in range(4))
         assert breaker.state is State.OPEN
@@ -252,12 +252,12 @@ async def test_leads_queued_behind_the_rate_limit_are_refused_without_waiting_fo
     integration = {"retry": {"attempts": 1}, "concurrency": 5, "rate_limit": "10/s", "circuit": circuit}
     flow = build_flow(api.url, [score_step()], integration=integration)
     async with harness(flow) as h:
-        guard = h.runner.guards.for_integration(flow.steps[0].integration)
+        protection = h.runner.protections.for_integration(flow.steps[0].integration)
         started = time.monotonic()
         results = await h.run_many({"id": f"L{n}", "email": f"l{n}@example.com"} for n in range(60))
         elapsed = time.monotonic() - started
         limiter_waits = h.sample("leadstreams_rate_limit_wait_seconds_count", integration="api")
-        next_slot = guard.limiter.reserve()
+        next_slot = protection.limiter.reserve()
     reasons = [only_step(result).reason for result in results]
     # The 4th failure opens it; at most the 4 others holding a slot (already in the limiter) follow.
     assert 4 <= api.requests <= 4 + 4, api.requests
