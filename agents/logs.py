@@ -33,7 +33,7 @@ def mask_log_records(masker: Masker) -> None:
     logging.setLogRecordFactory(factory)
 
 
-# Fields the engine attaches to its request log records (streams.calling).
+# Fields the engine attaches to its request log records (streams.step.partner).
 EXTRA_FIELDS = ("flow", "step", "integration", "method", "url", "status", "elapsed_ms", "attempt", "body")
 
 

@@ -2,7 +2,7 @@
 told apart by its key (``url``, ``cache``, ``default``, ``retry_later``, ``skip``).
 
 Each source owns its schema fragment and ``from_config(entry, read) -> Fallback``; the chain
-itself is run by ``streams.fallbacks``. Whether ``retry_later`` has a retry topic is the
+itself is run by ``streams.step.answer``. Whether ``retry_later`` has a retry topic is the
 flow's business (the loader checks it against ``topics.retry``).
 """
 

@@ -117,7 +117,7 @@ class WriteGate(Protocol):
 
 # The gate of the slot the current task acquired last, for the transport to pace that slot's
 # write with. ``acquire()`` sets it and the transport takes it (streams.http_client): the step
-# code between them (streams.calling) needs no part in it, and a task sends one request at a time.
+# code between them (streams.step.partner) needs no part in it, and a task sends one request at a time.
 _armed: ContextVar[WriteGate | None] = ContextVar("leadstreams_write_gate", default=None)
 
 
