@@ -116,72 +116,58 @@ async def stop_with(run: WorkerRun, sent: signal.Signals) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.timeout(300)
-async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
-    kafka_bootstrap: str, tmp_path: Path
+@dataclass
+class Outage:
+    """The moments of the scenario (time.time()) and each stop's seconds to the exit."""
+
+    stopped: float = 0.0  # the broker stopped
+    back: float = 0.0  # restart.sh started
+    answering: float = 0.0  # restart.sh returned: its port answers
+    recovered: float = 0.0  # /ready 200 again
+    hung_exit: float = 0.0  # SIGTERM with the broker hung
+    other_exit: float = 0.0  # SIGTERM with it away
+    main_exit: float = 0.0  # SIGINT with it up
+
+    def print_times(self, watch: ReadyWatch) -> None:
+        print("", *watch.report(), sep="\n")
+        print(f"broker stopped {datetime.fromtimestamp(self.stopped)}, "
+              f"started again {datetime.fromtimestamp(self.back)} "
+              f"(its port answered {self.answering - self.back:.1f}s later), "
+              f"/ready 200 {self.recovered - self.answering:.1f}s after that")  # fmt: skip
+
+
+async def stop_while_the_broker_hangs(state: str, run: WorkerRun) -> float:
+    """A hung broker (SIGSTOP: its connections stay open, nothing answers): the stop starts
+    as usual and is cut off at its bound. The seconds to the exit."""
+    broker_pid = int(Path(state, "pid").read_text())
+    os.kill(broker_pid, signal.SIGSTOP)
+    try:
+        return await stop_with(run, signal.SIGTERM)
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+
+
+async def broker_away_and_back(
+    state: str, bootstrap: str, watch: ReadyWatch, main: WorkerRun, other: WorkerRun, outage: Outage
 ) -> None:
-    state = os.environ.get("LEADSTREAMS_KAFKA_STATE")
-    assert state, "run through `make test` (deploy/kafka/with-kafka.sh sets LEADSTREAMS_KAFKA_STATE)"
-    async with (
-        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as main,
-        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as other,
-        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as third,
-    ):
-        watch = ReadyWatch(f"http://127.0.0.1:{main.web_port}/ready")
-        watching = asyncio.ensure_future(watch.run())
-        try:
-            await wait_for(lambda: watch.state.startswith("200"), 90, f"/ready 200\n{main.log_tail()}")
-            first = sample_leads(100, run_id=f"{main.suffix}-a", malformed=5)
-            for run in (main, other, third):
-                await publish(kafka_bootstrap, run.topics["incoming"], [(x.key, x.value) for x in first])
-                assert len(await all_outputs(run, 100)) >= 100
+    """Stop the broker; once /ready says 503, SIGTERM ``other``; AWAY seconds after the
+    stop, start the broker again and wait for /ready 200."""
+    outage.stopped = time.time()
+    subprocess.run([str(ROOT / "deploy/kafka/stop.sh"), state], check=True, capture_output=True)
+    await wait_for(lambda: watch.state.startswith("503"), 30, f"/ready 503\n{main.log_tail()}")
+    outage.other_exit = await stop_with(other, signal.SIGTERM)
+    # The scenario, not a synchronisation: the broker stays away this long.
+    await asyncio.sleep(max(0.0, outage.stopped + AWAY - time.time()))
+    outage.back = time.time()
+    start_broker_again(state, bootstrap)
+    outage.answering = time.time()
+    await wait_for(lambda: watch.state.startswith("200"), 90, f"/ready 200 again\n{main.log_tail()}")
+    outage.recovered = time.time()
 
-            # A hung broker (SIGSTOP: its connections stay open, nothing answers): the stop
-            # starts as usual and is cut off at its bound.
-            broker_pid = int(Path(state, "pid").read_text())
-            os.kill(broker_pid, signal.SIGSTOP)
-            try:
-                hung_exit = await stop_with(third, signal.SIGTERM)
-            finally:
-                os.kill(broker_pid, signal.SIGCONT)
 
-            stopped = time.time()
-            subprocess.run([str(ROOT / "deploy/kafka/stop.sh"), state], check=True, capture_output=True)
-            await wait_for(lambda: watch.state.startswith("503"), 30, f"/ready 503\n{main.log_tail()}")
-            other_exit = await stop_with(other, signal.SIGTERM)
-            # The scenario, not a synchronisation: the broker stays away this long.
-            await asyncio.sleep(max(0.0, stopped + AWAY - time.time()))
-            back = time.time()
-            start_broker_again(state, kafka_bootstrap)
-            answering = time.time()
-            await wait_for(lambda: watch.state.startswith("200"), 90, f"/ready 200 again\n{main.log_tail()}")
-            recovered = time.time()
-
-            second = sample_leads(100, run_id=f"{main.suffix}-b", malformed=5)
-            await publish(kafka_bootstrap, main.topics["incoming"], [(x.key, x.value) for x in second])
-            outputs = await all_outputs(main, 200)
-            await wait_for(lambda: "ready again after " in main.log_path.read_text(), 10, "the ready line")
-            watching.cancel()  # the stop below ends the answers
-            main_exit = await stop_with(main, signal.SIGINT)
-        finally:
-            watching.cancel()
-            if not broker_running(state):  # the other tests of the session need it
-                start_broker_again(state, kafka_bootstrap)
-
-    print("", *watch.report(), sep="\n")
-    print(f"broker stopped {datetime.fromtimestamp(stopped)}, started again {datetime.fromtimestamp(back)} "
-          f"(its port answered {answering - back:.1f}s later), "
-          f"/ready 200 {recovered - answering:.1f}s after that")  # fmt: skip
-    codes = [state.split()[0] for _, state in watch.transitions]
-    ready = codes.index("200")
-    assert "503" in codes[ready:] and codes[-1] == "200", watch.report()
-
-    # Nothing lost: every lead of both batches has an output.
-    ids = {orjson.loads(r.value).get("id") for r in outputs}
-    assert {lead.lead_id for lead in first + second if lead.lead_id} <= ids
-    assert len({r.key for r in outputs}) >= 200
-
-    # The log while Kafka was away: a few WARNING lines per 30 s, and no ERROR from the start to the stop.
+def assert_log_while_away(main: WorkerRun, outage: Outage) -> None:
+    """A few WARNING lines per 30 s while Kafka was away, and no ERROR from the start to the stop."""
+    stopped, back = outage.stopped, outage.back
     away = [log_lines(main.log_path, since, since + 30, {"WARNING", "ERROR", "CRITICAL"})
             for since in (stopped, stopped + 30) if since + 30 <= back + 5]  # fmt: skip
     print("\n".join(f"warnings in 30 s window {index}: {len(lines)}" for index, lines in enumerate(away)))
@@ -190,8 +176,11 @@ async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
     main_log = main.log_path.read_text()
     assert "not ready: " in main_log and "ready again after " in main_log
 
-    # The stops: SIGTERM with Kafka hung or away, SIGINT with Kafka up; all quick and without a traceback.
-    other_log, third_log = other.log_path.read_text(), third.log_path.read_text()
+
+def assert_stops_quick_and_clean(main: WorkerRun, other: WorkerRun, third: WorkerRun, outage: Outage) -> None:
+    """SIGTERM with Kafka hung or away, SIGINT with Kafka up; all quick and without a traceback."""
+    hung_exit, other_exit, main_exit = outage.hung_exit, outage.other_exit, outage.main_exit
+    main_log, other_log, third_log = (run.log_path.read_text() for run in (main, other, third))
     print(f"SIGTERM with the broker hung: exit after {hung_exit:.2f}s; with it away: {other_exit:.2f}s; "
           f"SIGINT with it up: {main_exit:.2f}s")  # fmt: skip
     assert hung_exit <= 5 and other_exit <= 5 and main_exit <= 5
@@ -210,6 +199,56 @@ async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
     assert main.process is not None and main.process.returncode == 0
     assert other.process is not None and other.process.returncode == 0
     assert third.process is not None and third.process.returncode == 0
+
+
+@pytest.mark.timeout(300)
+async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    state = os.environ.get("LEADSTREAMS_KAFKA_STATE")
+    assert state, "run through `make test` (deploy/kafka/with-kafka.sh sets LEADSTREAMS_KAFKA_STATE)"
+    outage = Outage()
+    async with (
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as main,
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as other,
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as third,
+    ):
+        watch = ReadyWatch(f"http://127.0.0.1:{main.web_port}/ready")
+        watching = asyncio.ensure_future(watch.run())
+        try:
+            await wait_for(lambda: watch.state.startswith("200"), 90, f"/ready 200\n{main.log_tail()}")
+            first = sample_leads(100, run_id=f"{main.suffix}-a", malformed=5)
+            for run in (main, other, third):
+                await publish(kafka_bootstrap, run.topics["incoming"], [(x.key, x.value) for x in first])
+                assert len(await all_outputs(run, 100)) >= 100
+
+            outage.hung_exit = await stop_while_the_broker_hangs(state, third)
+            await broker_away_and_back(state, kafka_bootstrap, watch, main, other, outage)
+
+            second = sample_leads(100, run_id=f"{main.suffix}-b", malformed=5)
+            await publish(kafka_bootstrap, main.topics["incoming"], [(x.key, x.value) for x in second])
+            outputs = await all_outputs(main, 200)
+            await wait_for(lambda: "ready again after " in main.log_path.read_text(), 10, "the ready line")
+            watching.cancel()  # the stop below ends the answers
+            outage.main_exit = await stop_with(main, signal.SIGINT)
+        finally:
+            watching.cancel()
+            if not broker_running(state):  # the other tests of the session need it
+                start_broker_again(state, kafka_bootstrap)
+
+    outage.print_times(watch)
+    codes = [state.split()[0] for _, state in watch.transitions]
+    ready = codes.index("200")
+    assert "503" in codes[ready:] and codes[-1] == "200", watch.report()
+
+    # Nothing lost: every lead of both batches has an output.
+    ids = {orjson.loads(r.value).get("id") for r in outputs}
+    assert {lead.lead_id for lead in first + second if lead.lead_id} <= ids
+    assert len({r.key for r in outputs}) >= 200
+
+    # The log while Kafka was away, then the stops.
+    assert_log_while_away(main, outage)
+    assert_stops_quick_and_clean(main, other, third, outage)
 
 
 async def test_json_logs_are_json_lines_on_a_terminal_too(kafka_bootstrap: str, tmp_path: Path) -> None:

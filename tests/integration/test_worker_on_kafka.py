@@ -9,7 +9,7 @@ import aiohttp
 import jsonschema
 import orjson
 import pytest
-from leads import sample_leads
+from leads import SampleLead, sample_leads
 from partner_api import REQUESTS
 from worker_harness import WorkerRun
 
@@ -56,6 +56,18 @@ async def test_every_lead_lands_once_on_the_expected_topic(worker: WorkerRun) ->
 
     expected_malformed = Counter(lead.value for lead in leads if lead.lead_id is None)
     assert raw_seen == expected_malformed
+    assert_each_lead_on_its_topic(leads, by_id, topics)
+
+    # Skipped leads (no email) never reached the partner; all others did once.
+    calls = sum(1 for lead in leads if lead.lead_id and lead.outcome != "skip")
+    assert worker.partner[REQUESTS]["total"] == calls
+    await assert_metrics_and_ready(worker)
+
+
+def assert_each_lead_on_its_topic(
+    leads: list[SampleLead], by_id: dict[str, tuple[str, dict]], topics: dict[str, str]
+) -> None:
+    """Each usable lead's output: on the topic its outcome calls for, with that outcome's fields."""
     for lead in leads:
         if lead.lead_id is None:
             continue
@@ -71,10 +83,10 @@ async def test_every_lead_lands_once_on_the_expected_topic(worker: WorkerRun) ->
         if lead.outcome == "error":
             assert event["error"] == "check_blacklist: HTTP 422: invalid email"
 
-    # Skipped leads (no email) never reached the partner; all others did once.
-    calls = sum(1 for lead in leads if lead.lead_id and lead.outcome != "skip")
-    assert worker.partner[REQUESTS]["total"] == calls
 
+async def assert_metrics_and_ready(worker: WorkerRun) -> None:
+    """/metrics counts every lead written; /ready answers 200 ready."""
+    topics = worker.topics
     metrics = await scrape(worker.web_port)
     assert (
         f'leadstreams_leads_written_total{{flow="lead-validation",topic="{topics["enriched"]}"}}' in metrics
