@@ -95,7 +95,7 @@ async def run_to_the_end(work: Callable[[], Awaitable[None]], grace: float) -> N
         try:
             await asyncio.wait_for(asyncio.shield(running), grace)
         except (TimeoutError, asyncio.CancelledError):
-            log.critical("in-flight leads not written within %.0fs of shutdown; exiting uncommitted", grace)
+            log.critical("in-flight batch not written within %.0fs of shutdown; exiting uncommitted", grace)
             os._exit(EXIT_OUTPUT_FAILED)
         raise
 

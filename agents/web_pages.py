@@ -31,19 +31,22 @@ def add_web_pages(
     @app.page("/healthz")
     async def health_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         """Liveness: the worker's event loop answers, and was not blocked lately (agents.health)."""
-        reasons = watchdog.reasons()
-        if reasons:
-            return web.json({"status": "unhealthy", "flow": flow_name, "reasons": reasons}, status=503)
-        return web.json({"status": "ok", "flow": flow_name})
+        return probe_answer(web, flow_name, watchdog.reasons(), "ok", "unhealthy")
 
     @app.page("/ready")
     async def ready_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         """Readiness: assigned, producer connected, a fetch answered lately (agents.readiness)."""
-        reasons = readiness.reasons()
-        if reasons:
-            return web.json({"status": "not ready", "flow": flow_name, "reasons": reasons}, status=503)
-        return web.json({"status": "ready", "flow": flow_name})
+        return probe_answer(web, flow_name, readiness.reasons(), "ready", "not ready")
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         return web.bytes(generate_latest(registry), content_type="text/plain")
+
+
+def probe_answer(
+    web: faust.web.Web, flow_name: str, reasons: list[str], fine: str, failing: str
+) -> faust.web.Response:
+    """A probe's answer: 200 and ``fine``, or 503, ``failing`` and the reasons."""
+    if reasons:
+        return web.json({"status": failing, "flow": flow_name, "reasons": reasons}, status=503)
+    return web.json({"status": fine, "flow": flow_name})

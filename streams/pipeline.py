@@ -83,34 +83,31 @@ class LeadPipeline:
                 return self._done(output, started)
             lead_id = lead_id_for(lead, source)
             result = await self.runner.run(lead, lead_id, copy_lead=False, group=group)
-            output = self._result_output(result, raw, lead_id, source, retry, received_at)
-            if self.metrics is not None and output.destination is not Destination.RETRY:
+            deferred = self._deferred(result, raw, lead_id, source, retry)
+            if deferred is not None:
+                return self._done(deferred, started)
+            event = processed_event(self.flow.name, lead_id, result, source, received_at)
+            if self.metrics is not None:
                 took = time.perf_counter() - started
                 self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(took)
-            return self._done(output, started)
+            destination = Destination.ERRORS if result.outcome is Outcome.ERROR else Destination.ENRICHED
+            return self._done(self._output(destination, lead_id, event, raw), started)
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
             output = self._internal_error(raw, source, lead_id or lead_id_for(None, source), exc, received_at)
             return self._done(output, started)
 
-    def _result_output(
-        self,
-        result: FlowResult,
-        raw: bytes | None,
-        lead_id: str,
-        source: Source,
-        retry: RetryState | None,
-        received_at: str,
-    ) -> Output:
-        """The lead's event on enriched or errors, or the lead itself on a delayed retry topic."""
-        if result.defer_after is not None:
-            deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
-            if deferred is not None:
-                return deferred
+    def _deferred(
+        self, result: FlowResult, raw: bytes | None, lead_id: str, source: Source, retry: RetryState | None
+    ) -> Output | None:
+        """The lead itself for a delayed retry topic, when the flow deferred it and may; when
+        it may no more, the lead's reason says it gave up."""
+        if result.defer_after is None:
+            return None
+        deferred = self._defer(raw, lead_id, source, retry, result.defer_after, result.reason or "")
+        if deferred is None:
             result.reason = f"gave up after {retry.attempt if retry else 0} delayed retries: {result.reason}"
-        event = processed_event(self.flow.name, lead_id, result, source, received_at)
-        destination = Destination.ERRORS if result.outcome is Outcome.ERROR else Destination.ENRICHED
-        return self._output(destination, lead_id, event, raw)
+        return deferred
 
     def _unusable(
         self, raw: bytes | None, source: Source, lead_id: str, reason: str, received_at: str

@@ -320,3 +320,26 @@ async def test_leads_of_a_window_do_not_share_fallback_values(aiohttp_server: Ai
         await client.close()
     assert first.lead["buyer"] == {"status": "marked"}
     assert second.lead["buyer"] == {"status": "queued"}  # lead a's later step did not write into b
+
+
+async def test_a_leads_line_shows_only_the_status_of_an_answer_its_window_judged(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A substitute or a failed window shows no partner status (a later step's
+    ``steps.submit.http_status`` reads it); an answer judged per lead shows its own."""
+    for status, body, fallback, expected in (
+        (503, {}, [{"default": {"buyer_status": "queued"}}], (Outcome.SUCCESS, None, "default")),
+        (200, {"results": "ok"}, None, (Outcome.ERROR, None, None)),
+        (200, {"results": [{"lead_id": "a", "status": "accepted"}]}, None, (Outcome.SUCCESS, 200, "primary")),
+    ):
+        answer = web.json_response(body, status=status)
+        app, _ = recording_app(lambda request, answer=answer: asyncio.sleep(0, answer))
+        extra = {"fallback": fallback} if fallback else {}
+        flow = make_flow(await serve(aiohttp_server, app), [batch_step(max_leads=1, **extra)])
+        runner, client = await windowed(flow)
+        try:
+            (result,) = await run_all(runner, leads("a"))
+        finally:
+            await client.close()
+        line = result.steps[0]
+        assert (result.outcome, line.http_status, line.source) == expected

@@ -12,7 +12,7 @@ from streams.http_types import HttpResult
 from streams.outcomes import Outcome
 from streams.retry_policy import Action, Decision
 from streams.step.answer import Answer
-from streams.step.judge import judge_response, judge_substitute, step_result
+from streams.step.judge import judge_response, judge_substitute, priced
 from streams.step.partner import Call
 
 
@@ -38,8 +38,8 @@ def test_a_success_maps_stores_prices_and_references() -> None:
     s = step(map={"score": "{{ response.score }}"}, store={"seen": "yes"},
              price="{{ response.price }}", reference="{{ response.ref }}")  # fmt: skip
     ctx = context()
-    verdict = judge_response(s, ctx, answer_of(200, {"score": 7, "price": "2.5", "ref": "R9"}), {"score": 7,
-                             "price": "2.5", "ref": "R9"})  # fmt: skip
+    body = {"score": 7, "price": "2.5", "ref": "R9"}
+    verdict = priced(s, ctx, judge_response(s, ctx, answer_of(200, body), body))
     assert (verdict.outcome, verdict.mapped, verdict.price, verdict.reference) == (
         Outcome.SUCCESS, {"score": 7}, 2.5, "R9")  # fmt: skip
     assert ctx["lead"]["score"] == 7 and ctx["vars"] == {"seen": "yes"}
@@ -68,7 +68,7 @@ def test_substitutes_each_become_their_outcome() -> None:
     assert (broken.outcome, broken.reason) == (Outcome.ERROR, "template error: x")
 
 
-def test_the_steps_line_shows_the_partners_last_status_when_a_substitute_answered() -> None:
-    answer = unanswered("default", source="default", fields={})
-    result = step_result(step(), judge_substitute(step(), context(), answer), answer, started=0.0)
-    assert (result.http_status, result.attempts, result.source) == (503, 3, "default")
+def test_an_error_is_not_priced() -> None:
+    s, ctx = step(price="{{ response.price }}"), context()
+    verdict = priced(s, ctx, judge_response(s, ctx, answer_of(500, {"price": 3}), {"price": 3}))
+    assert (verdict.outcome, verdict.price) == (Outcome.ERROR, None)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streams.auth import AuthError
 from streams.cache import CachedResponse, fresh, request_fingerprint
 from streams.flow import Step
 from streams.http_types import HttpResult, OutgoingRequest
@@ -33,6 +34,7 @@ class Answer:
     attempts: int = 0  # requests sent, the fallback URLs' included
     note: str | None = None  # a skip's note from the flow (`skip: {note: "partner down"}`)
     failure: tuple[Outcome, str] | None = None  # kind "broken"
+    refused: HttpResult | None = None  # kind "broken": a fallback URL's answer to its auth flow
     fingerprint: str = ""  # the request's, for the response cache
 
     @property
@@ -73,7 +75,8 @@ async def obtain(
     try:
         answer = await fall_back(step, call, fingerprint, context, services, key)
     except STEP_ERRORS as exc:
-        return Answer(call, "broken", attempts=call.attempts, failure=failure_of(exc))
+        refused = exc.response if isinstance(exc, AuthError) else None
+        return Answer(call, "broken", attempts=call.attempts, failure=failure_of(exc), refused=refused)
     if answer.source is not None and services.metrics is not None:
         services.metrics.fallbacks.labels(services.flow, step.name, answer.source).inc()
     return answer

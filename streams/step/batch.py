@@ -27,7 +27,7 @@ from streams.responses import ResponseParseError, parse_response, read_response
 from streams.step.answer import Answer, obtain, remember
 from streams.step.errors import STEP_ERRORS, failure_of
 from streams.step.exchange import Exchange
-from streams.step.judge import Verdict, condition_skips, judge_response, judge_substitute, step_result
+from streams.step.judge import Verdict, condition_skips, judge_response, judge_substitute, priced, step_result
 from streams.step.request import build_request
 from streams.step.services import StepServices
 
@@ -67,17 +67,23 @@ async def run_batched(
     Never raises for partner or template problems (as ``run_single``)."""
     exchange = Exchange()
     started = time.perf_counter()
-    answer: Answer | None = None
+    reply: WindowAnswer | None = None
     try:
         verdict = condition_skips(step, context)
         if verdict is None:
             reply = await batcher.submit(step, context, lead_id, group)
-            exchange.request, answer = reply.request, reply.answer
+            exchange.request = reply.request
             context["batch"] = {"id": reply.batch_id, "size": reply.size}
             verdict = lead_share(step, context, reply, lead_id, exchange)
     except STEP_ERRORS as exc:
         verdict = Verdict(*failure_of(exc))
-    return step_result(step, verdict, answer, started), exchange
+    answer = reply.answer if reply is not None else None
+    if answer is None:
+        return step_result(step, verdict, started), exchange
+    if reply is not None and reply.failure is not None:  # the window's request failed: no answer to show
+        return step_result(step, verdict, started, answer.attempts), exchange
+    # A lead's line shows the status of the answer its window judged, not a failed partner's.
+    return step_result(step, verdict, started, answer.attempts, answer.response, answer.source), exchange
 
 
 def lead_share(
@@ -89,12 +95,12 @@ def lead_share(
     answer = reply.answer
     if reply.failure is not None or answer is None:
         return Verdict(*(reply.failure or (Outcome.ERROR, "no answer")))
-    exchange.response = answer.last_response
     if answer.kind != "response" or answer.response is None:
         # Each lead gets its own copy: default values are shared by the whole window.
         own = dataclasses.replace(answer, fields=copy.deepcopy(answer.fields))
         verdict = judge_substitute(step, context, own)
     else:
+        exchange.response = answer.response
         parsed = reply.parsed
         if isinstance(parsed, dict | list):  # the whole answer is shared by the window: a copy each
             parsed = copy.deepcopy(parsed)
@@ -107,6 +113,8 @@ def lead_share(
         response = answer.response
         foreign = not response.ok and not read_response(step.response_format, response)[1]
         verdict = judge_response(step, context, response, parsed, foreign)
+        exchange.mapped = verdict.mapped
+        return priced(step, context, verdict)
     exchange.mapped = verdict.mapped
     return verdict
 

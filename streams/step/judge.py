@@ -3,6 +3,7 @@ the mappings onto the lead, stored ``vars``, the price and the reference."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,10 +45,17 @@ def judge_response(
     outcome, reason = decide(step, context, response, parsed, foreign)
     if outcome not in (Outcome.SUCCESS, Outcome.FAILURE):
         return Verdict(outcome, reason)
-    mapped = apply_mappings(step, context)
-    price = render_price(step, context)
+    return Verdict(outcome, reason, apply_mappings(step, context))
+
+
+def priced(step: Step, context: dict[str, Any], verdict: Verdict) -> Verdict:
+    """A success or failure with the step's price and reference (after its mappings, which
+    they may read, and which the test console shows even when these fail)."""
+    if verdict.outcome not in (Outcome.SUCCESS, Outcome.FAILURE) or verdict.mapped is None:
+        return verdict
     reference = step.reference.render(context) if step.reference is not None else None
-    return Verdict(outcome, reason, mapped, price, None if reference in (None, "") else str(reference))
+    reference = None if reference in (None, "") else str(reference)
+    return dataclasses.replace(verdict, price=render_price(step, context), reference=reference)
 
 
 def judge_substitute(step: Step, context: dict[str, Any], answer: Answer) -> Verdict:
@@ -66,17 +74,23 @@ def judge_substitute(step: Step, context: dict[str, Any], answer: Answer) -> Ver
     return Verdict(Outcome.ERROR, exhausted_reason(step, answer.call))
 
 
-def step_result(step: Step, verdict: Verdict, answer: Answer | None, started: float) -> StepResult:
-    """The step's line in the lead's event."""
-    shown = answer.last_response if answer is not None else None
+def step_result(
+    step: Step,
+    verdict: Verdict,
+    started: float,
+    attempts: int = 0,
+    response: HttpResult | None = None,
+    source: str | None = None,
+) -> StepResult:
+    """The step's line in the lead's event: ``response`` is the answer it shows the status of."""
     return StepResult(
         name=step.name,
         outcome=verdict.outcome,
         reason=verdict.reason,
-        http_status=shown.status if shown is not None else None,
-        attempts=answer.attempts if answer is not None else 0,
+        http_status=response.status if response is not None else None,
+        attempts=attempts,
         duration_ms=(time.perf_counter() - started) * 1000,
-        source=answer.source if answer is not None else None,
+        source=source,
         price=verdict.price,
         reference=verdict.reference,
         defer_after=verdict.defer_after,

@@ -18,6 +18,7 @@ from streams.step.judge import (
     condition_skips,
     judge_response,
     judge_substitute,
+    priced,
     step_result,
 )
 from streams.step.request import build_request
@@ -44,13 +45,16 @@ async def run_single(
             request, timeout = build_request(step, context, lead_id)
             exchange.request = request
             answer = await obtain(step, request, timeout, context, services, lead_id, sent)
-            exchange.response = answer.last_response
+            exchange.response = answer.refused or answer.last_response
             verdict = await judge_single(step, context, services, answer, exchange)
     except STEP_ERRORS as exc:
         verdict = Verdict(*failure_of(exc))
         if isinstance(exc, AuthError):
             exchange.response = exc.response
-    return step_result(step, verdict, answer, started), exchange
+    if answer is None:
+        return step_result(step, verdict, started), exchange
+    # The partner's last status shows even when a substitute answered (an exhausted 503).
+    return step_result(step, verdict, started, answer.attempts, answer.last_response, answer.source), exchange
 
 
 async def judge_single(
@@ -62,7 +66,10 @@ async def judge_single(
         parsed, in_format = read_response(step.response_format, answer.response)
         exchange.parsed = parsed
         verdict = judge_response(step, context, answer.response, parsed, foreign=not in_format)
+        exchange.mapped = verdict.mapped
+        verdict = priced(step, context, verdict)
         if verdict.outcome is Outcome.SUCCESS:
             await remember(services, step, answer)
+        return verdict
     exchange.mapped = verdict.mapped
     return verdict
