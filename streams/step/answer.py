@@ -24,7 +24,7 @@ from streams.step.services import StepServices
 AnswerKind = Literal["response", "default", "defer", "skip", "none", "broken"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     call: Call  # the partner's last answer and the retry policy's decision on it
     kind: AnswerKind

@@ -3,7 +3,6 @@ the mappings onto the lead, stored ``vars``, the price and the reference."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from streams.step.partner import Call
 from streams.templates import TemplateRenderError, truthy
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     outcome: Outcome
     reason: str | None = None
@@ -51,11 +50,12 @@ def judge_response(
 def priced(step: Step, context: dict[str, Any], verdict: Verdict) -> Verdict:
     """A success or failure with the step's price and reference (after its mappings, which
     they may read, and which the test console shows even when these fail)."""
-    if verdict.outcome not in (Outcome.SUCCESS, Outcome.FAILURE) or verdict.mapped is None:
-        return verdict
+    if verdict.mapped is None or (step.price is None and step.reference is None):
+        return verdict  # (not a success or failure, or nothing to add)
+    price = render_price(step, context)
     reference = step.reference.render(context) if step.reference is not None else None
     reference = None if reference in (None, "") else str(reference)
-    return dataclasses.replace(verdict, price=render_price(step, context), reference=reference)
+    return Verdict(verdict.outcome, verdict.reason, verdict.mapped, price, reference)
 
 
 def judge_substitute(step: Step, context: dict[str, Any], answer: Answer) -> Verdict:

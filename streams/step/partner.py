@@ -28,7 +28,7 @@ http_log = logging.getLogger("leadstreams.http")
 body_log = logging.getLogger("leadstreams.http.bodies")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """The partner's last answer (None when there was none) and what the policy made of it."""
 
