@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka
 
-.PHONY: install demo test lint unit reliability bench tools kafka-up kafka-down kafka-clean kafka-fetch clean
+.PHONY: install demo test lint unit reliability bench tools kafka-up kafka-down kafka-clean kafka-fetch clean schema
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ kafka-clean:
 lint: install
 	$(BIN)/ruff check streams agents tests examples
 	$(BIN)/lint-imports
+
+## schemas/flow.schema.json from the components' fragments (a test fails until it is current).
+schema: install
+	$(BIN)/python -m streams.schema_file
 
 ## Everything: lint, engine unit tests and the real-broker integration tests.
 ## Kafka tests are never skipped: a missing broker fails them.
