@@ -76,7 +76,11 @@ def response_cache(app: LeadApp, flow: Flow, metrics: Metrics) -> ResponseCache:
         return InMemoryCache(policy=flow.cache_policy)
     return TableCache(
         app.GlobalTable(  # bytes in, bytes out: the app's serializers are "raw"
-            "response-cache", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True,
+            "response-cache",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=1,
+            use_partitioner=True,
             # Compaction only cleans closed segments (the broker's default: 1 GiB or 7 days).
             extra_topic_configs={"segment.ms": str(3600 * 1000)},
         ),

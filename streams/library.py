@@ -1,4 +1,4 @@
-"""The engine as a library: load a flow and run a lead through it, with no Kafka.
+"""The engine as a library: load a flow and run a lead through it, with no Kafka::
 
     import asyncio
     from streams import load_flow, run_lead

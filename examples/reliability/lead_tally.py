@@ -160,9 +160,7 @@ async def track(
 
     watching = asyncio.ensure_future(watch_settled(run, tally, expected, busy))
     try:
-        await collect(
-            run.kafka, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final)
-        )
+        await collect(run.kafka, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final))
     finally:
         watching.cancel()
 
