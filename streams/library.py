@@ -1,12 +1,7 @@
-"""The engine as a library: load a flow and run a lead through it, with no Kafka::
+"""The engine as a library: load a flow and run a lead through it, with no Kafka.
 
-    import asyncio
-    from streams import load_flow, run_lead
-
-    flow = load_flow("flows/validate.yaml")
-    result = asyncio.run(run_lead(flow, {"id": "L1", "email": "ann@example.com"}))
-    print(result.outcome, result.lead)
-"""
+``asyncio.run(run_lead(load_flow("my-flow.yaml"), {"id": "L1", "email": "ann@example.com"}))``
+gives the lead's ``FlowResult`` (README, *Architecture*)."""
 
 from __future__ import annotations
 
