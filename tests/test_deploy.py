@@ -1,163 +1,41 @@
-"""The observability and deployment files of deploy/ agree with the code and with each other.
+"""The deployment files of deploy/ agree with the code and with each other.
 
 Docker is not needed: compose files are parsed and cross-checked (the Kubernetes
-manifests are rendered and checked by tests/test_k8s.py). The Prometheus files are
-checked by the real promtool (`promtool check`/`test rules`); a missing promtool fails
-these tests (run deploy/prometheus/ensure-promtool.sh)."""
+manifests are rendered and checked by tests/test_k8s*.py, the Prometheus rules and the
+dashboard by tests/test_deploy_prometheus.py). Every file parses; ports, paths and
+commands agree between the worker, the Dockerfile, compose and Prometheus."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from deploy_helpers import (
+    DASHBOARD,
+    DEPLOY,
+    ENSURE,
+    PROMETHEUS,
+    ROOT,
+    WEB_PORT,
+    YAML_FILES,
+    compose,
+    dashboard,
+    dockerfile,
+    interpolate,
+    load_docs,
+    load_yaml,
+    panels,
+)
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 
 from agents.app import WorkerOptions, create_app
 from agents.cli import worker as worker_command
 from streams.loader import load_flow
-from streams.metrics import Metrics
-
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
-PROMETHEUS = DEPLOY / "prometheus"
-RULES = {"recording": PROMETHEUS / "rules" / "recording.yml", "alerts": PROMETHEUS / "rules" / "alerts.yml"}
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "leadstreams.json"
-WEB_PORT = 6066
-ENSURE = "deploy/prometheus/ensure-promtool.sh"
-
-YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yml", ".yaml") and ".git" not in p.parts)
-RAW_NAME = re.compile(r"\bleadstreams_[A-Za-z0-9_]+")
-RULE_NAME = re.compile(r"\bleadstreams:[A-Za-z0-9_:]+")
-BY_CLAUSE = re.compile(r"\bby\s*\(([^)]*)\)")
-SELECTOR = re.compile(r"(leadstreams[:_][A-Za-z0-9_:]+)\{([^}]*)\}")
-SCRAPE_LABELS = {"instance", "job"}  # added by Prometheus to every scraped series
-
-
-# --- helpers -------------------------------------------------------------------------
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
-
-
-def load_docs(path: Path) -> list[Any]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-
-
-def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    if exe is None:
-        pytest.fail(f"promtool is not on PATH: run {ENSURE} (installs Debian's prometheus package)")
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-def exported_series() -> dict[str, set[str]]:
-    """Every series name the worker can expose, with its labels (``le`` on buckets)."""
-    metrics = Metrics(CollectorRegistry())
-    series: dict[str, set[str]] = {}
-    for metric in vars(metrics).values():
-        if not isinstance(metric, MetricWrapperBase):
-            continue
-        # prometheus_client keeps the declared name and labels in these attributes;
-        # counters are declared without _total and exposed with it.
-        name, labels, kind = metric._name, set(metric._labelnames), metric._type
-        if kind == "counter":
-            series[f"{name}_total"] = labels
-            series[f"{name}_created"] = labels
-        elif kind == "histogram":
-            series[f"{name}_bucket"] = labels | {"le"}
-            for suffix in ("_sum", "_count", "_created"):
-                series[f"{name}{suffix}"] = labels
-        else:
-            series[name] = labels
-    return series
-
-
-def rules(kind: str) -> Iterator[dict[str, Any]]:
-    for group in load_yaml(RULES[kind])["groups"]:
-        yield from group["rules"]
-
-
-def recorded() -> dict[str, set[str]]:
-    """Recording rule name -> the labels of its series (its aggregation, minus ``le``)."""
-    result = {}
-    for rule in rules("recording"):
-        by = BY_CLAUSE.search(rule["expr"])
-        assert by, f"{rule['record']}: aggregate with an explicit `by (...)`"
-        result[rule["record"]] = split_labels(by.group(1)) - {"le"}
-    return result
-
-
-def split_labels(text: str) -> set[str]:
-    return {label.strip() for label in text.split(",") if label.strip()}
-
-
-def known_series() -> dict[str, set[str]]:
-    raw = {name: labels | SCRAPE_LABELS for name, labels in exported_series().items()}
-    return {**raw, **recorded()}
-
-
-def names_in(expr: str) -> set[str]:
-    return set(RAW_NAME.findall(expr)) | set(RULE_NAME.findall(expr))
-
-
-def check_expr(expr: str, where: str) -> set[str]:
-    """Fail on unknown series, on label matchers and `by` labels the series do not have;
-    return the labels of the expression's result."""
-    series = known_series()
-    names = names_in(expr)
-    assert names, f"{where}: no leadstreams series in {expr!r}"
-    unknown = names - series.keys()
-    assert not unknown, f"{where}: {sorted(unknown)} is neither an exported metric nor a recording rule"
-    available = set().union(*(series[name] for name in names))
-    for name, matchers in SELECTOR.findall(expr):
-        keys = {m.split("=")[0].strip(" !~") for m in matchers.split(",") if m.strip()}
-        assert keys <= series[name], f"{where}: {name} has no label(s) {sorted(keys - series[name])}"
-    by_clauses = [split_labels(group) for group in BY_CLAUSE.findall(expr)]
-    for labels in by_clauses:
-        assert labels <= available | {"le"}, f"{where}: by {sorted(labels - available)} not on {names}"
-    if by_clauses:
-        return by_clauses[0] - {"le"}
-    return available
-
-
-def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
-
-
-def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in board["panels"]:
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def compose() -> dict[str, Any]:
-    return load_yaml(DEPLOY / "compose.yaml")
-
-
-def interpolate(value: str) -> str:
-    """Compose's ${VAR:-default} with nothing set in the environment."""
-    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", value)
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
-
-
-def dockerfile(instruction: str) -> list[str]:
-    return [arg for name, arg in dockerfile_instructions() if name == instruction]
-
 
 # --- every file parses ------------------------------------------------------------------
 
@@ -199,157 +77,6 @@ def test_dashboard_is_valid_json_with_unique_panel_ids() -> None:
     assert 36 <= board["schemaVersion"] <= 41
     ids = [panel["id"] for panel in panels(board)]
     assert len(ids) == len(set(ids))
-
-
-# --- promtool ---------------------------------------------------------------------------
-
-
-def test_promtool_check_config() -> None:
-    result = promtool("check", "config", "prometheus.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
-    # check config also checks the rule files it lists: both must be listed.
-    assert "2 rule files found" in result.stdout, result.stdout
-
-
-@pytest.mark.parametrize("kind", sorted(RULES))
-def test_promtool_check_rules(kind: str) -> None:
-    result = promtool("check", "rules", str(RULES[kind]))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_promtool_rule_unit_tests_pass() -> None:
-    tests = sorted(str(p.relative_to(PROMETHEUS)) for p in (PROMETHEUS / "tests").glob("*.yml"))
-    result = promtool("test", "rules", *tests)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("SUCCESS") == len(tests), result.stdout
-
-
-def test_rule_unit_tests_cover_every_alert_firing_and_not_firing() -> None:
-    firing: set[str] = set()
-    silent: set[str] = set()
-    for path in (PROMETHEUS / "tests").glob("*.yml"):
-        for case in load_yaml(path)["tests"]:
-            for check in case.get("alert_rule_test", []):
-                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
-    alerts = {rule["alert"] for rule in rules("alerts")}
-    assert alerts == {
-        "LeadstreamsSlowPartner",
-        "LeadstreamsHighErrorRate",
-        "LeadstreamsAuthFailures",
-        "LeadstreamsConsumerLag",
-        "LeadstreamsCircuitOpen",
-    }
-    assert alerts - firing == set(), "alerts never tested firing"
-    assert alerts - silent == set(), "alerts never tested not firing"
-
-
-def test_a_wrong_expectation_fails_the_rule_unit_tests(tmp_path: Path) -> None:
-    # The promtool test above can only fail if promtool really compares the values.
-    shutil.copytree(PROMETHEUS, tmp_path / "prometheus")
-    test_file = tmp_path / "prometheus" / "tests" / "recording.test.yml"
-    text = test_file.read_text()
-    assert "value: 1.75" in text  # the p99 of the synthetic histogram
-    test_file.write_text(text.replace("value: 1.75", "value: 1.5"))
-    result = promtool("test", "rules", "tests/recording.test.yml", cwd=tmp_path / "prometheus")
-    assert result.returncode != 0
-    assert "1.75E+00" in result.stdout + result.stderr
-
-
-# --- names: rules and dashboard vs. the metrics the code exports --------------------------
-
-
-def test_exported_metrics_include_the_ones_the_rules_are_built_on() -> None:
-    series = exported_series()
-    for name in (
-        "leadstreams_request_duration_seconds_bucket",
-        "leadstreams_end_to_end_seconds_bucket",
-        "leadstreams_consumer_lag",
-        "leadstreams_auth_failures_total",
-        "leadstreams_circuit_state",
-    ):
-        assert name in series, f"{name} is not exported by streams/metrics.py"
-
-
-@pytest.mark.parametrize("kind", sorted(RULES))
-def test_rules_use_only_exported_metrics_and_their_labels(kind: str) -> None:
-    for rule in rules(kind):
-        check_expr(rule["expr"], rule.get("record") or rule["alert"])
-
-
-def test_recording_rules_are_in_the_leadstreams_namespace() -> None:
-    names = list(recorded())
-    assert all(name.startswith("leadstreams:") for name in names)
-    for quantile in ("p50", "p95", "p99"):
-        assert f"leadstreams:request_duration_seconds:{quantile}" in names
-        assert f"leadstreams:end_to_end_seconds:{quantile}" in names
-    assert recorded()["leadstreams:request_duration_seconds:p99"] == {"flow", "integration"}
-    assert recorded()["leadstreams:end_to_end_seconds:p99"] == {"flow"}
-
-
-def test_alerts_have_severity_summary_and_description_with_existing_labels() -> None:
-    for rule in rules("alerts"):
-        name = rule["alert"]
-        assert rule["labels"]["severity"] in ("warning", "critical"), name
-        assert {"summary", "description"} <= rule["annotations"].keys(), name
-        labels = check_expr(rule["expr"], name)
-        for text in rule["annotations"].values():
-            used = set(re.findall(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)", text))
-            assert used <= labels, f"{name}: annotation uses {sorted(used - labels)}, not in {labels}"
-
-
-def dashboard_queries() -> Iterator[tuple[str, str, str]]:
-    """(where, expr, legendFormat) of every panel target and template-variable query."""
-    board = dashboard()
-    for panel in panels(board):
-        for target in panel.get("targets", []):
-            yield f"panel {panel['title']!r}", target["expr"], target.get("legendFormat", "")
-    for var in board["templating"]["list"]:
-        if var["type"] == "query":
-            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-            yield f"variable {var['name']}", query, ""
-
-
-def test_dashboard_queries_use_recording_rules_or_exported_metrics() -> None:
-    queries = list(dashboard_queries())
-    assert len(queries) >= 10
-    for where, expr, legend in queries:
-        labels = check_expr(expr, where)
-        used = set(re.findall(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}", legend))
-        assert used <= labels, f"{where}: legend uses {sorted(used - labels)}, not in {labels}"
-
-
-def test_dashboard_is_built_on_the_recording_rules() -> None:
-    exprs = " ".join(expr for _, expr, _ in dashboard_queries())
-    used = set(RULE_NAME.findall(exprs))
-    alert_exprs = " ".join(rule["expr"] for rule in rules("alerts"))
-    unused = recorded().keys() - used - set(RULE_NAME.findall(alert_exprs))
-    assert not unused, f"recording rules neither on the dashboard nor in an alert: {sorted(unused)}"
-    for required in (
-        "leadstreams:leads_written:rate5m",
-        "leadstreams:request_duration_seconds:p99",
-        "leadstreams:end_to_end_seconds:p99",
-        "leadstreams:request_error_ratio:rate5m",
-        "leadstreams:step_outcomes:rate5m",
-        "leadstreams:rate_limit_wait_seconds:p95",
-        "leadstreams:consumer_lag:sum",
-    ):
-        assert required in used, required
-    assert "leadstreams_circuit_state" in exprs
-
-
-def test_dashboard_has_flow_and_integration_variables_and_a_datasource_variable() -> None:
-    board = dashboard()
-    variables = {var["name"]: var for var in board["templating"]["list"]}
-    assert {"flow", "integration", "DS_PROMETHEUS"} <= variables.keys()
-    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
-    provisioned = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")["datasources"]
-    assert variables["DS_PROMETHEUS"]["current"]["value"] in {ds["uid"] for ds in provisioned}
-    for panel in panels(board):
-        if panel["type"] == "row":
-            continue
-        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
-        for target in panel["targets"]:
-            assert "$flow" in target["expr"], f"{panel['title']}: not filtered by $flow"
 
 
 # --- ports, paths and commands -------------------------------------------------------------

@@ -1,246 +1,49 @@
-"""deploy/k8s renders and agrees with the worker, the image and the Prometheus rules.
+"""deploy/k8s renders and agrees with the worker and the image.
 
 There is no cluster here: each kustomization is rendered by the real ``kubectl
 kustomize`` (offline) and the output is checked — kinds and required fields, selectors,
 ports and probes against the worker's web server, the image's entrypoint and user, the
-flow ConfigMap's hash and mount, the Secrets' wiring (a pod's environment and mounted
-files are rebuilt from the manifests and the example Secrets, then given to the code
-that reads them: the flow loader and KafkaConnection.resolve), the PrometheusRule
-against deploy/prometheus/rules, and KEDA's trigger against the flow and the worker's
-defaults. A missing kubectl fails these tests; it never skips them."""
+flow ConfigMap's hash and mount. The Secrets' wiring is checked in test_k8s_secrets.py, the
+PrometheusRule in test_k8s_prometheusrule.py, KEDA in test_k8s_keda.py. A missing kubectl
+fails these tests; it never skips them."""
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
+from k8s_helpers import (
+    BASE,
+    K8S,
+    KINDS,
+    OVERLAYS,
+    POD_LABELS,
+    REQUIRED,
+    ROOT,
+    arg,
+    base_flow,
+    dig,
+    dockerfile,
+    example_secrets,
+    kustomize_command,
+    one,
+    rendered,
+    run_kustomize,
+    worker_container,
+    worker_defaults,
+)
 from prometheus_client import CollectorRegistry
 
 from agents.app import WorkerOptions, create_app
 from agents.cli import main as cli_main
 from agents.cli import worker as worker_command
-from agents.kafka_connection import ENVIRONMENT, KafkaConfigError, KafkaConnection
-from streams.flow import Flow
-from streams.loader import load_flow
-
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
-BASE = K8S / "base"
-SECRETS = K8S / "secrets.example.yaml"
-RULES = DEPLOY / "prometheus" / "rules"
-OVERLAYS = ("base", "examples/keda", "examples/no-ca-file", "examples/mtls")
-POD_LABELS = {"app.kubernetes.io/name": "leadstreams", "app.kubernetes.io/component": "worker"}
-
-KINDS = {  # the kinds deploy/k8s may render, with their API versions
-    "ConfigMap": "v1",
-    "Service": "v1",
-    "Deployment": "apps/v1",
-    "PodDisruptionBudget": "policy/v1",
-    "ServiceMonitor": "monitoring.coreos.com/v1",
-    "PrometheusRule": "monitoring.coreos.com/v1",
-    "ScaledObject": "keda.sh/v1alpha1",
-    "TriggerAuthentication": "keda.sh/v1alpha1",
-}
-REQUIRED = {  # dotted paths every object of the kind must have
-    "ConfigMap": ["data"],
-    "Service": ["spec.selector", "spec.ports"],
-    "Deployment": [
-        "spec.selector.matchLabels",
-        "spec.template.metadata.labels",
-        "spec.template.spec.containers",
-    ],
-    "PodDisruptionBudget": ["spec.selector.matchLabels"],
-    "ServiceMonitor": ["spec.selector.matchLabels", "spec.endpoints"],
-    "PrometheusRule": ["spec.groups"],
-    "ScaledObject": ["spec.scaleTargetRef.name", "spec.triggers"],
-    "TriggerAuthentication": ["spec.secretTargetRef"],
-}
-# Variables the worker reads besides the Kafka connection's (agents/kafka_connection.py).
-WORKER_VARIABLES = set(ENVIRONMENT) | {"LEADSTREAMS_KAFKA_CONFIG", "LEADSTREAMS_INSTANCE_ID"}
-KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
-
-
-# --- rendering ------------------------------------------------------------------------
-
-
-CACHE = Path(os.environ.get("LEADSTREAMS_CACHE", Path.home() / ".cache" / "leadstreams"))
-CACHED_KUSTOMIZE = CACHE / "bin" / "kustomize"  # built by deploy/k8s/ensure-kustomize.sh
-
-
-def kustomize_command() -> list[str]:
-    """``kubectl kustomize``, else ``kustomize build`` (deploy/k8s/ensure-kustomize.sh, run
-    by `make tools`, builds one where neither is installed)."""
-    if exe := shutil.which("kubectl"):
-        return [exe, "kustomize"]
-    if exe := shutil.which("kustomize") or (str(CACHED_KUSTOMIZE) if CACHED_KUSTOMIZE.exists() else None):
-        return [exe, "build"]
-    pytest.fail(
-        "neither kubectl nor kustomize is available: these tests render deploy/k8s offline (no cluster "
-        "needed). Run deploy/k8s/ensure-kustomize.sh (make tools), or install kubectl >= 1.27"
-    )
-
-
-def run_kustomize(directory: Path) -> list[dict[str, Any]]:
-    command = kustomize_command()
-    result = subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, f"{' '.join(command)} {directory} failed:\n{result.stderr}"
-    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
-    assert docs, f"kustomize {directory} rendered nothing"
-    return docs
-
-
-@functools.cache
-def _rendered(overlay: str) -> tuple[dict[str, Any], ...]:
-    return tuple(run_kustomize(K8S / overlay))
-
-
-def rendered(overlay: str = "base") -> list[dict[str, Any]]:
-    return copy.deepcopy(list(_rendered(overlay)))
-
-
-def objects(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] == kind]
-
-
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = objects(docs, kind)
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-    return found[0]
-
-
-def dig(obj: Any, path: str) -> Any:
-    for key in path.split("."):
-        if not isinstance(obj, dict) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
-
-
-def worker_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def arg(args: list[str], option: str, default: Any = None) -> Any:
-    return args[args.index(option) + 1] if option in args else default
-
-
-def worker_defaults() -> dict[str, Any]:
-    return {param.name: param.default for param in worker_command.params}
-
-
-def dockerfile(instruction: str) -> list[str]:
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return [line.split(None, 1)[1] for line in lines if line.split(None, 1)[0].upper() == instruction]
-
-
-def example_secrets() -> dict[str, dict[str, str]]:
-    docs = [doc for doc in yaml.safe_load_all(SECRETS.read_text()) if doc]
-    assert all(doc["kind"] == "Secret" and doc["apiVersion"] == "v1" for doc in docs)
-    return {doc["metadata"]["name"]: dict(doc["stringData"]) for doc in docs}
-
-
-def base_flow(env: dict[str, str]) -> Flow:
-    return load_flow(BASE / "flow.yaml", env)
-
-
-# --- a pod, rebuilt from the manifests -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A throwaway CA and a client certificate and key it signed (PEM text)."""
-    where = tmp_path_factory.mktemp("pki")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=where)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
-    run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=leadstreams")
-    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "tls.crt", "-days", "2")  # fmt: skip
-    return {name: (where / name).read_text() for name in ("ca.crt", "tls.crt", "tls.key")}
-
-
-def filled_secrets(pems: dict[str, str], mtls: bool = False) -> dict[str, dict[str, str]]:
-    """The example Secrets with real PEMs in place of the placeholders."""
-    secrets = example_secrets()
-    secrets["leadstreams-kafka"]["ca.crt"] = pems["ca.crt"]
-    if mtls:
-        secrets["leadstreams-kafka"]["tls.crt"] = pems["tls.crt"]
-        secrets["leadstreams-kafka"]["tls.key"] = pems["tls.key"]
-    return secrets
-
-
-def start_pod(docs: list[dict[str, Any]], secrets: dict[str, dict[str, str]], root: Path) -> dict[str, str]:
-    """What the kubelet would give the worker container: its environment (variables
-    naming files under a mount point rewritten into ``root``) and its mounted files
-    (under ``root``). Fails where the kubelet would refuse to start the container."""
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    container = worker_container(docs)
-    configmaps = {cm["metadata"]["name"]: cm["data"] for cm in objects(docs, "ConfigMap")}
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        ref = source["secretRef"]
-        assert ref["name"] in secrets or ref.get("optional"), f"envFrom: no Secret {ref['name']}"
-        env.update(secrets.get(ref["name"], {}))
-    for variable in container.get("env", []):
-        if "value" in variable:
-            env[variable["name"]] = variable["value"]
-            continue
-        ref = variable["valueFrom"]["secretKeyRef"]
-        value = secrets.get(ref["name"], {}).get(ref["key"])
-        if value is None:
-            assert ref.get("optional"), f"{variable['name']}: Secret {ref['name']} has no key {ref['key']}"
-            env.pop(variable["name"], None)
-            continue
-        env[variable["name"]] = value
-    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
-    mounts = {}
-    for mount in container.get("volumeMounts", []):
-        volume = volumes[mount["name"]]
-        target = root / mount["mountPath"].lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
-        mounts[mount["mountPath"]] = target
-        if "emptyDir" in volume:
-            continue
-        if "configMap" in volume:
-            source, data = volume["configMap"], configmaps.get(volume["configMap"]["name"])
-        else:
-            source, data = volume["secret"], secrets.get(volume["secret"]["secretName"])
-        if data is None:
-            assert source.get("optional"), f"volume {mount['name']}: nothing to mount"
-            continue
-        for item in source.get("items") or [{"key": key, "path": key} for key in data]:
-            if item["key"] not in data:
-                assert source.get("optional"), f"volume {mount['name']}: no key {item['key']}"
-                continue
-            (target / item["path"]).write_text(data[item["key"]])
-    for name, value in env.items():
-        for mount_path, target in mounts.items():
-            if value.startswith(mount_path.rstrip("/") + "/"):
-                env[name] = str(target / value[len(mount_path) :].lstrip("/"))
-    return env
-
-
-def container_path(root: Path, path: str) -> Path:
-    return root / path.lstrip("/")
-
 
 # --- every kustomization renders, every object is well formed ------------------------------
 
@@ -460,204 +263,3 @@ def test_the_flow_is_valid_with_the_variables_the_settings_secret_provides() -> 
         cli_main, ["check", str(BASE / "flow.yaml")], env={"INTERNAL_API_KEY": "k", "PARTNER_URL": None}
     )
     assert missing.exit_code == 2 and "PARTNER_URL" in missing.output
-
-
-# --- Secrets and the Kafka connection -----------------------------------------------------------
-
-
-def test_every_secret_reference_is_documented_in_the_example_secrets() -> None:
-    text = SECRETS.read_text()
-    secrets = example_secrets()
-    for overlay in OVERLAYS:
-        docs = rendered(overlay)
-        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-        container = worker_container(docs)
-        refs = [v["valueFrom"]["secretKeyRef"] for v in container.get("env", []) if "valueFrom" in v]
-        refs += [
-            {"name": v["secret"]["secretName"], "key": item["key"], "optional": v["secret"].get("optional")}
-            for v in pod["volumes"] if "secret" in v for item in v["secret"].get("items", [])
-        ]  # fmt: skip
-        refs += [
-            {"name": ref["name"], "key": ref["key"], "optional": True}
-            for auth in objects(docs, "TriggerAuthentication") for ref in auth["spec"]["secretTargetRef"]
-        ]  # fmt: skip
-        for ref in refs:
-            assert ref["name"] in secrets, f"{overlay}: Secret {ref['name']} is not in {SECRETS.name}"
-            if ref.get("optional"):
-                assert f"{ref['key']}:" in text, f"{overlay}: key {ref['key']} is not documented"
-            else:
-                assert ref["key"] in secrets[ref["name"]], f"{overlay}: {ref['name']} needs {ref['key']}"
-        for source in container.get("envFrom", []):
-            assert source["secretRef"]["name"] in secrets
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_container_sets_only_variables_the_worker_reads(overlay: str) -> None:
-    container = worker_container(rendered(overlay))
-    names = {variable["name"] for variable in container.get("env", [])}
-    unknown = {name for name in names if name.startswith("LEADSTREAMS_")} - WORKER_VARIABLES
-    assert not unknown, f"{overlay}: the worker reads no {sorted(unknown)}"
-    assert {
-        "LEADSTREAMS_BOOTSTRAP",
-        "LEADSTREAMS_KAFKA_SECURITY_PROTOCOL",
-        "LEADSTREAMS_KAFKA_SASL_MECHANISM",
-        "LEADSTREAMS_KAFKA_SASL_USERNAME",
-        "LEADSTREAMS_KAFKA_SASL_PASSWORD",
-    } <= names
-    by_name = {variable["name"]: variable for variable in container["env"]}
-    password = by_name["LEADSTREAMS_KAFKA_SASL_PASSWORD"]
-    assert "value" not in password and password["valueFrom"]["secretKeyRef"]["name"] == "leadstreams-kafka"
-
-
-def test_a_base_pod_connects_with_sasl_ssl_and_the_mounted_ca(tmp_path: Path, pems: dict[str, str]) -> None:
-    secrets = filled_secrets(pems)
-    env = start_pod(rendered(), secrets, tmp_path)
-    kafka = secrets["leadstreams-kafka"]
-    connection = KafkaConnection.resolve({}, None, environ=env)
-    assert connection.bootstrap == kafka["bootstrap"]
-    assert (connection.security_protocol, connection.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
-    assert (connection.sasl_username, connection.sasl_password) == (
-        kafka["sasl-username"],
-        kafka["sasl-password"],
-    )
-    assert connection.ssl_cafile == str(container_path(tmp_path, "/etc/leadstreams/kafka/ca.crt"))
-    assert Path(connection.ssl_cafile).read_text() == pems["ca.crt"]
-    assert connection.ssl_certfile is None
-    options = connection.client_options()  # builds the TLS context from the mounted CA
-    assert options["ssl_context"].verify_mode.name == "CERT_REQUIRED"
-    # The flow, mounted from the ConfigMap where the args name it, loads with the pod's env.
-    args = worker_container(rendered())["args"]
-    assert base_flow(env).name == load_flow(container_path(tmp_path, args[1]), env).name
-
-
-def test_without_a_ca_in_the_secret_the_base_refuses_to_start_and_no_ca_file_does_not(
-    tmp_path: Path, pems: dict[str, str]
-) -> None:
-    secrets = filled_secrets(pems)
-    del secrets["leadstreams-kafka"]["ca.crt"]
-    env = start_pod(rendered(), secrets, tmp_path / "base")  # the optional mount: no error here
-    with pytest.raises(KafkaConfigError, match=r"ssl-cafile .*/ca\.crt: no such file"):
-        KafkaConnection.resolve({}, None, environ=env)
-    env = start_pod(rendered("examples/no-ca-file"), secrets, tmp_path / "no-ca-file")
-    assert "LEADSTREAMS_KAFKA_SSL_CAFILE" not in env
-    connection = KafkaConnection.resolve({}, None, environ=env)
-    assert (connection.security_protocol, connection.ssl_cafile) == ("SASL_SSL", None)
-    assert connection.client_options()["ssl_context"] is not None  # the system CAs
-
-
-def test_a_plaintext_cluster_needs_only_the_bootstrap_key(tmp_path: Path) -> None:
-    secrets = example_secrets()
-    secrets["leadstreams-kafka"] = {"bootstrap": "kafka.kafka.svc:9092"}
-    env = start_pod(rendered("examples/no-ca-file"), secrets, tmp_path)
-    connection = KafkaConnection.resolve({}, None, environ=env)
-    assert (connection.bootstrap, connection.security_protocol) == ("kafka.kafka.svc:9092", "PLAINTEXT")
-    assert "ssl_context" not in connection.client_options()
-
-
-def test_an_mtls_pod_presents_the_mounted_client_certificate(tmp_path: Path, pems: dict[str, str]) -> None:
-    secrets = filled_secrets(pems, mtls=True)
-    env = start_pod(rendered("examples/mtls"), secrets, tmp_path)
-    connection = KafkaConnection.resolve({}, None, environ=env)
-    assert Path(connection.ssl_certfile or "").read_text() == pems["tls.crt"]
-    assert Path(connection.ssl_keyfile or "").read_text() == pems["tls.key"]
-    assert Path(connection.ssl_cafile or "").read_text() == pems["ca.crt"]
-    assert connection.client_options()["ssl_context"] is not None  # loads the certificate and key
-
-
-# --- PrometheusRule ---------------------------------------------------------------------
-
-
-def test_prometheusrule_groups_equal_the_rule_files() -> None:
-    rule = one(rendered(), "PrometheusRule")
-    expected = []
-    for name in ("recording.yml", "alerts.yml"):
-        expected += yaml.safe_load((RULES / name).read_text())["groups"]
-    assert rule["spec"]["groups"] == expected
-
-
-def test_prometheusrule_file_is_up_to_date_with_its_generator() -> None:
-    script = K8S / "prometheusrule.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def test_prometheusrule_is_picked_up_like_the_servicemonitor() -> None:
-    docs = rendered()
-    rule, monitor = one(docs, "PrometheusRule"), one(docs, "ServiceMonitor")
-    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
-
-
-def test_recording_rules_the_dashboard_reads_are_shipped() -> None:
-    rule = one(rendered(), "PrometheusRule")
-    shipped = {r["record"] for group in rule["spec"]["groups"] for r in group["rules"] if "record" in r}
-    dashboard = (DEPLOY / "grafana" / "dashboards" / "leadstreams.json").read_text()
-    used = set(re.findall(r"leadstreams:[A-Za-z0-9_:]+", dashboard))
-    assert used and used <= shipped
-
-
-# --- KEDA ---------------------------------------------------------------------------------
-
-
-def test_keda_scales_the_worker_on_its_groups_lag_on_the_input_topic(tmp_path: Path) -> None:
-    docs = rendered("examples/keda")
-    deployment = one(docs, "Deployment")
-    scaled = one(docs, "ScaledObject")
-    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    assert scaled["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
-    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "kafka"
-    meta = trigger["metadata"]
-    args = worker_container(docs)["args"]
-    settings = example_secrets()["leadstreams-settings"]
-    flow = base_flow(settings)
-    app = create_app(
-        flow,
-        WorkerOptions(kafka="127.0.0.1:1", data_dir=str(tmp_path), group_id=arg(args, "--group-id")),
-        CollectorRegistry(),
-    )
-    assert meta["consumerGroup"] == app.conf.id  # the group id is the Faust app id
-    assert meta["topic"] == flow.topics.input
-    assert meta["offsetResetPolicy"] == app.conf.consumer_auto_offset_reset
-    env_names = {variable["name"] for variable in worker_container(docs)["env"]}
-    assert meta["bootstrapServersFromEnv"] in env_names
-    max_in_flight = int(arg(args, "--max-in-flight", worker_defaults()["max_in_flight"]))
-    assert int(meta["lagThreshold"]) > max_in_flight, "a worker keeping up holds max-in-flight uncommitted"
-    assert meta.get("allowIdleConsumers", "false") == "false"
-
-
-def test_keda_is_capped_at_the_input_partition_count() -> None:
-    scaled = one(rendered("examples/keda"), "ScaledObject")
-    args = worker_container(rendered("examples/keda"))["args"]
-    partitions = int(arg(args, "--partitions", worker_defaults()["partitions"]))
-    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] == partitions
-    text = (K8S / "examples" / "keda" / "scaledobject.yaml").read_text()
-    assert "Capped at the input topic's partition count" in text
-
-
-def test_keda_talks_to_kafka_like_the_worker() -> None:
-    docs = rendered("examples/keda")
-    scaled, auth = one(docs, "ScaledObject"), one(docs, "TriggerAuthentication")
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
-    kafka = example_secrets()["leadstreams-kafka"]
-    protocol = kafka["security-protocol"]
-    assert trigger["metadata"]["tls"] == ("enable" if protocol in ("SSL", "SASL_SSL") else "disable")
-    expected_sasl = KEDA_SASL[kafka["sasl-mechanism"]] if protocol.startswith("SASL_") else "none"
-    assert trigger["metadata"]["sasl"] == expected_sasl
-    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
-    env = {
-        v["name"]: v["valueFrom"]["secretKeyRef"] for v in worker_container(docs)["env"] if "valueFrom" in v
-    }
-    as_worker = {
-        "username": env["LEADSTREAMS_KAFKA_SASL_USERNAME"],
-        "password": env["LEADSTREAMS_KAFKA_SASL_PASSWORD"],
-    }
-    for parameter, ref in as_worker.items():
-        assert refs[parameter] == (ref["name"], ref["key"]), parameter
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    (ca_volume,) = [v for v in pod["volumes"] if v["name"] == "kafka-tls"]
-    (ca_item,) = ca_volume["secret"]["items"]
-    assert refs["ca"] == (ca_volume["secret"]["secretName"], ca_item["key"])
