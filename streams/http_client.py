@@ -50,7 +50,7 @@ class _Write:
 # ``on_request_chunk_sent`` just before the first body chunk is written together with the
 # buffered headers (aiohttp coalesces them). Nothing else runs between the callback's return and
 # the write, so the time the gate records is the write's time, whatever the event loop's delays
-# before it (tests/test_ratelimit.py holds a stalled loop to this at a real server).
+# before it (tests/test_ratelimit_write_gate.py holds a stalled loop to this at a real server).
 async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
     write = context.trace_request_ctx
     if isinstance(write, _Write):

@@ -14,6 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # CI machines are small and shared: judge properties, not per-example speed.
+# Asserts inside the shared helper modules explain their failures as the tests' own do.
+pytest.register_assert_rewrite(
+    "helpers", "resilience_helpers", "constructs_helpers", "deploy_helpers", "k8s_helpers",
+    "mistakes_helpers", "oauth2_helpers", "ratelimit_helpers", "try_cli_helpers",
+)  # fmt: skip
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
 

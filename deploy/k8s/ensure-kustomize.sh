@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure deploy/k8s can be rendered: tests/test_k8s.py runs `kubectl kustomize`, or
+# Make sure deploy/k8s can be rendered: tests/test_k8s*.py runs `kubectl kustomize`, or
 # `kustomize build` where kubectl is missing. With neither, build kustomize v5 from the
 # Go module proxy into ~/.cache/leadstreams/bin (about 2 minutes once, then cached).
 #   deploy/k8s/ensure-kustomize.sh     (exit 0: one of them is available)

@@ -8,7 +8,7 @@ rule groups of recording.yml and alerts.yml, text and comments as they are, unde
     python3 deploy/k8s/prometheusrule.py          # rewrite the PrometheusRule
     python3 deploy/k8s/prometheusrule.py --check  # exit 1 if it is out of date
 
-tests/test_k8s.py fails while it is out of date, and checks that the rendered
+tests/test_k8s_prometheusrule.py fails while it is out of date, and checks that the rendered
 PrometheusRule's groups equal those of the rule files.
 """
 

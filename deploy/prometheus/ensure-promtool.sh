@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure promtool and prometheus are on PATH: tests/test_deploy.py runs promtool on
+# Make sure promtool and prometheus are on PATH: tests/test_deploy_prometheus.py runs promtool on
 # the config and rules, and tests/integration/test_prometheus_rules_on_kafka.py runs a real
 # prometheus; both fail (never skip) without them. Debian's `prometheus` package ships
 # both binaries, so install it when either is missing.
