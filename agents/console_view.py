@@ -49,6 +49,8 @@ def _step_body(step: dict[str, Any]) -> Any:
         items.extend(Text(f"  {name}: {value}") for name, value in request["headers"].items())
         if request["body"]:
             items.append(_code(request["body"]))
+        if request.get("sent_compressed"):
+            items.append(Text(f"  (the body above was sent compressed: {request['sent_compressed']})"))
     response = step.get("response")
     if response:
         items.append(Text(f"← {response['status']} in {response['elapsed_ms']} ms", style="bold"))

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from streams.compression import readable
 from streams.http_types import HttpResult, OutgoingRequest
 from streams.masking import MASK, Masker
 from streams.outcomes import FlowResult, StepResult
@@ -57,12 +58,17 @@ def step_report(step: StepResult, exchange: Exchange | None, masker: Masker, ver
 
 
 def request_view(request: OutgoingRequest, masker: Masker) -> dict[str, Any]:
-    return {
+    """The body as the flow wrote it: a compressed one is shown uncompressed, and says so."""
+    body, encoding = readable(request.body or b"", request.headers.get("Content-Encoding"))
+    view = {
         "method": request.method,
         "url": masker.text(str(request.url)),
         "headers": masked_headers(request.headers, masker),
-        "body": masker.text(request.body.decode("utf-8", errors="replace")) if request.body else None,
+        "body": masker.text(body.decode("utf-8", errors="replace")) if request.body else None,
     }
+    if encoding is not None and request.body:
+        view["sent_compressed"] = f"{encoding}, {len(request.body)} of {len(body)} bytes"
+    return view
 
 
 def response_view(response: HttpResult, masker: Masker, verbose: bool) -> dict[str, Any]:

@@ -137,6 +137,7 @@ class RequestSpec:
     query: dict[str, Value]
     headers: dict[str, Value]
     body: Body | None
+    compress: str | None = None  # gzip | deflate | br: the body is sent compressed
 
 
 SUCCESS_STATUSES = frozenset(range(200, 300))

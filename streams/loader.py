@@ -313,12 +313,15 @@ class _Builder:
         if "url" not in raw and not routed:
             self.problem(path, "a request needs `url:` (or the step needs `routes:`)")
         kind = next((kind for kind in BODY_FORMATS if kind in raw), None)
+        if "compress" in raw and kind is None:
+            self.problem((*path, "compress"), "compress needs a body (json, form, text, xml or soap)")
         return RequestSpec(
             method=raw.get("method", "POST" if kind else "GET"),
             url=self.optional(raw, "url", path, strict, url=True),
             query=self.compile_map(raw.get("query"), (*path, "query"), strict),
             headers=self.compile_map(raw.get("headers"), (*path, "headers"), strict),
             body=None if kind is None else self.body(kind, raw[kind], (*path, kind), strict),
+            compress=raw.get("compress"),
         )
 
     def body(self, kind: str, raw: Any, path: Path, strict: bool) -> Any:

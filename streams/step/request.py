@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.compression import compress
 from streams.flow import Step
 from streams.headers import header_value, idempotency_key
 from streams.http_types import OutgoingRequest
@@ -43,4 +44,7 @@ def build_request(
     for name, value in (*integration.headers.items(), *spec.headers.items()):
         headers[name] = header_value(name, value.render(context))
     encoded = body.encode(context) if body is not None else None
+    if spec.compress is not None and encoded is not None:  # after the flow's headers: the body decides
+        encoded = compress(encoded, spec.compress)
+        headers["Content-Encoding"] = spec.compress
     return OutgoingRequest(spec.method, target, headers, encoded, step=step.name), timeout
