@@ -131,10 +131,6 @@ class FlowRunner:
             self.metrics.request_duration.labels(*labels).observe(result.duration_ms / 1000)
         self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
 
-    def stop_windowing(self) -> None:
-        """Leads still arriving at a batch step go at once (the worker is stopping)."""
-        self.batcher.stop_windowing()
-
 
 def step_summary(result: StepResult) -> dict[str, Any]:
     """What later steps' ``when:`` and templates see of an earlier step (``steps.NAME``)."""
