@@ -11,11 +11,13 @@ from agents.faust_seam import FaustRecordBatches, LeadApp, last_fetch_time, prod
 from agents.faust_settings import app_id, faust_settings, settle_garbage_collector
 from agents.health import LoopWatchdog
 from agents.lead_agent import add_lead_agent
+from agents.notification_agents import add_notification_agents
 from agents.observe import LeadObserver
 from agents.output import OutputWriter
 from agents.readiness import Readiness
 from agents.rebalance import Rebalance
 from agents.retry_agents import add_retry_agents
+from agents.shared_client import SharedClient
 from agents.table_cache import TableCache
 from agents.web_pages import add_web_pages
 from agents.worker_options import WorkerOptions
@@ -42,13 +44,17 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     client = HttpClient()
     activity = ActivityLog()
     runner = FlowRunner(flow, client, metrics, protections, response_cache(app, flow, metrics),
-                        batch_windows=True, activity=activity)  # fmt: skip
+                        batch_windows=True, activity=activity, queue_notifications=True,
+                        max_notification_bytes=options.max_output_bytes)  # fmt: skip
     pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes, options.max_output_bytes)
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
     writer = OutputWriter(FaustRecordBatches(app.producer), topics, flow.name, metrics)
     observer = LeadObserver(app, metrics, flow.name, writer.topic_of)
-    add_lead_agent(app, flow.topics.input, runner, client, pipeline, writer, observer, options)
+    notifies = any(step.notify for step in flow.steps)
+    shared = SharedClient(client, users=2 if notifies else 1)  # closed when both agents drained
+    add_lead_agent(app, flow.topics.input, runner, shared, pipeline, writer, observer, options)
     add_retry_agents(app, flow, pipeline, writer, observer, options)
+    add_notification_agents(app, flow, runner.services, shared, writer, metrics, options)
 
     readiness = Readiness(
         producer_connected=lambda: producer_connected(app.producer),
@@ -92,6 +98,8 @@ def response_cache(app: LeadApp, flow: Flow, metrics: Metrics) -> ResponseCache:
 def started_line(flow: Flow, options: WorkerOptions) -> str:
     topics = flow.topics
     retry = f", retries via {topics.retry}.*" if flow.delayed_retry is not None and topics.retry else ""
+    if topics.notifications and any(step.notify for step in flow.steps):
+        retry += f", notifications via {topics.notifications} (attempts: {topics.notifications}.results)"
     base = f"http://{options.web_host}:{options.web_port}"
     return (f"flow {flow.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}{retry}; "
             f"{base}/healthz, {base}/ready, {base}/metrics")  # fmt: skip

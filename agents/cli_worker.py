@@ -56,13 +56,29 @@ WRITTEN = "at most {count} consumer(s) of a group can read it in parallel"
 
 def _topics_of(loaded: Flow) -> dict[str, str]:
     """The topics a worker of ``loaded`` reads or writes (input, enriched, errors, retry
-    tiers), each with what fewer partitions than asked would cost."""
+    tiers, notifications), each with what fewer partitions than asked would cost."""
     from streams.delayed import tier_topics
 
     topics = require_topics(loaded)
     roles = {topics.input: READ, topics.enriched: WRITTEN, topics.errors: WRITTEN}
     if loaded.delayed_retry is not None and topics.retry:
         roles.update(dict.fromkeys(tier_topics(topics.retry, loaded.delayed_retry).values(), READ))
+    roles.update(notification_topics(loaded))
+    return roles
+
+
+def notification_topics(loaded: Flow) -> dict[str, str]:
+    """The queue of ``notify:`` steps, its attempts topic, and the important ones' tiers."""
+    from streams.delayed import tier_topics
+    from streams.notifications import results_topic, tier_prefix
+
+    queue = loaded.topics.notifications if loaded.topics is not None else None
+    notify = [step.notify for step in loaded.steps if step.notify is not None]
+    if queue is None or not notify:
+        return {}
+    roles = {queue: READ, results_topic(queue): WRITTEN}
+    if any(spec.important for spec in notify):
+        roles.update(dict.fromkeys(tier_topics(tier_prefix(queue), loaded.notification_retry).values(), READ))
     return roles
 
 

@@ -17,8 +17,8 @@ from agents.intake import LeadIntake
 from agents.observe import LeadObserver
 from agents.output import OutputWriter
 from agents.retry_agents import source_of
+from agents.shared_client import SharedClient
 from agents.worker_options import WorkerOptions
-from streams.http_client import HttpClient
 from streams.pipeline import LeadPipeline, Output
 from streams.runner import FlowRunner
 
@@ -27,7 +27,7 @@ def add_lead_agent(
     app: LeadApp,
     input_topic: str,
     runner: FlowRunner,
-    client: HttpClient,
+    client: SharedClient,
     pipeline: LeadPipeline,
     writer: OutputWriter,
     observer: LeadObserver,
@@ -58,4 +58,4 @@ def add_lead_agent(
             await leads.drain(options.shutdown_grace)  # the grace covers the closed batch windows too
             flushing.cancel()
             writing.cancel()
-            await client.close()
+            await client.release()

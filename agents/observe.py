@@ -18,15 +18,22 @@ class LeadObserver:
     over, and each written lead's latency and its partition's lag."""
 
     def __init__(
-        self, app: faust.App, metrics: Metrics, flow: str, topic_of: Callable[[Output], str]
+        self,
+        app: faust.App,
+        metrics: Metrics,
+        flow: str,
+        topic_of: Callable[[Output], str],
+        count_fetches: bool = True,  # False for notifications: their records come one at a time
     ) -> None:
         self.app = app
+        self.count_fetches = count_fetches
         self.metrics = metrics
         self.flow = flow
         self.topic_of = topic_of
 
     def fetched(self, count: int) -> None:
-        self.metrics.batch_size.labels(self.flow, "fetch").observe(count)
+        if self.count_fetches:
+            self.metrics.batch_size.labels(self.flow, "fetch").observe(count)
 
     def written(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
         """Called once Kafka acknowledged these input messages' outputs."""

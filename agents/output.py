@@ -60,7 +60,8 @@ class OutputWriter:
         self.backoff = backoff  # seconds before the given attempt's failures are sent again
 
     async def write_all(self, outputs: Sequence[Output]) -> None:
-        pending = list(outputs)
+        """``outputs`` and the records written alongside each (a lead's notifications)."""
+        pending = [record for output in outputs for record in (output, *output.alongside)]
         for attempt in range(1, self.attempts + 1):
             results = await self._send_all(pending)
             failed = [o for o, r in zip(pending, results, strict=True) if r is not None]

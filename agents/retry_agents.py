@@ -1,5 +1,6 @@
 """One agent per delayed-retry tier: it waits until the leads it took are due, then runs
-them again through the flow (streams.delayed)."""
+them again through the flow (streams.delayed). Important notifications' tiers are the
+same agents, delivering instead (agents.notification_agents)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeAlias
 
 import faust
 
@@ -23,6 +25,9 @@ from streams.pipeline import Destination, LeadPipeline, Output
 
 log = logging.getLogger(__name__)
 
+# What a tier does with a due message: the pipeline's ``process`` (or a notification's delivery).
+Process: TypeAlias = Callable[[bytes | None, Source, RetryState | None], Awaitable[Output]]
+
 
 def add_retry_agents(
     app: faust.App,
@@ -36,14 +41,15 @@ def add_retry_agents(
     if flow.delayed_retry is None or not flow.topics.retry:
         return
     for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
-        add_retry_agent(app, raw_topic(app, topic), delay, pipeline, writer, observer, options)
+        channel = raw_topic(app, topic)
+        add_retry_agent(app, channel, tier_label(delay), pipeline.process, writer, observer, options)
 
 
 def add_retry_agent(
     app: faust.App,
     channel: faust.TopicT,
-    delay: float,
-    pipeline: LeadPipeline,
+    name: str,
+    process: Process,
     writer: OutputWriter,
     observer: LeadObserver,
     options: WorkerOptions,
@@ -51,7 +57,7 @@ def add_retry_agent(
     """The agent of one retry tier: waits until the events it took are due, then re-runs
     the leads. On shutdown while waiting, they are put back on the topic (they would be acked)."""
 
-    @app.agent(channel, name=f"retry-{tier_label(delay)}")
+    @app.agent(channel, name=f"retry-{name}")
     async def retry_leads(stream: faust.StreamT) -> None:
         async for events in stream.take_events(options.fetch_size, within=options.take_within):
             states = [retry_state(event) for event in events]
@@ -59,12 +65,12 @@ def add_retry_agent(
                 await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
                 continue
 
-            work = functools.partial(handle, pipeline, writer, observer, events, states)
+            work = functools.partial(handle, process, writer, observer, events, states)
             await run_to_the_end(work, options.shutdown_grace)
 
 
 async def handle(
-    pipeline: LeadPipeline,
+    process: Process,
     writer: OutputWriter,
     observer: LeadObserver,
     events: Sequence[faust.EventT],
@@ -75,7 +81,7 @@ async def handle(
     states = states or [None] * len(events)
     outputs = await asyncio.gather(
         *(
-            pipeline.process(event.message.value, source_of(event.message), state)
+            process(event.message.value, source_of(event.message), state)
             for event, state in zip(events, states, strict=True)
         )
     )

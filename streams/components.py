@@ -26,7 +26,7 @@ from streams.bodies.xml_body import XmlBody
 from streams.cache import CacheConfig
 from streams.circuit import CircuitConfig
 from streams.fallback_sources import CacheSource, DefaultSource, RetryLaterSource, SkipSource, UrlSource
-from streams.flow import BatchSpec, DelayedRetry
+from streams.flow import BatchSpec, DelayedRetry, NotifySpec
 from streams.ratelimit import RateLimitConfig
 from streams.retry_policy import RetryConfig
 
@@ -61,6 +61,7 @@ CIRCUIT = CircuitConfig  # integrations.*.circuit
 RATE_LIMIT = RateLimitConfig  # integrations.*.{rate_limit, burst}
 CACHE = CacheConfig  # integrations.*.cache
 BATCH = BatchSpec  # steps[].batch
+NOTIFY = NotifySpec  # steps[].notify
 DELAYED_RETRY = DelayedRetry  # delayed_retry
 
 COMPONENTS: dict[str, dict[str, Any]] = {
@@ -72,6 +73,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "rate_limit": {"rate_limit": RATE_LIMIT},
     "cache": {"cache": CACHE},
     "batch": {"batch": BATCH},
+    "notify": {"notify": NOTIFY},
     "delayed_retry": {"delayed_retry": DELAYED_RETRY},
 }
 

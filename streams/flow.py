@@ -28,6 +28,7 @@ class Topics:
     enriched: str
     errors: str
     retry: str | None = None  # prefix of the delayed retry topics (one per delay tier)
+    notifications: str | None = None  # the queue of `notify:` steps (streams.notifications)
 
 
 class MissingTopics(ValueError):
@@ -188,6 +189,35 @@ class BatchSpec:
 
 
 @dataclass(frozen=True)
+class NotifySpec:
+    """``notify:`` of a step: the lead does not wait for it. Its request is queued with the
+    lead's output and delivered by the notifications agent; ``important`` ones go through
+    the delayed-retry tiers until the partner takes them or the tiers are used up."""
+
+    important: bool = False
+
+    CONFIG: ClassVar[dict[str, Any]] = {
+        "description": "Fire and forget: the lead's event is written without waiting for this step; "
+        "its request is queued on topics.notifications and delivered by the worker's notifications "
+        "agent (`true`, or `{important: true}` to retry through the delayed-retry tiers).",
+        "oneOf": [
+            {"type": "boolean"},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"important": {"type": "boolean"}},
+            },
+        ],
+    }
+
+    @classmethod
+    def from_config(cls, raw: bool | Mapping[str, Any], read: Reader = RAISE) -> NotifySpec | None:
+        if raw is False:
+            return None
+        return cls(important=bool(raw.get("important", False))) if isinstance(raw, Mapping) else cls()
+
+
+@dataclass(frozen=True)
 class OutcomeRule:
     """Rules see 2xx responses unless ``statuses`` says otherwise; other
     statuses go by the status policy (e.g. ``HTTP 422: invalid email``)."""
@@ -239,6 +269,7 @@ class Step:
     retry: RetryConfig | None = None  # overrides the integration's
     fallback: tuple[Fallback, ...] = ()
     batch: BatchSpec | None = None
+    notify: NotifySpec | None = None  # the lead does not wait: the step's request is queued
 
     @property
     def retry_config(self) -> RetryConfig:
@@ -272,6 +303,11 @@ class Flow:
     @property
     def steps(self) -> tuple[Step, ...]:
         return tuple(step for stage in self.stages for step in stage)
+
+    @property
+    def notification_retry(self) -> DelayedRetry:
+        """The tiers of important notifications: the flow's delayed retries, or the defaults."""
+        return self.delayed_retry or DelayedRetry()
 
     @functools.cached_property
     def cache_policy(self) -> CachePolicy:

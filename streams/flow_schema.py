@@ -43,6 +43,7 @@ def _fragments() -> dict[str, Any]:
         "circuit": schema_fragment(registry.CIRCUIT),
         "cache": schema_fragment(registry.CACHE),
         "batch": schema_fragment(registry.BATCH),
+        "notify": schema_fragment(registry.NOTIFY),
         "delayed_retry": schema_fragment(registry.DELAYED_RETRY),
     }
 

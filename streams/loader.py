@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -26,6 +25,7 @@ from streams.components import (
     CIRCUIT,
     DELAYED_RETRY,
     FALLBACK_SOURCES,
+    NOTIFY,
     RATE_LIMIT,
     RETRY,
     build_auth,
@@ -49,6 +49,7 @@ from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem, dotted
 from streams.retry_policy import RetryConfig
 from streams.schema_problems import schema_problems
+from streams.step_checks import notify_conflicts, relative_urls
 from streams.templates import Value, compile_value, environment, located
 from streams.urls import encode_path_value
 from streams.yaml_source import Path, Source, parse_yaml, read_source
@@ -174,6 +175,7 @@ class _Builder:
             for name, raw in (data.get("integrations") or {}).items()
         }
         stages = self.stages(data["steps"], integrations)
+        self.check_notifications(data.get("topics"), [s for stage in stages for s in stage])
         self.check_cache_limits(data.get("integrations") or {}, [s for stage in stages for s in stage])
         if self.problems:
             return None
@@ -218,6 +220,13 @@ class _Builder:
                     ("integrations", name, "cache"),
                     "no step of this integration has `fallback: [{cache: AGE}]`, so nothing is cached",
                 )
+
+    def check_notifications(self, topics: dict[str, str] | None, steps: list[Step]) -> None:
+        """A worker queues notify steps' requests on topics.notifications: a flow with topics
+        (one meant for a worker) and notify steps needs it."""
+        if topics is not None and "notifications" not in topics and any(s.notify for s in steps):
+            self.problem(("topics",), "a step has `notify:`, so the worker needs topics.notifications "
+                         "(the queue of notifications; attempts go to NAME.results)")  # fmt: skip
 
     def integration(self, name: str, raw: dict[str, Any], settings: dict[str, Any]) -> Integration:
         path: Path = ("integrations", name)
@@ -268,8 +277,11 @@ class _Builder:
         strict = bool(raw.get("strict", False))
         name = raw.get("integration")
         integration = self.step_integration(name, raw["name"], path, integrations)
+        checks = [notify_conflicts(raw, path)]
         if integration.base_url is None and (name is None or name in integrations):
-            self.absolute_urls(raw, path, name)
+            checks.append(relative_urls(raw, path, name))
+        for where, message in (problem for check in checks for problem in check):
+            self.problem(where, message)
         response = raw.get("response") or {}
         return Step(
             name=raw["name"],
@@ -296,6 +308,7 @@ class _Builder:
             else None,
             fallback=self.fallback(raw.get("fallback") or [], (*path, "fallback"), strict),
             batch=BATCH.from_config(raw["batch"], self.at((*path, "batch"))) if "batch" in raw else None,
+            notify=NOTIFY.from_config(raw.get("notify", False)),
         )
 
     def step_integration(
@@ -336,22 +349,6 @@ class _Builder:
         except ValueError as exc:
             self.problem(path, str(exc))
         return None
-
-    def absolute_urls(self, raw: dict[str, Any], path: Path, integration: str | None) -> None:
-        """Without a base_url, a relative URL can only fail at run time, for every lead: say so now."""
-        urls = [((*path, "request", "url"), raw["request"].get("url"))]
-        urls += [
-            ((*path, "routes", i, "url"), route.get("url")) for i, route in enumerate(raw.get("routes") or [])
-        ]
-        for where, url in urls:
-            # A URL that starts with a template may render absolute (`{{ settings.partner_url }}/x`).
-            if isinstance(url, str) and not _ABSOLUTE.match(url):
-                needs = (
-                    "an `integration:` with a base_url"
-                    if integration is None
-                    else f"a base_url on integration {integration!r}"
-                )
-                self.problem(where, f"relative url {url!r} needs {needs} (or write the whole https://… URL)")
 
     def routes(self, raw: list[dict[str, Any]], path: Path, strict: bool) -> tuple[Route, ...]:
         return tuple(
@@ -396,5 +393,4 @@ class _Builder:
         return DELAYED_RETRY.from_config(raw, self.at(path))
 
 
-_ABSOLUTE = re.compile(r"\s*(https?://|\{)", re.IGNORECASE)
 _ZERO_TIMEOUT = "a timeout of 0 would switch the timeout off: leave `timeout:` out for {default}"

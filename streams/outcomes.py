@@ -37,6 +37,7 @@ class StepResult:
     price: float | None = None
     reference: str | None = None
     defer_after: float | None = None  # set when the lead should come back via the retry topic
+    notification: str | None = None  # a notify step's: queued, not queued, or sent (inline)
 
     def as_event(self) -> dict[str, Any]:
         event: dict[str, Any] = {
@@ -52,6 +53,8 @@ class StepResult:
             event["price"] = self.price
         if self.reference is not None:
             event["reference"] = self.reference
+        if self.notification is not None:
+            event["notification"] = self.notification
         return event
 
 
@@ -63,6 +66,7 @@ class FlowResult:
     steps: list[StepResult] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     defer_after: float | None = None  # the lead is to be retried later, not before this many seconds
+    notifications: list[Any] = field(default_factory=list)  # QueuedNotification: written with the lead
 
 
 def flow_outcome(steps: list[tuple[StepResult, frozenset[Outcome]]]) -> tuple[Outcome, str | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import orjson
@@ -25,8 +25,10 @@ from streams.events import (
 )
 from streams.masking import Masker
 from streams.metrics import Metrics
+from streams.notifications import notification_record
 from streams.outcomes import FlowResult, Outcome
 from streams.runner import FlowRunner
+from streams.step.notify import QUEUED
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Destination(StrEnum):
     ENRICHED = "enriched"
     ERRORS = "errors"
     RETRY = "retry"  # a delayed retry topic, named in ``Output.topic``
+    NOTIFY = "notify"  # a notification topic (queue, results, retry tier), named in ``Output.topic``
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ class Output:
     key: bytes
     value: bytes
     outcome: str
-    topic: str | None = None  # for RETRY
+    topic: str | None = None  # for RETRY and NOTIFY
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    alongside: tuple[Output, ...] = ()  # written in the same write, before the input is acked
 
 
 class LeadPipeline:
@@ -91,7 +95,10 @@ class LeadPipeline:
                 took = time.perf_counter() - started
                 self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(took)
             destination = Destination.ERRORS if result.outcome is Outcome.ERROR else Destination.ENRICHED
-            return self._done(self._output(destination, lead_id, event, raw), started)
+            output = self._output(destination, lead_id, event, raw)
+            if result.notifications:  # on Kafka with the lead's event, before its offset commits
+                output = replace(output, alongside=self._queued(result, lead_id, source))
+            return self._done(output, started)
         except Exception as exc:  # a bug must not lose the lead: route it to errors
             log.exception("internal error processing %s", source)
             output = self._internal_error(raw, source, lead_id or lead_id_for(None, source), exc, received_at)
@@ -159,6 +166,20 @@ class LeadPipeline:
             self.metrics.deferred.labels(self.flow.name).inc()
         key = self.masker.text(lead_id).encode()
         return Output(Destination.RETRY, key, raw or b"", "deferred", topic=topic, headers=state.headers())
+
+    def _queued(self, result: FlowResult, lead_id: str, source: Source) -> tuple[Output, ...]:
+        """The notifications of the lead's ``notify:`` steps, as records for their queue."""
+        queue = self.flow.topics.notifications if self.flow.topics is not None else None
+        assert queue is not None, "the loader requires topics.notifications with notify steps"
+        key = self.masker.text(lead_id).encode()
+        outputs = []
+        for notification in result.notifications:
+            url = self.masker.text(notification.url)
+            record = notification_record(self.flow.name, lead_id, notification, source, url)
+            outputs.append(Output(Destination.NOTIFY, key, record, QUEUED, topic=queue))
+            if self.metrics is not None:
+                self.metrics.notifications.labels(self.flow.name, notification.step, QUEUED).inc()
+        return tuple(outputs)
 
     def _output(
         self, destination: Destination, lead_id: str, event: dict[str, object], raw: bytes | None

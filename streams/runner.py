@@ -9,15 +9,19 @@ from typing import Any
 
 from streams.activity import ActivityLog
 from streams.cache import InMemoryCache, ResponseCache
+from streams.events import MAX_OUTPUT_BYTES
 from streams.flow import Flow, Step
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome, StepResult, flow_outcome
 from streams.protections import Protections
 from streams.step.batch import Batcher, run_batched
 from streams.step.exchange import Exchange
+from streams.step.notify import QUEUED, SENT, QueuedNotification, queue_notification
 from streams.step.services import StepServices
 from streams.step.single import run_single
 from streams.transport import Transport
+
+ANY_OUTCOME = frozenset(Outcome)  # what a notify step may end in without touching the lead's outcome
 
 
 class FlowRunner:
@@ -30,11 +34,15 @@ class FlowRunner:
         cache: ResponseCache | None = None,
         batch_windows: bool = False,
         activity: ActivityLog | None = None,
+        queue_notifications: bool = False,
+        max_notification_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         """``batch_windows``: `batch:` steps collect leads in real windows (the worker);
         without, each lead is sent as a batch of one at once (test console, saved cases).
         ``activity``: the worker's log of partner failures and lead counts (the pipeline
-        counts leads through ``self.activity``); none for the test console."""
+        counts leads through ``self.activity``); none for the test console.
+        ``queue_notifications``: `notify:` steps are queued with the lead's output (the
+        worker: ``FlowResult.notifications``); without, they are sent inline and awaited."""
         self.flow = flow
         self.activity = activity.flow(flow.name) if activity is not None else None
         self.client = client
@@ -51,6 +59,8 @@ class FlowRunner:
         )
         base_context = {"settings": flow.settings, "flow": {"name": flow.name}}
         self.batcher = Batcher(self.services, base_context, windowed=batch_windows)
+        self.queue_notifications = queue_notifications
+        self.max_notification_bytes = max_notification_bytes
 
     async def run(
         self,
@@ -77,6 +87,7 @@ class FlowRunner:
             "now": datetime.now(UTC),
         }
         done: list[tuple[StepResult, frozenset[Outcome]]] = []
+        queued: list[QueuedNotification] = []
         stopped_by: StepResult | None = None
         for stage in self.flow.stages:
             if stopped_by is not None:
@@ -85,22 +96,23 @@ class FlowRunner:
                 done.extend((StepResult(s.name, Outcome.SKIP, reason), skipped) for s in stage)
                 continue
             if len(stage) == 1:  # most stages are one step: no task for it
-                results = [await self._run_step(stage[0], context, lead_id, group, exchanges)]
+                results = [await self._run_step(stage[0], context, lead_id, group, exchanges, queued)]
             else:
                 results = await asyncio.gather(
-                    *(self._run_step(step, context, lead_id, group, exchanges) for step in stage)
+                    *(self._run_step(step, context, lead_id, group, exchanges, queued) for step in stage)
                 )
             for step, result in zip(stage, results, strict=True):
-                done.append((result, step.continue_on))
+                done.append((result, ANY_OUTCOME if step.notify else step.continue_on))
                 context["steps"][step.name] = step_summary(result)
-                stops = result.outcome in (Outcome.FAILURE, Outcome.ERROR)
+                stops = result.outcome in (Outcome.FAILURE, Outcome.ERROR) and step.notify is None
                 if stops and result.outcome not in step.continue_on and stopped_by is None:
                     stopped_by = result
             if until_step is not None and any(step.name == until_step for step in stage):
                 break
         outcome, reason = flow_outcome(done)
         defer_after = stopped_by.defer_after if stopped_by is not None else None
-        return FlowResult(outcome, reason, lead, [r for r, _ in done], context["vars"], defer_after)
+        steps = [r for r, _ in done]
+        return FlowResult(outcome, reason, lead, steps, context["vars"], defer_after, queued)
 
     async def _run_step(
         self,
@@ -109,13 +121,22 @@ class FlowRunner:
         lead_id: str,
         group: str,
         exchanges: dict[str, Exchange] | None,
+        queued: list[QueuedNotification],
     ) -> StepResult:
         # The step's own context: its ``response``/``http`` must not mix with a parallel step's.
         own = dict(context)
+        if step.notify is not None and self.queue_notifications:
+            result, notification = queue_notification(step, own, lead_id, self.max_notification_bytes)
+            if notification is not None:
+                queued.append(notification)
+            self._count(step, result)
+            return result
         if step.batch is not None:
             result, exchange = await run_batched(step, own, self.batcher, lead_id, group)
         else:
             result, exchange = await run_single(step, own, self.services, lead_id)
+            if step.notify is not None and result.outcome is not Outcome.SKIP:
+                result.notification = SENT
         if exchanges is not None:
             exchanges[step.name] = exchange
         self._count(step, result)
@@ -126,7 +147,9 @@ class FlowRunner:
             return
         flow = self.flow.name
         # A batch step's time includes its window's wait: batch_request_duration has the request.
-        if result.outcome is not Outcome.SKIP and step.batch is None:
+        # A queued notification sent nothing: its delivery has its own metrics.
+        sent = result.outcome is not Outcome.SKIP and result.notification != QUEUED
+        if sent and step.batch is None:
             labels = (flow, step.name, step.integration.name, result.outcome.value)
             self.metrics.request_duration.labels(*labels).observe(result.duration_ms / 1000)
         self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()

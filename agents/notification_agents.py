@@ -1,0 +1,99 @@
+"""The agents that deliver notifications (``notify:`` steps, streams.notifications): one
+on the flow's notifications topic, and one per delayed-retry tier of the important ones.
+
+A notification's record was written with its lead's output, before the lead's offset
+committed; here it is delivered, its attempts event (and, to retry it later, the record on
+the next tier) written, and only then is the record's offset acked. A crash between the
+two sends it again after the restart: at least once, with the same Idempotency-Key.
+
+The notifications topic takes Faust's usual path, not the lead intake's: when delivery
+falls behind (a webhook answering in 2 s), Faust's stream buffer fills and Faust stops
+fetching that topic's partitions alone, so the leads' fetch never waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import faust
+
+from agents.faust_settings import raw_topic
+from agents.inflight import LeadLoop, exit_if_it_fails
+from agents.observe import LeadObserver
+from agents.output import OutputWriter
+from agents.retry_agents import add_retry_agent, source_of
+from agents.shared_client import SharedClient
+from agents.worker_options import WorkerOptions
+from streams.delayed import tier_label, tier_topics
+from streams.flow import Flow
+from streams.metrics import Metrics
+from streams.notification_delivery import NotificationDelivery
+from streams.notifications import tier_prefix
+from streams.pipeline import Output
+from streams.step.services import StepServices
+
+
+def add_notification_agents(
+    app: faust.App,
+    flow: Flow,
+    services: StepServices,
+    client: SharedClient,
+    writer: OutputWriter,
+    metrics: Metrics,
+    options: WorkerOptions,
+) -> None:
+    """None for a flow without ``notify:`` steps; tiers only when one is important.
+    ``services``: the lead runner's (one rate limiter, circuit and slots per integration)."""
+    notify_steps = [step for step in flow.steps if step.notify is not None]
+    queue = flow.topics.notifications if flow.topics is not None else None
+    if not notify_steps or queue is None:
+        return
+    delivery = NotificationDelivery(flow, queue, services, metrics)
+    observer = LeadObserver(app, metrics, flow.name, writer.topic_of, count_fetches=False)
+    limit, grace = slots(flow, options), options.shutdown_grace
+    add_queue_agent(app, raw_topic(app, queue), delivery, client, writer, observer, limit, grace)
+    if any(step.notify.important for step in notify_steps if step.notify is not None):
+        for delay, topic in tier_topics(tier_prefix(queue), flow.notification_retry).items():
+            name = f"notify-{tier_label(delay)}"
+            add_retry_agent(app, raw_topic(app, topic), name, delivery.deliver, writer, observer, options)
+
+
+def slots(flow: Flow, options: WorkerOptions) -> int:
+    """Notifications delivered at once: as many as their integrations' concurrency slots
+    (more would only wait for one, ahead of any lead step of the same integration)."""
+    integrations = {step.integration.name: step.integration for step in flow.steps if step.notify is not None}
+    return max(1, min(options.max_in_flight, sum(i.concurrency for i in integrations.values())))
+
+
+def add_queue_agent(
+    app: faust.App,
+    channel: faust.TopicT,
+    delivery: NotificationDelivery,
+    client: SharedClient,
+    writer: OutputWriter,
+    observer: LeadObserver,
+    limit: int,
+    grace: float,
+) -> None:
+    """Each record is delivered as its own task (a slow one holds back only itself), in a
+    :class:`LeadLoop` like the leads: written in groups, acked once written."""
+
+    @app.agent(channel, name="notifications")
+    async def deliver_notifications(stream: faust.StreamT) -> None:
+        def deliver(message: faust.types.Message) -> Coroutine[Any, Any, Output]:
+            return delivery.deliver(message.value, source_of(message))
+
+        loop = LeadLoop(deliver, app.consumer, writer, observer, limit)
+        writing = asyncio.ensure_future(loop.write_forever())
+        writing.add_done_callback(exit_if_it_fails)
+        try:
+            # noack: the loop acks a record once its attempts event is written, not Faust
+            # when the next record comes. Faust's stream already skipped stale ones.
+            async for event in stream.noack().events():
+                await loop.admit([event.message], lambda message: True)
+        finally:
+            loop.stop_admitting()
+            await loop.drain(grace)
+            writing.cancel()
+            await client.release()
