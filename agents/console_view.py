@@ -64,6 +64,9 @@ def _step_body(step: dict[str, Any]) -> Any:
         if step.get(key) is not None:
             items.append(Text(f"{key}:", style="bold"))
             items.append(_code(step[key]))
+    if step.get("notification") == "sent":
+        items.append(Text("(a notify step: sent here and now; a worker writes the lead without waiting "
+                          "and delivers the notification apart)", style="italic"))  # fmt: skip
     return Group(*items) if items else Text("(no request sent)")
 
 
