@@ -45,7 +45,10 @@ def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
         producer_acks=-1,
         key_serializer="raw",
         value_serializer="raw",
-        stream_buffer_maxsize=max(4096, options.fetch_size * 2),
+        # The other topics' streams (retry tiers, notifications) stop being fetched at 80 % of
+        # this and take the rest of a fetch (at most --batch-size) without blocking it: the
+        # leads' fetch waits only if a fetch outgrows the last 20 %.
+        stream_buffer_maxsize=max(4096, options.fetch_size * 6),
         # A fetch hands over at most --batch-size leads, and a partition's fetch is kept
         # small: aiokafka drains one partition's fetched records before the next, so with
         # Faust's 1 MiB a backlog was worked one partition at a time, and unpacking a big

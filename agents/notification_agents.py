@@ -19,7 +19,7 @@ from typing import Any
 import faust
 
 from agents.faust_settings import raw_topic
-from agents.inflight import LeadLoop, exit_if_it_fails
+from agents.inflight import LeadLoop, Ledger, exit_if_it_fails
 from agents.observe import LeadObserver
 from agents.output import OutputWriter
 from agents.retry_agents import add_retry_agent, source_of
@@ -66,6 +66,19 @@ def slots(flow: Flow, options: WorkerOptions) -> int:
     return max(1, min(options.max_in_flight, sum(i.concurrency for i in integrations.values())))
 
 
+class TrackedByStream:
+    """The consumer as the loop's ledger, for messages Faust's stream already tracked."""
+
+    def __init__(self, consumer: Ledger) -> None:
+        self.consumer = consumer
+
+    def track_message(self, message: faust.types.Message) -> None:
+        pass  # the stream did, when it handed the message over
+
+    def ack(self, message: faust.types.Message) -> bool:
+        return self.consumer.ack(message)
+
+
 def add_queue_agent(
     app: faust.App,
     channel: faust.TopicT,
@@ -84,7 +97,7 @@ def add_queue_agent(
         def deliver(message: faust.types.Message) -> Coroutine[Any, Any, Output]:
             return delivery.deliver(message.value, source_of(message))
 
-        loop = LeadLoop(deliver, app.consumer, writer, observer, limit)
+        loop = LeadLoop(deliver, TrackedByStream(app.consumer), writer, observer, limit)
         writing = asyncio.ensure_future(loop.write_forever())
         writing.add_done_callback(exit_if_it_fails)
         try:
