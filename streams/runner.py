@@ -90,18 +90,22 @@ class FlowRunner:
         queued: list[QueuedNotification] = []
         stopped_by: StepResult | None = None
         for stage in self.flow.stages:
-            if stopped_by is not None:
-                reason = f"not run: {stopped_by.name} ended {stopped_by.outcome}"
-                skipped = frozenset({Outcome.SKIP})
-                done.extend((StepResult(s.name, Outcome.SKIP, reason), skipped) for s in stage)
-                continue
-            if len(stage) == 1:  # most stages are one step: no task for it
-                results = [await self._run_step(stage[0], context, lead_id, group, exchanges, queued)]
-            else:
-                results = await asyncio.gather(
-                    *(self._run_step(step, context, lead_id, group, exchanges, queued) for step in stage)
+            if stopped_by is None:
+                running = stage
+            else:  # notify steps still run, their `when:` deciding: an alert hears of the failure
+                running = tuple(step for step in stage if step.notify is not None)
+            if len(running) == 1:  # most stages are one step: no task for it
+                ran = [await self._run_step(running[0], context, lead_id, group, exchanges, queued)]
+            elif running:
+                ran = await asyncio.gather(
+                    *(self._run_step(step, context, lead_id, group, exchanges, queued) for step in running)
                 )
-            for step, result in zip(stage, results, strict=True):
+            else:
+                ran = []
+            if running is not stage:  # the stage's other steps were not run
+                answers = dict(zip((step.name for step in running), ran, strict=True))
+                ran = [answers.get(step.name) or not_run(step, stopped_by) for step in stage]
+            for step, result in zip(stage, ran, strict=True):
                 done.append((result, ANY_OUTCOME if step.notify else step.continue_on))
                 context["steps"][step.name] = step_summary(result)
                 stops = result.outcome in (Outcome.FAILURE, Outcome.ERROR) and step.notify is None
@@ -153,6 +157,12 @@ class FlowRunner:
             labels = (flow, step.name, step.integration.name, result.outcome.value)
             self.metrics.request_duration.labels(*labels).observe(result.duration_ms / 1000)
         self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
+
+
+def not_run(step: Step, stopped_by: StepResult | None) -> StepResult:
+    """A step skipped because an earlier one stopped the flow."""
+    assert stopped_by is not None
+    return StepResult(step.name, Outcome.SKIP, f"not run: {stopped_by.name} ended {stopped_by.outcome}")
 
 
 def step_summary(result: StepResult) -> dict[str, Any]:
