@@ -1,5 +1,6 @@
 """The ``leadstreams`` command line: the group and its commands, each group of commands
-in its own module (agents.cli_flow, agents.cli_worker, agents.cli_topics)."""
+in its own module (agents.cli_flow, agents.cli_worker, agents.cli_topics, agents.cli_tail,
+agents.cli_replay, agents.cli_trace)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import click
 
 from agents.cli_errors import OneLineErrors
 from agents.cli_flow import check, test_flow, try_flow
-from agents.cli_topics import publish, tail
+from agents.cli_tail import tail
+from agents.cli_topics import publish
 from agents.cli_worker import worker
 
 __all__ = ["main", "worker"]

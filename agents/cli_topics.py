@@ -1,4 +1,4 @@
-"""The topic commands: ``publish`` (JSON lines to a topic) and ``tail`` (a topic's messages)."""
+"""The topic command ``publish`` (JSON lines to a topic); ``tail`` is in agents.cli_tail."""
 
 from __future__ import annotations
 
@@ -49,23 +49,6 @@ def publish(topic: str, file: list[tuple[bytes | None, bytes]], kafka: KafkaConn
         sending = publish_messages(kafka, topic, file, on_sent=lambda n: progress.update(task, completed=n))
         count = kafka_call(sending, f"the messages for {topic}")
     err.print(f"published {count} message(s) to {topic}")
-
-
-@click.command()
-@click.argument("topics", nargs=-1, required=True, type=TopicName())
-@kafka_options(broker_wait=10.0)
-@click.option("--count", "-n", default=0, help="Stop after this many messages (0: until --timeout).")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to read for.")
-def tail(topics: tuple[str, ...], kafka: KafkaConnection, count: int, timeout: float) -> None:
-    """Print the messages of TOPICS from the beginning, one JSON line each."""
-    from agents.kafka_io import Record, collect
-
-    def show(record: Record) -> None:
-        click.echo(record.value.decode("utf-8", errors="replace"))
-
-    reading = collect(kafka, list(topics), lambda r: bool(count) and len(r) >= count, timeout, on_record=show)
-    records = kafka_call(reading, f"to read {', '.join(topics)}")
-    err.print(f"{len(records)} message(s)")
 
 
 def _key_of(lead: object) -> bytes | None:
