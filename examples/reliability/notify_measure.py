@@ -55,6 +55,7 @@ class Sizes:
     outage_leads: int = 10_000
     kill_leads: int = 20_000
     kills: int = 3
+    kill_rate: float = 200.0  # leads/s: the run lasts past the group's first commits (every 2.8 s)
     kill_delay: float = 0.5  # the webhook's answer time while the worker is killed
     kill_concurrency: int = 50  # 100 notifications/s at 0.5 s: a backlog builds behind the leads
     deadline: float = 600.0  # s for any one wait
@@ -239,27 +240,30 @@ async def scenario_outage(bootstrap: str, workdir: Path, sizes: Sizes) -> Outage
 class Kill:
     leads: int
     kills: int
-    backlog_at_kills: list[int] = field(default_factory=list)  # queued, not yet delivered, at each kill
+    # At each kill: notifications of leads whose input offset the group had committed (the
+    # leads will not run again) still waiting for the webhook: on the notifications topic only.
+    only_on_kafka_at_kills: list[int] = field(default_factory=list)
     delivered_at_kills: list[int] = field(default_factory=list)  # with a delivered event, at each kill
-    committed_at_kills: list[int] = field(default_factory=list)  # notifications offsets the group committed
-    redelivered: int = 0  # delivered (event written) before a kill, sent again after it
     no_output: list[str] = field(default_factory=list)  # leads without any output
     queued: int = 0  # leads whose output says their notification was queued
     no_record: list[str] = field(default_factory=list)  # queued, but no record on the notifications topic
     not_delivered: list[str] = field(default_factory=list)  # queued, record or not, no delivered event
     over_recorded: list[str] = field(default_factory=list)  # more requests recorded than the partner saw
-    duplicates: int = 0  # notifications the partner received more than once (replayed after a kill)
+    replayed_leads: int = 0  # leads with more than one output (taken again after a kill)
+    records_twice: int = 0  # leads with more than one notification record (queued again by the replay)
+    redelivered: int = 0  # delivered (event written) before a kill, sent again after it
+    duplicates: int = 0  # notifications the partner received more than once (same Idempotency-Key)
     unrecorded: int = 0  # requests the partner received that no attempts event records (in flight at a kill)
 
     def line(self) -> str:
         return (
-            f"kill: leads={self.leads} kills={self.kills} backlog_at_kills={self.backlog_at_kills} "
-            f"delivered_at_kills={self.delivered_at_kills} committed_at_kills={self.committed_at_kills} "
-            f"redelivered={self.redelivered} "
-            f"no_output={len(self.no_output)} queued={self.queued} no_record={len(self.no_record)} "
-            f"not_delivered={len(self.not_delivered)} lost={len({*self.no_record, *self.not_delivered})} "
-            f"duplicates={self.duplicates} unrecorded_requests={self.unrecorded} "
-            f"over_recorded={len(self.over_recorded)}"
+            f"kill: leads={self.leads} kills={self.kills} "
+            f"only_on_kafka_at_kills={self.only_on_kafka_at_kills} "
+            f"delivered_at_kills={self.delivered_at_kills} no_output={len(self.no_output)} "
+            f"queued={self.queued} no_record={len(self.no_record)} not_delivered={len(self.not_delivered)} "
+            f"lost={len({*self.no_record, *self.not_delivered})} replayed_leads={self.replayed_leads} "
+            f"records_twice={self.records_twice} redelivered={self.redelivered} duplicates={self.duplicates} "
+            f"unrecorded_requests={self.unrecorded} over_recorded={len(self.over_recorded)}"
         )
 
 
@@ -269,28 +273,21 @@ async def scenario_kill(bootstrap: str, workdir: Path, sizes: Sizes) -> Kill:
         run = NotifyRun(bootstrap, workdir, url, notify=(CRM,), concurrency=sizes.kill_concurrency)
         await run.start()
         result = Kill(leads=sizes.kill_leads, kills=sizes.kills)
+        snapshots: list[tuple[set[str], Counter[str]]] = []  # at each kill: delivered, requests received
         try:
             async with tapping(run) as ledger:
+                warm = await warm_up(run, ledger, sizes.deadline)
                 batch = leads(run.prefix, sizes.kill_leads)
-                ids = [i for i, _ in batch]
-                publishing = asyncio.create_task(run.publish(batch, rate=sizes.rate))
-
-                def backlog() -> int:
-                    return sum(ledger.final(i, CRM) != "delivered" for i in ledger.outputs)
-
-                snapshots: list[tuple[set[str], Counter[str]]] = []  # at each kill: delivered, requests
+                ids = [warm, *(i for i, _ in batch)]
+                publishing = asyncio.create_task(run.publish(batch, rate=sizes.kill_rate))
                 for kill in range(1, sizes.kills + 1):
-                    # Mid-run, with notifications queued on Kafka and waiting for the webhook.
                     share = sizes.kill_leads * kill // (sizes.kills + 1)
-                    ready = lambda share=share: len(ledger.outputs) >= share and backlog() > 0  # noqa: E731
-                    await until(run, ledger, ready, sizes.deadline, f"{share} outputs before kill {kill}")
-                    result.backlog_at_kills.append(backlog())
+                    waiting = await kill_point(run, ledger, share, sizes.deadline)
+                    result.only_on_kafka_at_kills.append(waiting)
                     delivered = {i for i in ledger.outputs if ledger.had(i, CRM, "delivered")}
                     result.delivered_at_kills.append(len(delivered))
-                    result.committed_at_kills.append(await committed(run))
-                    before = partner.received()
+                    snapshots.append((delivered, partner.received()))
                     run.kill_and_restart()
-                    snapshots.append((delivered, before))
                 await publishing
                 await until(run, ledger, lambda: all(i in ledger.outputs for i in ids), sizes.deadline,
                             "every lead's output after the restart")  # fmt: skip
@@ -301,26 +298,40 @@ async def scenario_kill(bootstrap: str, workdir: Path, sizes: Sizes) -> Kill:
                 )
         finally:
             await run.stop()
+    seen = partner.received()
     result.no_output = [i for i in ids if i not in ledger.outputs]
     result.queued = len(queued)
     result.no_record = [i for i in queued if not ledger.records[(i, CRM)]]
     result.not_delivered = [i for i in queued if not ledger.had(i, CRM, "delivered")]
-    seen = partner.received()
     result.over_recorded = [i for i in ids if ledger.requests_recorded(i, CRM) > seen[key(i, CRM)]]
-    result.redelivered = sum(
-        seen[key(i, CRM)] > before[key(i, CRM)] for delivered, before in snapshots for i in delivered
-    )
+    result.replayed_leads = sum(len(ledger.outputs[i]) > 1 for i in ids)
+    result.records_twice = sum(ledger.records[(i, CRM)] > 1 for i in ids)
+    result.redelivered = sum(seen[key(i, CRM)] > then[key(i, CRM)] for done, then in snapshots for i in done)
     result.duplicates = sum(seen[key(i, CRM)] > 1 for i in ids)
     result.unrecorded = sum(max(0, seen[key(i, CRM)] - ledger.requests_recorded(i, CRM)) for i in ids)
     return result
 
 
-async def committed(run: NotifyRun) -> int:
-    """The offsets the worker's group has committed on the notifications topic (all partitions)."""
-    offsets = await committed_offsets(run.bootstrap, run.prefix)
-    return sum(
-        max(0, offset) for (topic, _), offset in offsets.items() if topic == run.topics["notifications"]
-    )
+async def kill_point(run: NotifyRun, ledger: Ledger, share: int, timeout: float) -> int:
+    """Until the group has committed ``share`` input offsets and some of those leads'
+    notifications still wait for the webhook (so they are on the notifications topic only:
+    the leads will not run again); how many wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run.check_alive()
+        done = {p: o for (t, p), o in (await committed_offsets(run.bootstrap, run.prefix)).items()
+                if t == run.topics["input"]}  # fmt: skip
+        if sum(max(0, o) for o in done.values()) >= share:
+            waiting = sum(
+                events[0]["input"]["offset"] < done.get(events[0]["input"]["partition"], -1)
+                and not ledger.had(lead_id, CRM, "delivered")
+                for lead_id, events in list(ledger.outputs.items())
+            )
+            if waiting:
+                return waiting
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run.prefix}: no kill point with {share} leads committed\n{run.log_tail()}")
+        await asyncio.sleep(0.1)  # polling the group's commit, bounded by the deadline
 
 
 def queued_in(event: dict[str, object]) -> bool:

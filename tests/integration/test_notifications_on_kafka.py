@@ -72,14 +72,15 @@ async def test_important_notifications_are_retried_until_the_partner_is_back(
 
 @pytest.mark.timeout(240)
 async def test_kill_9_of_the_worker_loses_no_notification(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """1,000 leads at 400/s; the webhook answers after 0.5 s at concurrency 50 (100/s), so
-    notifications queue up behind the leads; kill -9 with half the leads out and some
-    notifications waiting, restart. Counted by lead id."""
+    """1,000 leads at 200/s; the webhook answers after 0.5 s at concurrency 50 (100/s), so
+    notifications queue up behind the leads. kill -9 once the group has committed half the
+    leads while some of their notifications still wait (those leads will not run again: their
+    notifications are on the notifications topic only), then restart. Counted by lead id."""
     killed = await scenario_kill(kafka_bootstrap, tmp_path, SIZES)
     print(killed.line())
-    assert killed.backlog_at_kills and min(killed.backlog_at_kills) > 0, killed.line()
+    assert killed.only_on_kafka_at_kills and min(killed.only_on_kafka_at_kills) > 0, killed.line()
     assert not killed.no_output, f"leads without an output: {killed.no_output[:5]}"
-    assert killed.queued == killed.leads, killed.line()
+    assert killed.queued == killed.leads + 1, killed.line()  # and the warm-up lead
     assert not killed.no_record, f"queued, no record on the notifications topic: {killed.no_record[:5]}"
     assert not killed.not_delivered, f"queued, never delivered: {killed.not_delivered[:5]}; {killed.line()}"
     assert not killed.over_recorded, f"more requests recorded than sent: {killed.over_recorded[:5]}"
