@@ -12,6 +12,7 @@ import orjson
 import pytest
 from notify_helpers import (
     FLOW,
+    HEAD,
     HOOK_TOKEN,
     LEAD,
     NOTIFICATION_SCHEMA,
@@ -25,8 +26,9 @@ from notify_helpers import (
     webhook,
 )
 from pytest_aiohttp import AiohttpServer
-from resilience_helpers import Answer, Partner, answer, closed_port_url, partner
+from resilience_helpers import Answer, Partner, answer, closed_port_url, partner, stalled_partner
 
+from streams.circuit import State
 from streams.delayed import RetryState
 from streams.events import Source
 from streams.pipeline import Destination, Output
@@ -154,6 +156,50 @@ async def test_a_refused_connection_is_transient_for_an_important_notification()
     assert [o.topic for o in output.alongside] == [f"{QUEUE}.retry.1s"]
 
 
+async def test_a_retry_after_longer_than_the_tier_is_honoured(aiohttp_server: AiohttpServer) -> None:
+    """429 with Retry-After: 30 (too long to wait inline): the 1s tier, not due before 30 s."""
+    started = time.time()
+    _, crm, _, output = await deliver_once(aiohttp_server, answer(429, Retry_After="30"))
+    event = attempts_of(output)
+    assert (event["result"], event["http_status"], event["requests"], crm.requests) == ("retrying", 429, 1, 1)
+    [again] = output.alongside
+    assert again.topic == f"{QUEUE}.retry.1s"
+    assert RetryState.from_headers(again.headers, RECORD_AT).due >= started + 30
+
+
+async def test_a_timeout_is_transient_for_an_important_notification(aiohttp_server: AiohttpServer) -> None:
+    url, received = await stalled_partner(aiohttp_server)
+    head = HEAD.replace("    base_url: CRM_URL\n", "    base_url: CRM_URL\n    timeout: 50ms\n")
+    async with engine(notify_flow(WEBHOOK, crm=url, head=head)) as e:
+        output = await e.delivery.deliver(await queued_record(e), RECORD_AT)
+    event = attempts_of(output)
+    assert (event["result"], event["http_status"], event["requests"]) == ("retrying", None, len(received))
+    assert len(received) == 2 and "timeout" in event["reason"]  # timeout_attempts: 2
+    assert [o.topic for o in output.alongside] == [f"{QUEUE}.retry.1s"]
+
+
+CIRCUIT = "    circuit: {min_calls: 2, failure_rate: 0.5, open_for: 60s}\n"
+
+
+@pytest.mark.parametrize(("notify", "result"), [("{important: true}", "retrying"), ("true", "failed")])
+async def test_an_open_circuit_sends_nothing(aiohttp_server: AiohttpServer, notify: str, result: str) -> None:
+    """The integration's circuit (the lead runner's own) opens on the notifications' 503s."""
+    crm = await partner(aiohttp_server, DOWN)
+    head = HEAD.replace("    base_url: CRM_URL\n", "    base_url: CRM_URL\n" + CIRCUIT)
+    async with engine(notify_flow(WEBHOOK, crm=crm.url, notify=notify, head=head)) as e:
+        raw = await queued_record(e)
+        for _ in range(2):
+            await e.delivery.deliver(raw, RECORD_AT)
+        output = await e.delivery.deliver(raw, RECORD_AT)
+        # The lead runner's own breaker (what a lead's step of crm goes through) is the one open.
+        circuit = e.runner.protections.for_integration(e.flow.integrations["crm"]).circuit
+    event = attempts_of(output)
+    assert (event["result"], event["requests"], event["http_status"], crm.requests) == (result, 0, None, 2)
+    assert "circuit open" in event["reason"]
+    assert [o.topic for o in output.alongside] == ([f"{QUEUE}.retry.1s"] if result == "retrying" else [])
+    assert circuit is not None and circuit.state is State.OPEN
+
+
 async def test_a_retry_that_succeeds_inline_counts_every_request(aiohttp_server: AiohttpServer) -> None:
     _, crm, _, output = await deliver_once(aiohttp_server, answer(500), answer(502), TAKEN)
     event = attempts_of(output)
@@ -220,8 +266,12 @@ async def test_a_condition_false_at_delivery_is_skipped(aiohttp_server: AiohttpS
             "step 'nope' is not a notify step of flow 'notify-flow'",
         ),
         (b'{"step": "score", "lead_id": "L", "context": {}}', "step 'score' is not a notify step"),
+        (
+            b'{"step": "crm_webhook", "lead_id": "L", "context": {"now": "noon"}}',
+            "internal error: ValueError(",
+        ),
     ],
-    ids=["not json", "no value", "missing keys", "unknown step", "not a notify step"],
+    ids=["not json", "no value", "missing keys", "unknown step", "not a notify step", "a bug"],
 )
 async def test_what_cannot_be_delivered_fails_with_why_and_never_raises(
     aiohttp_server: AiohttpServer, raw: bytes | None, reason: str
@@ -237,7 +287,7 @@ async def test_what_cannot_be_delivered_fails_with_why_and_never_raises(
         0,
         None,
     )
-    assert reason in event["reason"] and event["notification"] == RECORD_AT.as_event()
+    assert event["reason"].startswith(reason) and event["notification"] == RECORD_AT.as_event()
     assert output.alongside == () and crm.requests == 0
 
 
