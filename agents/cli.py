@@ -8,8 +8,10 @@ import click
 
 from agents.cli_errors import OneLineErrors
 from agents.cli_flow import check, test_flow, try_flow
+from agents.cli_replay import replay
 from agents.cli_tail import tail
 from agents.cli_topics import publish
+from agents.cli_trace import trace
 from agents.cli_worker import worker
 
 __all__ = ["main", "worker"]
@@ -24,7 +26,7 @@ def main() -> None:
     check_agents_package()
 
 
-for command in (check, try_flow, test_flow, worker, publish, tail):
+for command in (check, try_flow, test_flow, worker, publish, tail, replay, trace):
     main.add_command(command)
 
 
