@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,7 +27,7 @@ from agents.cli_kafka import kafka_options
 from agents.cli_reading import TimeParam, filter_options, flow_topics, run_read
 from agents.kafka_connection import KafkaConnection
 from agents.record_view import REPLAYED_AT, REPLAYED_FROM, Filters, View, human, input_of, view
-from agents.topic_reader import Start, TopicReader, TopicRecord
+from agents.topic_reader import Start, TopicReader, TopicRecord, read_at
 
 
 @dataclass
@@ -119,7 +118,7 @@ async def _plan(
         done = await _replayed(kafka, target, min(record.timestamp_ms for record, _ in chosen))
         plan.already = sum(record.coordinates in done for record, _ in chosen)
         chosen = [(record, seen) for record, seen in chosen if record.coordinates not in done]
-    originals = await _originals(kafka, [where for _, seen in chosen if (where := input_of(seen))])
+    originals = await read_at(kafka, [where for _, seen in chosen if (where := input_of(seen))])
     for record, seen in chosen:
         original = originals.get(input_of(seen) or "")
         if original is not None:
@@ -144,35 +143,6 @@ async def _replayed(kafka: KafkaConnection, target: str, since_ms: int) -> set[s
             named = record.header(REPLAYED_FROM)
             if named is not None:
                 found.add(named.decode("utf-8", errors="replace"))
-    return found
-
-
-async def _originals(kafka: KafkaConnection, wanted: list[str]) -> dict[str, TopicRecord]:
-    """The input messages at ``wanted`` coordinates that the topics still hold. Each
-    partition is read once, from the lowest offset wanted to the highest."""
-    by_partition: dict[tuple[str, int], set[int]] = defaultdict(set)
-    for where in wanted:
-        topic, partition, offset = where.rsplit("/", 2)
-        by_partition[(topic, int(partition))].add(int(offset))
-    if not by_partition:
-        return {}
-    from agents.kafka_io import partition_counts
-
-    counts = await partition_counts(kafka, sorted({topic for topic, _ in by_partition}))
-    found: dict[str, TopicRecord] = {}
-    topics = [topic for topic in dict.fromkeys(t for t, _ in by_partition) if topic in counts]
-    if not topics:
-        return found
-    async with TopicReader(kafka, topics) as reader:
-        starts, stops = {}, {}
-        for tp in reader.partitions:
-            offsets = [o for o in by_partition.get((tp.topic, tp.partition), ()) if o >= reader.begin[tp]]
-            offsets = [o for o in offsets if o < reader.end[tp]]
-            if offsets:
-                starts[tp], stops[tp] = min(offsets), max(offsets) + 1
-        async for record in reader.read(starts, stops):
-            if record.offset in by_partition[(record.topic, record.partition)]:
-                found[record.coordinates] = record
     return found
 
 

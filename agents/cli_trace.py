@@ -27,7 +27,7 @@ from agents.cli_kafka import kafka_options
 from agents.cli_reading import flow_topics, run_read
 from agents.kafka_connection import KafkaConnection
 from agents.record_view import REPLAYED_FROM, View, as_record, human, input_of, origin, text, view
-from agents.topic_reader import Start, TopicReader, TopicRecord, iso
+from agents.topic_reader import Start, TopicReader, TopicRecord, iso, read_at
 from streams.flow import Topics
 
 
@@ -114,16 +114,27 @@ async def _trace(kafka: KafkaConnection, topics: Topics, lead_id: str, start: St
         elif where in found.replays:
             found.maybe.append((record, seen, where))
     _follow_replays(found)
+    # The input messages of the lead's events that were not found by key or id (a lead
+    # without an id, or written before --since), read where the events say they are.
+    named = {
+        where
+        for record, role in found.found.values()
+        if role in ("output", "deferred")
+        and (where := origin(record) if role == "deferred" else input_of(view(record)))
+    }
+    for where, record in (await read_at(kafka, named - found.found.keys())).items():
+        found.inputs.add(where)
+        found.keep(record, "input")
 
     if notify:
         async for record in _read(kafka, notify, start, found):
             seen = view(record)
             if seen.ids & found.ids or (seen.kind == "notification" and input_of(seen) in found.inputs):
                 found.keep(record, seen.kind if seen.kind in ("attempts", "notification") else "notify")
-    for where in found.inputs:
-        if where in found.replays and where in found.found:
-            named = text(found.replays[where].header(REPLAYED_FROM))
-            found.found[where] = (found.found[where][0], f"input (replay of {named})")
+    for where, (record, role) in found.found.items():
+        replayed = record.header(REPLAYED_FROM)
+        if role == "input" and replayed is not None:
+            found.found[where] = (record, f"input (replay of {text(replayed)})")
     return found
 
 

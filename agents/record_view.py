@@ -135,7 +135,7 @@ def human(record: TopicRecord, seen: View | None = None, headers: bool = False, 
     seen = seen or view(record)
     parts = [iso(record.timestamp_ms), f"{record.topic}[{record.partition}]@{record.offset}"]
     parts.append(f"key={text(record.key) if record.key is not None else '-'}")
-    if role:
+    if role and role != seen.outcome:  # (a deferred lead's role is its outcome: said once)
         parts.append(role)
     if seen.outcome is not None:
         parts.append(seen.outcome)

@@ -11,6 +11,7 @@ holds enough (see :meth:`TopicReader.last`).
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -235,6 +236,34 @@ class TopicReader:
             by_topic.setdefault(tp.topic, []).extend(records)
         chosen = [record for records in by_topic.values() for record in sorted(records, key=_when)[-count:]]
         return sorted(chosen, key=_when)
+
+
+async def read_at(kafka: KafkaConnection | str, wanted: Iterable[str]) -> dict[str, TopicRecord]:
+    """The messages at ``wanted`` coordinates (``topic/partition/offset``) that their topics
+    still hold, by coordinates. Each partition is read once, from the lowest offset wanted
+    to the highest (sparse offsets far apart cost the messages between them)."""
+    by_partition: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for where in wanted:
+        topic, partition, offset = where.rsplit("/", 2)
+        by_partition[(topic, int(partition))].add(int(offset))
+    if not by_partition:
+        return {}
+    counts = await partition_counts(kafka, sorted({topic for topic, _ in by_partition}))
+    found: dict[str, TopicRecord] = {}
+    topics = [topic for topic in dict.fromkeys(t for t, _ in by_partition) if topic in counts]
+    if not topics:
+        return found
+    async with TopicReader(kafka, topics) as reader:
+        starts, stops = {}, {}
+        for tp in reader.partitions:
+            offsets = [o for o in by_partition.get((tp.topic, tp.partition), ()) if o >= reader.begin[tp]]
+            offsets = [o for o in offsets if o < reader.end[tp]]
+            if offsets:
+                starts[tp], stops[tp] = min(offsets), max(offsets) + 1
+        async for record in reader.read(starts, stops):
+            if record.offset in by_partition[(record.topic, record.partition)]:
+                found[record.coordinates] = record
+    return found
 
 
 def _when(record: TopicRecord) -> tuple[int, str, int, int]:
