@@ -177,6 +177,8 @@ class TopicReader:
         idle = [tp for tp in self.partitions if tp not in pending]
         if idle:
             consumer.pause(*idle)  # no fetches for partitions with nothing to read
+        if pending:
+            consumer.resume(*pending)  # (paused by an earlier read that finished them)
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=500)
             for tp, messages in fetched.items():
