@@ -1,0 +1,122 @@
+"""The ``status`` command: a flow's consumer group, its lag and its last outputs, read
+from Kafka (the local broker has none of Kafka's tools: this is the way to see lag)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from agents.cli_common import load_or_exit
+from agents.cli_kafka import kafka_call, kafka_options
+from agents.group_status import GroupStatus
+from agents.kafka_connection import KafkaConnection
+from streams.flow import Flow, MissingTopics, require_topics
+
+HELP = """Show FLOW's consumer group: its members, lag and last outputs.
+
+\b
+FLOW is the worker's flow file (loaded as the worker loads it: its ${VARIABLES} set).
+Members: each worker in the group (its --instance-id, else its web host:port), the
+  client's host and the input partitions it owns. No members: no worker runs (exit 0).
+Partitions the group reads (input, retry tiers, notifications queue):
+  committed  the next offset the group will process (its last commit; "-": none yet)
+  end        the offset the next published record will get (the high watermark)
+  lag        end - committed: records published and not yet processed (with nothing
+             committed, end - the partition's first offset: the worker starts there)
+  owner      the member that owns the partition now ("-": none, no worker runs)
+Last outputs (enriched and errors topics, per partition): the offset, time (the
+  record's timestamp, UTC) and age of the last record, its lead's id, outcome and reason.
+--json prints the same as one JSON object (lag and offsets as numbers, times in ms)."""
+
+
+def _prepare_status(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The flow loaded and its topics known before any contact with Kafka."""
+    loaded = load_or_exit(arguments["flow"])
+    try:
+        require_topics(loaded)
+    except MissingTopics as exc:
+        raise click.BadParameter(str(exc), param_hint="'FLOW'") from None
+    return {"loaded": loaded}
+
+
+@click.command(help=HELP)
+@click.argument("flow", type=click.Path(dir_okay=False))
+@kafka_options(broker_wait=10.0, prepare=_prepare_status)
+@click.option("--group-id", default=None, help="The workers' consumer group (default leadstreams-FLOWNAME, "
+              "as the worker's --group-id).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
+def status(flow: str, loaded: Flow, kafka: KafkaConnection, group_id: str | None, as_json: bool) -> None:
+    from agents.group_status import group_status
+
+    group = group_id or f"leadstreams-{loaded.name}"  # as agents.faust_settings.app_id
+    read, written = flow_topics(loaded)
+    found = kafka_call(group_status(kafka, group, read, written), f"to describe group {group}")
+    if as_json:
+        click.echo(orjson.dumps({"flow": loaded.name, **found.as_json()}, option=orjson.OPT_INDENT_2))
+    else:
+        # Piped (grep, less), rich would cut the tables at 80 columns: then lines are as long as they need.
+        console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 500)
+        show(found, console, time.time())
+
+
+def flow_topics(loaded: Flow) -> tuple[list[str], list[str]]:
+    """The topics the flow's group reads (input, retry tiers, notifications queue and its
+    tiers) and its outputs (enriched, errors), as the worker makes them."""
+    from agents.cli_worker import READ, _topics_of
+
+    topics = require_topics(loaded)
+    read = [name for name, role in _topics_of(loaded).items() if role == READ]
+    return read, [topics.enriched, topics.errors]
+
+
+def show(found: GroupStatus, console: Console, now: float) -> None:
+    """The status as a few lines and two tables."""
+    members = f"{len(found.members)} member(s)" if found.members else "no members: no worker runs"
+    console.print(f"group {found.group}: {found.state}, {members}, lag {found.lag}")
+    for member in found.members:
+        flows = {t: ps for t, ps in member.partitions.items() if "-__assignor-__" not in t}  # not Faust's own
+        owned = "; ".join(f"{t} {','.join(map(str, ps))}" for t, ps in flows.items())
+        console.print(f"  {member.name} ({member.client_id} on {member.host}): {owned or 'no partitions'}")
+    for name in found.missing_topics:
+        console.print(f"topic {name} does not exist (no worker has created it yet)")
+    table = Table("topic", "partition", "committed", "end", "lag", "owner", box=None, pad_edge=False)
+    for p in found.positions:
+        committed = "-" if p.committed is None else str(p.committed)
+        table.add_row(p.topic, str(p.partition), committed, str(p.end), str(p.lag), p.member or "-")
+    if found.positions:
+        console.print(table)
+    outputs = Table("last output", "partition", "offset", "time", "age", "id", "outcome", "reason",
+                    box=None, pad_edge=False)  # fmt: skip
+    for o in found.outputs:
+        if o.offset is None:
+            outputs.add_row(o.topic, str(o.partition), "-", "empty" if o.end == 0 else "not read")
+            continue
+        when = datetime.fromtimestamp((o.timestamp_ms or 0) / 1000, UTC)
+        at, age = when.strftime("%Y-%m-%dT%H:%M:%SZ"), _age(now - when.timestamp())
+        outputs.add_row(
+            o.topic, str(o.partition), str(o.offset), at, age, o.id or "-", o.outcome or "-", _short(o.reason)
+        )
+    if found.outputs:
+        console.print(outputs)
+
+
+def _short(reason: str | None, width: int = 60) -> str:
+    """The reason's start (the whole one is in --json)."""
+    if not reason:
+        return ""
+    return reason if len(reason) <= width else reason[: width - 1] + "…"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
