@@ -28,6 +28,7 @@ from agents.cli_reading import TimeParam, filter_options, flow_topics, run_read
 from agents.kafka_connection import KafkaConnection
 from agents.record_view import REPLAYED_AT, REPLAYED_FROM, Filters, View, human, input_of, view
 from agents.topic_reader import Start, TopicReader, TopicRecord, read_at
+from streams.flow import Topics
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Plan:
 
 @click.command()
 @click.argument("flow", type=click.Path(exists=True, dir_okay=False))
-@kafka_options(broker_wait=10.0)
+@kafka_options(broker_wait=10.0, prepare=lambda given: {"topics": flow_topics(given["flow"])})
 @click.option("--from-topic", type=TopicName(), help="Replay the events of this topic (default: the flow's "
               "errors topic; e.g. its enriched topic to run leads again after a rule change).")  # fmt: skip
 @filter_options(reason=True)
@@ -61,6 +62,7 @@ class Plan:
 )
 def replay(
     flow: str,
+    topics: Topics,
     kafka: KafkaConnection,
     from_topic: str | None,
     outcomes: tuple[str, ...],
@@ -74,7 +76,6 @@ def replay(
     include_bad: bool,
 ) -> None:
     """Send the leads of FLOW's error events (or --from-topic's) back to FLOW's input topic."""
-    topics = flow_topics(flow)
     source = from_topic or topics.errors
     filters = Filters(frozenset(outcomes), frozenset(ids), frozenset(steps), reason, since, until)
     plan = run_read(_plan(kafka, source, topics.input, filters, again, include_bad), f"to read {source}")

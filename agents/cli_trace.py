@@ -51,15 +51,14 @@ class Trace:
 @click.command()
 @click.argument("lead_id", metavar="ID")
 @click.argument("flow", type=click.Path(exists=True, dir_okay=False))
-@kafka_options(broker_wait=10.0)
+@kafka_options(broker_wait=10.0, prepare=lambda given: {"topics": flow_topics(given["flow"])})
 @click.option("--since", default="24h", show_default=True, metavar="TIME|beginning",
               help="Read the messages written since then (ISO time, or ago: 2h, 7d; beginning: all "
               "the topics hold). Every message since then is read once: the cost grows with it.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message (with its role).")
-def trace(lead_id: str, flow: str, kafka: KafkaConnection, since: str, as_json: bool) -> None:
+def trace(lead_id: str, flow: str, topics: Topics, kafka: KafkaConnection, since: str, as_json: bool) -> None:
     """Where lead ID went in FLOW: its input message(s), every output event with its outcome
     and reason, deferrals, replays and notifications, in time order."""
-    topics = flow_topics(flow)
     try:
         start = Start.parse(since)
     except ValueError as exc:
