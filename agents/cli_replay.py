@@ -91,10 +91,10 @@ def replay(
     )
     extra = []
     if plan.from_event:
-        extra.append(f"{plan.from_event} sent as the event's lead: their input is no longer on the topic")
+        extra.append(f"{plan.from_event} from the event's lead: their input is no longer on the topic")
     if plan.unavailable:
-        extra.append(f"{plan.unavailable} not sent: their input is gone and the event holds only its start")
-    err.print(line + ("; " + "; ".join(extra) if extra else ""), highlight=False)
+        extra.append(f"{plan.unavailable} left out: their input is gone and the event holds only its start")
+    click.echo(line + ("; " + "; ".join(extra) if extra else ""), err=True)  # one line, unwrapped
 
 
 async def _plan(

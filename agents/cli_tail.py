@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from agents.cli_common import err
 from agents.cli_errors import TopicName
 from agents.cli_kafka import kafka_options
 from agents.cli_reading import filter_options, run_read
@@ -77,7 +76,7 @@ def tail(
         f"to read {', '.join(topics)}",
         interrupt_ok=follow,
     )
-    err.print(f"{shown} message(s)", highlight=False)
+    click.echo(f"{shown} message(s)", err=True)  # (rich would wrap it at 80 columns in a pipe)
 
 
 def _printer(form: str, headers: bool) -> Any:

@@ -22,7 +22,6 @@ from typing import Any
 import click
 import orjson
 
-from agents.cli_common import err
 from agents.cli_kafka import kafka_options
 from agents.cli_reading import flow_topics, run_read
 from agents.kafka_connection import KafkaConnection
@@ -73,10 +72,10 @@ def trace(lead_id: str, flow: str, topics: Topics, kafka: KafkaConnection, since
         else:
             click.echo(human(record, role=role))
     window = "since " + (iso(start.value) if start.kind == "time" else "the beginning")
-    err.print(
+    click.echo(
         f"{len(found.found)} message(s) about {lead_id} {window} "
         f"({found.read} read in {time.monotonic() - began:.1f}s)",
-        highlight=False,
+        err=True,
     )
     if not found.found:
         raise SystemExit(1)
