@@ -10,13 +10,12 @@ The delivery renders the request again from the same values: the same body and t
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from streams.events import Source, timestamp
-from streams.step.notify import QueuedNotification
+from streams.step.notify import QueuedNotification, context_of
 
 RESULTS = "results"  # attempts events: NAME.results
 RETRY = "retry"  # important ones' delayed-retry tiers: NAME.retry.<delay>
@@ -69,16 +68,7 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
 
 def render_context(record: dict[str, Any], settings: dict[str, Any], flow: str) -> dict[str, Any]:
     """The template context the step saw when the lead ran, with today's settings."""
-    saved = record["context"]
-    now = saved.get("now")
-    return {
-        "lead": saved.get("lead") or {},
-        "vars": saved.get("vars") or {},
-        "steps": saved.get("steps") or {},
-        "settings": settings,
-        "flow": {"name": flow},
-        "now": datetime.fromisoformat(now) if isinstance(now, str) else datetime.now().astimezone(),
-    }
+    return context_of(record["context"], settings, flow)
 
 
 def attempts_event(

@@ -11,6 +11,7 @@ from streams.activity import ActivityLog
 from streams.cache import InMemoryCache, ResponseCache
 from streams.events import MAX_OUTPUT_BYTES
 from streams.flow import Flow, Step
+from streams.masking import Masker
 from streams.metrics import Metrics
 from streams.outcomes import FlowResult, Outcome, StepResult, flow_outcome
 from streams.protections import Protections
@@ -60,6 +61,7 @@ class FlowRunner:
         base_context = {"settings": flow.settings, "flow": {"name": flow.name}}
         self.batcher = Batcher(self.services, base_context, windowed=batch_windows)
         self.queue_notifications = queue_notifications
+        self.masker = Masker(flow.secrets)  # no secret goes into a queued notification
         self.max_notification_bytes = max_notification_bytes
 
     async def run(
@@ -130,7 +132,8 @@ class FlowRunner:
         # The step's own context: its ``response``/``http`` must not mix with a parallel step's.
         own = dict(context)
         if step.notify is not None and self.queue_notifications:
-            result, notification = queue_notification(step, own, lead_id, self.max_notification_bytes)
+            limit, mask = self.max_notification_bytes, self.masker.json_bytes
+            result, notification = queue_notification(step, own, lead_id, limit, mask)
             if notification is not None:
                 queued.append(notification)
             self._count(step, result)

@@ -4,13 +4,15 @@ the lead's outcome nor stops the steps after it. Partners are real local aiohttp
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from helpers import Received, recording_app, serve
-from notify_helpers import LEAD, RESCORE, SCORE, WEBHOOK, engine, notify_flow, webhook
+from notify_helpers import HOOK_TOKEN, LEAD, RECORD_AT, RESCORE, SCORE, WEBHOOK, engine, notify_flow, webhook
 from pytest_aiohttp import AiohttpServer
 from resilience_helpers import Answer, answer, partner
 
@@ -175,3 +177,84 @@ async def test_run_lead_sends_a_notify_step_inline(aiohttp_server: AiohttpServer
     result = await run_lead(notify_flow(WEBHOOK, crm=crm.url), dict(LEAD))
     assert outcomes(result) == [("crm_webhook", "error", SENT)]
     assert result.outcome is Outcome.SUCCESS and result.notifications == [] and crm.requests == 1
+
+
+# --- what the record holds renders as the lead's run did --------------------------------------
+
+ECHO = """\
+  - name: check
+    integration: api
+    request: {url: /check, query: {token: "{{ settings.hook_token }}"}}
+    map: {echoed: "{{ response.echo }}"}
+    store: {token: "{{ settings.hook_token }}"}
+"""
+STAMP = """\
+  - name: stamp
+    integration: api
+    request: {url: /stamp}
+    store: {sold_at: "{{ now }}"}
+"""
+DATED_HOOK = """\
+  - name: crm_webhook
+    integration: crm
+    notify: true
+    request:
+      method: POST
+      url: /hook
+      json: {year: "{{ vars.sold_at.year }}", day: "{{ vars.sold_at.strftime('%Y-%m-%d') }}"}
+"""
+
+
+async def partner_of(handler: Any) -> tuple[TestServer, str]:
+    server = TestServer(web.Application())
+    server.app.router.add_route("*", "/{tail:.*}", handler)
+    await server.start_server()
+    return server, str(server.make_url("")).rstrip("/")
+
+
+async def test_a_setting_echoed_into_the_lead_vars_or_a_reason_is_masked_in_the_record() -> None:
+    async def echo(request: web.Request) -> web.Response:
+        token = request.query.get("token", "")
+        return web.json_response({"echo": token, "reason": f"token {token} is revoked"})
+
+    server, url = await partner_of(echo)
+    try:
+        async with engine(notify_flow(ECHO, WEBHOOK, api=url)) as e:
+            output = await e.process()
+    finally:
+        await server.close()
+    [record] = output.alongside
+    context = orjson.loads(record.value)["context"]
+    assert HOOK_TOKEN.encode() not in record.value
+    assert (context["lead"]["echoed"], context["vars"]["token"]) == ("***", "***")
+
+
+async def test_a_stored_date_renders_the_same_at_delivery_as_inline() -> None:
+    bodies: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/hook":
+            bodies.append(await request.read())
+        return web.json_response({"ok": True})
+
+    server, url = await partner_of(answer)
+    try:
+        flow = notify_flow(STAMP, DATED_HOOK, api=url, crm=url)
+        async with engine(flow, queue=False) as e:
+            assert (await e.run()).steps[1].outcome is Outcome.SUCCESS
+        async with engine(flow) as e:
+            output = await e.process()
+            event = orjson.loads((await e.delivery.deliver(output.alongside[0].value, RECORD_AT)).value)
+    finally:
+        await server.close()
+    assert event["result"] == "delivered", event
+    assert len(bodies) == 2 and bodies[0] == bodies[1]
+    assert orjson.loads(bodies[0])["year"] == datetime.now(UTC).year
+
+
+async def test_a_lead_id_that_makes_the_record_too_large_is_refused_on_the_lead() -> None:
+    async with engine(notify_flow(WEBHOOK), max_notification_bytes=20_000) as e:
+        lead = {**LEAD, "id": "i" * 8000}  # the id is in the record three times, and its key
+        result = await e.runner.run(lead, lead["id"])
+    assert result.notifications == []
+    assert (result.steps[0].outcome, result.steps[0].notification) == (Outcome.ERROR, NOT_QUEUED)

@@ -24,8 +24,10 @@ from notify_helpers import (
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
+from streams.events import Source
 from streams.flow import NotifySpec
 from streams.loader import parse_flow
+from streams.notifications import notification_record
 from streams.outcomes import Outcome
 from streams.problems import FlowFileError, Problem
 from streams.step.notify import NOT_QUEUED, QUEUED, SENT
@@ -113,7 +115,8 @@ async def test_a_notification_larger_than_allowed_is_refused_on_the_lead(pad: in
     assert bool(result.notifications) is queued
     if queued:
         assert (step.outcome, step.notification) == (Outcome.SUCCESS, QUEUED)
-        assert result.notifications[0].size <= 2000
+        record = notification_record("f", "L-7", result.notifications[0], Source("in", 0, 1), "u")
+        assert len(record) <= 2000
     else:
         assert (step.outcome, step.notification) == (Outcome.ERROR, NOT_QUEUED)
         assert (step.reason or "").startswith("notification of ")
