@@ -5,6 +5,7 @@ consumer requests only: the group itself is not joined, and no topic is created.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,10 @@ from urllib.parse import unquote
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import KafkaError, for_code
+from aiokafka.structs import OffsetAndMetadata
 
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import admin_client
@@ -21,6 +25,7 @@ from agents.topic_lookup import existing_partitions
 
 INSTANCE_URL = "http://leadstreams.invalid/instance/"  # agents.faust_settings.stable_url
 LAST_RECORD_WAIT_S = 5.0  # for the last record of each output partition (one fetch on a live broker)
+COORDINATOR_WAIT_S = 10.0  # a coordinator being elected or loading answers "not available"
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,7 @@ async def group_status(
     """The status of ``group`` over the topics it ``read``s and the ones its flow has ``written``."""
     async with admin_client(kafka) as admin:
         counts = await existing_partitions(admin, [*read, *written])
-        (described,) = (await admin.describe_consumer_groups([group]))[0].to_object()["groups"]
-        committed = await admin.list_consumer_group_offsets(group)
+        described, committed = await _describe(admin, group)
     status = GroupStatus(group, described["state"], described["protocol"])
     status.members = [_member(raw) for raw in described["members"]]
     status.missing_topics = [name for name in dict.fromkeys([*read, *written]) if name not in counts]
@@ -116,6 +120,25 @@ async def group_status(
         position = Position(tp.topic, tp.partition, offset, starts[tp], ends[tp], owners.get(tp))
         status.positions.append(position)
     return status
+
+
+async def _describe(
+    admin: AIOKafkaAdminClient, group: str
+) -> tuple[dict[str, Any], dict[TopicPartition, OffsetAndMetadata]]:
+    """The group's description and committed offsets, asked again while its coordinator
+    is not ready: a fresh cluster creates __consumer_offsets on the first group request,
+    and a coordinator loads its groups after a broker restart."""
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            (described,) = (await admin.describe_consumer_groups([group]))[0].to_object()["groups"]
+            if described["error_code"]:
+                raise for_code(described["error_code"])(f"describing group {group}")
+            return described, await admin.list_consumer_group_offsets(group)
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)  # polling the coordinator, bounded by the deadline
 
 
 async def _offsets(

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import io
 import zlib
+from pathlib import Path
 
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from rich.console import Console
 
-from agents.cli_status import show
+from agents.cli_status import flow_topics, show
 from agents.group_status import GroupStatus, LastOutput, Position, _member, faust_url
+from streams.loader import load_flow
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def described(partitions: list[tuple[str, list[int]]], user_data: bytes) -> dict[str, object]:
@@ -60,3 +64,19 @@ def test_the_human_form_without_members() -> None:
     assert lines[6].split()[:9] == ["leads.err", "0", "7", "2023-11-14T22:13:20Z", "2m", "ago", "l9", "error",
                                     "check:"]  # fmt: skip
     assert lines[6].endswith("x…") and len(lines[6][lines[6].index("check:") :]) == 60
+
+
+def test_the_topics_of_a_flow_with_tiers_and_notifications() -> None:
+    """The group reads the input, the retry tiers and the notifications queue (and its
+    tiers): the lag of each is shown; the outputs are enriched and errors."""
+    env = {name: "x" for name in ("VALIDATOR_KEY", "BUYER_TOKEN", "CRM_WEBHOOK_SECRET", "SLACK_HOOK_TOKEN")}
+    loaded = load_flow(ROOT / "examples" / "flows" / "notify-webhooks.yaml", env)
+    read, written = flow_topics(loaded)
+    tiers = ["1s", "2s", "4s", "8s", "10s"]
+    assert read == [
+        "leads.hooks.in",
+        *(f"leads.hooks.retry.{tier}" for tier in tiers),
+        "leads.hooks.notify",
+        *(f"leads.hooks.notify.retry.{tier}" for tier in tiers),
+    ]
+    assert written == ["leads.hooks.out", "leads.hooks.errors"]

@@ -6,9 +6,10 @@ never ran: no members, and the flow's topics are not created by asking."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,10 +39,14 @@ async def until(ask: Callable[[], Awaitable[T]], holds: Callable[[T], bool], tim
         await asyncio.sleep(0.2)
 
 
-async def run_status(flow: Path, bootstrap: str, env: dict[str, str], *args: str) -> tuple[int, str]:
-    """The command in a thread (it runs its own event loop), as `leadstreams status`."""
+async def run_status(
+    flow: Path, connect: str | Path, env: Mapping[str, str | None], *args: str
+) -> tuple[int, str]:
+    """The command in a thread (it runs its own event loop), as `leadstreams status`, on a
+    bootstrap address or a client properties file."""
     runner = CliRunner()
-    command = [str(flow), "--bootstrap", bootstrap, *args]
+    where = ["--kafka-config", str(connect)] if isinstance(connect, Path) else ["--bootstrap", connect]
+    command = [str(flow), *where, *args]
     result = await asyncio.to_thread(runner.invoke, status, command, env=env)
     return result.exit_code, result.output
 
@@ -132,3 +137,18 @@ async def test_a_group_that_never_ran_has_no_members_and_nothing_is_created(
     # (describe_topics made the broker create them in ~30 ms: the second status gave it far longer)
     async with admin_client(kafka_bootstrap) as admin:
         assert not set(names) & set(await admin.list_topics())
+
+
+async def test_status_over_sasl_ssl(tmp_path: Path) -> None:
+    """The worker's connection options (here SASL_SSL, SCRAM-SHA-512, mutual TLS): the
+    admin requests (group, offsets) and the consumer (ends, last records) use them."""
+    directory = os.environ.get("LEADSTREAMS_SECURED_CONFIG_DIR")
+    if not directory:
+        pytest.fail("LEADSTREAMS_SECURED_CONFIG_DIR is not set: run through `make test` (with-kafka.sh)")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(DEMO_FLOW.read_text().replace("leads.", f"sec-{uuid.uuid4().hex[:8]}."))
+    config = Path(directory) / "client-sasl-ssl.properties"
+    unset: dict[str, str | None] = {name: None for name in os.environ if name.startswith("LEADSTREAMS_")}
+    code, output = await run_status(flow, config, {**unset, "INTERNAL_API_KEY": "k" * 8}, "--json")
+    assert code == 0, output
+    assert orjson.loads(output)["state"] == "Dead"
