@@ -3,8 +3,10 @@ from Kafka (the local broker has none of Kafka's tools: this is the way to see l
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.cli_common import load_or_exit
+from agents.cli_errors import say
 from agents.cli_kafka import kafka_call, kafka_options
 from agents.group_status import GroupStatus
 from agents.kafka_connection import KafkaConnection
@@ -22,7 +25,8 @@ from streams.flow import Flow, MissingTopics, require_topics
 HELP = """Show FLOW's consumer group: its members, lag and last outputs.
 
 \b
-FLOW is the worker's flow file (loaded as the worker loads it: its ${VARIABLES} set).
+FLOW is the worker's flow file. Without its partners' ${VARIABLES} set, only the
+  names in its topics: need to be (its retry tiers and notifications are then left out).
 Members: each worker in the group (its --instance-id, else its web host:port), the
   client's host and the input partitions it owns. No members: no worker runs (exit 0).
 Partitions the group reads (input, retry tiers, notifications queue):
@@ -36,14 +40,55 @@ Last outputs (enriched and errors topics, per partition): the offset, time (the
 --json prints the same as one JSON object (lag and offsets as numbers, times in ms)."""
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What status asks Kafka about: the flow's name (its default group) and topics."""
+
+    name: str
+    read: list[str]  # input, retry tiers, notifications queue and its tiers
+    written: list[str]  # enriched, errors
+    left_out: str | None = None  # why some topics the group reads are not shown
+
+
 def _prepare_status(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The flow loaded and its topics known before any contact with Kafka."""
-    loaded = load_or_exit(arguments["flow"])
+    """The flow's topics known before any contact with Kafka. A flow whose only problem is
+    unset ${VARIABLES} (the partners' secrets an operator's shell does not have) is read
+    for its name and topics: only its retry tiers and notification topics need the rest."""
+    from streams.loader import load_flow
+    from streams.problems import FlowFileError
+
+    path = arguments["flow"]
+    try:
+        loaded = load_flow(path)
+    except FlowFileError as exc:
+        unset = [UNSET.fullmatch(problem.message) for problem in exc.problems]
+        if not all(unset):
+            load_or_exit(path)  # its problems, one line each, and exit 2
+        return {"watched": _topics_only(path, sorted({match[1] for match in unset if match}))}
     try:
         require_topics(loaded)
     except MissingTopics as exc:
         raise click.BadParameter(str(exc), param_hint="'FLOW'") from None
-    return {"loaded": loaded}
+    read, written = flow_topics(loaded)
+    return {"watched": Watched(loaded.name, read, written)}
+
+
+UNSET = re.compile(r"environment variable (\w+) is not set: export it")  # streams.envsubst.MissingVariable
+
+
+def _topics_only(path: str, unset: list[str]) -> Watched:
+    """The flow's name and topics: from its file, ${VARIABLES} in them substituted."""
+    from agents.cli_reading import flow_topics as topics_of_file
+    from streams.yaml_source import parse_yaml, read_source
+
+    topics = topics_of_file(path)  # (one line and exit 2 if they need an unset variable)
+    name = parse_yaml(read_source(path), path).data.get("name")
+    left_out = None
+    if topics.retry or topics.notifications:
+        left_out = (
+            f"retry tiers and notification topics left out: FLOW loads whole with {', '.join(unset)} set"
+        )
+    return Watched(str(name), [topics.input], [topics.enriched, topics.errors], left_out)
 
 
 @click.command(help=HELP)
@@ -52,14 +97,18 @@ def _prepare_status(arguments: dict[str, Any]) -> dict[str, Any]:
 @click.option("--group-id", default=None, help="The workers' consumer group (default leadstreams-FLOWNAME, "
               "as the worker's --group-id).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
-def status(flow: str, loaded: Flow, kafka: KafkaConnection, group_id: str | None, as_json: bool) -> None:
+def status(flow: str, watched: Watched, kafka: KafkaConnection, group_id: str | None, as_json: bool) -> None:
     from agents.group_status import group_status
 
-    group = group_id or f"leadstreams-{loaded.name}"  # as agents.faust_settings.app_id
-    read, written = flow_topics(loaded)
-    found = kafka_call(group_status(kafka, group, read, written), f"to describe group {group}")
+    group = group_id or f"leadstreams-{watched.name}"  # as agents.faust_settings.app_id
+    if watched.left_out:
+        say.plain(f"note: {watched.left_out}")
+    found = kafka_call(
+        group_status(kafka, group, watched.read, watched.written), f"to describe group {group}"
+    )
     if as_json:
-        click.echo(orjson.dumps({"flow": loaded.name, **found.as_json()}, option=orjson.OPT_INDENT_2))
+        shown = {"flow": watched.name, **found.as_json(), "left_out": watched.left_out}
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
     else:
         # Piped (grep, less), rich would cut the tables at 80 columns: then lines are as long as they need.
         console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 500)

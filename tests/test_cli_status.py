@@ -8,10 +8,11 @@ import io
 import zlib
 from pathlib import Path
 
+import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from rich.console import Console
 
-from agents.cli_status import flow_topics, show
+from agents.cli_status import Watched, _prepare_status, flow_topics, show
 from agents.group_status import GroupStatus, LastOutput, Position, _member, faust_url
 from streams.loader import load_flow
 
@@ -80,3 +81,23 @@ def test_the_topics_of_a_flow_with_tiers_and_notifications() -> None:
         *(f"leads.hooks.notify.retry.{tier}" for tier in tiers),
     ]
     assert written == ["leads.hooks.out", "leads.hooks.errors"]
+
+
+def test_a_flow_without_its_partners_secrets_is_read_for_its_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's shell has no partner secrets: status needs only the topics' names."""
+    for name in (
+        "INTERNAL_API_KEY",
+        "VALIDATOR_KEY",
+        "BUYER_TOKEN",
+        "CRM_WEBHOOK_SECRET",
+        "SLACK_HOOK_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    demo = _prepare_status({"flow": str(ROOT / "examples" / "flows" / "demo.yaml")})["watched"]
+    assert demo == Watched("lead-validation", ["leads.incoming"], ["leads.enriched", "leads.errors"])
+    hooks = _prepare_status({"flow": str(ROOT / "examples" / "flows" / "notify-webhooks.yaml")})["watched"]
+    assert (hooks.name, hooks.read) == ("notify-webhooks", ["leads.hooks.in"])
+    assert hooks.left_out == (
+        "retry tiers and notification topics left out: FLOW loads whole with BUYER_TOKEN, "
+        "CRM_WEBHOOK_SECRET, SLACK_HOOK_TOKEN, VALIDATOR_KEY set"
+    )
