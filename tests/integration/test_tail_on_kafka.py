@@ -4,6 +4,7 @@ back), headers, no wait at the end of the topics, and a follow that Ctrl-C ends 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.kafka_io import ensure_topics
+from agents.kafka_connection import KafkaConnection
+from agents.kafka_io import ensure_topics, publish
 from agents.topic_reader import iso
 from examples.support.process import wait_for
 
@@ -135,3 +137,33 @@ async def test_follow_prints_new_messages_until_ctrl_c(kafka_bootstrap: str) -> 
         _, stderr = follow.communicate(timeout=30)
     assert follow.returncode == 0, stderr
     assert "Traceback" not in stderr and "error" not in stderr, stderr
+
+
+async def test_tail_and_trace_over_sasl_ssl_with_mutual_tls(tmp_path: Path) -> None:
+    """The worker's connection settings (here a --kafka-config for SASL_SSL, SCRAM-SHA-512 and
+    a client certificate) read the topics as well."""
+    directory = os.environ.get("LEADSTREAMS_SECURED_CONFIG_DIR")
+    if not directory:
+        pytest.fail("LEADSTREAMS_SECURED_CONFIG_DIR is not set: run through `make test` (with-kafka.sh)")
+    config = Path(directory) / "client-sasl-ssl.properties"
+    kafka = KafkaConnection.resolve({}, str(config), environ={})
+    s = uuid.uuid4().hex[:8]
+    names = {"input": f"sec-{s}.in", "enriched": f"sec-{s}.out", "errors": f"sec-{s}.err"}
+    await ensure_topics(kafka, names.values())
+    await publish(kafka, names["input"], [(b"z1", b'{"id": "z1"}')])
+    await publish(kafka, names["errors"], [(b"z1", event("z1", "error", "HTTP 503"))])
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(f"topics: {orjson.dumps(names).decode()}\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEADSTREAMS_")}
+
+    def secured(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agents.cli", *args, "--kafka-config", str(config)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)  # fmt: skip
+
+    tailed = secured("tail", names["errors"], "-n", "1", "--format", "human")
+    assert tailed.returncode == 0 and f"{names['errors']}[0]@0 key=z1 error HTTP 503" in tailed.stdout, tailed
+    traced = secured("trace", "z1", str(flow))
+    assert [line.split()[1] for line in traced.stdout.splitlines()] == [
+        f"{names['input']}[0]@0",
+        f"{names['errors']}[0]@0",
+    ], traced
