@@ -57,7 +57,7 @@ class Trace:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message (with its role).")
 def trace(lead_id: str, flow: str, topics: Topics, kafka: KafkaConnection, since: str, as_json: bool) -> None:
     """Where lead ID went in FLOW: its input message(s), every output event with its outcome
-    and reason, deferrals, replays and notifications, in time order."""
+    and reason, deferrals, replays and notifications, in time order. Exit 1 when none is found."""
     try:
         start = Start.parse(since)
     except ValueError as exc:

@@ -120,8 +120,8 @@ class TopicReader:
         missing = [topic for topic in self.topics if topic not in counts]
         if missing:
             raise MissingTopics(
-                f"no topic {', '.join(missing)} at {self.kafka.bootstrap} (list the flow's topics, or "
-                "start its worker once: it creates them)"
+                f"no topic {', '.join(missing)} at {self.kafka.bootstrap} (a flow's worker creates its "
+                "topics when it starts; or this user may not describe it)"
             )
         self.partitions = [TopicPartition(t, p) for t in self.topics for p in range(counts[t])]
         consumer = AIOKafkaConsumer(

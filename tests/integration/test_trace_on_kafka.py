@@ -134,5 +134,5 @@ async def test_trace_finds_a_leads_messages_in_time_order_through_a_replay(
     missing = leadstreams("trace", "t1", str(flow), "--bootstrap", kafka_bootstrap)
     assert missing.returncode == 3
     assert missing.stderr.strip().splitlines() == [f"error: no topic tr-{s}.gone at {kafka_bootstrap} "
-                                                   "(list the flow's topics, or start its worker once: it "
-                                                   "creates them)"]  # fmt: skip
+                                                   "(a flow's worker creates its topics when it starts; or "
+                                                   "this user may not describe it)"]  # fmt: skip
