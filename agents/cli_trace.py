@@ -33,7 +33,9 @@ from streams.flow import Topics
 @dataclass
 class Trace:
     lead_id: str
-    found: dict[str, tuple[TopicRecord, str]] = field(default_factory=dict)  # coordinates -> (record, role)
+    messages: dict[str, tuple[TopicRecord, str]] = field(
+        default_factory=dict
+    )  # coordinates -> (record, role)
     inputs: set[str] = field(default_factory=set)  # the lead's input messages
     ids: set[str] = field(default_factory=set)  # the lead's ids (a replay without an id gets another)
     replays: dict[str, TopicRecord] = field(default_factory=dict)  # every replayed input, by coordinates
@@ -41,10 +43,10 @@ class Trace:
     read: int = 0
 
     def keep(self, record: TopicRecord, role: str) -> None:
-        self.found[record.coordinates] = (record, role)
+        self.messages[record.coordinates] = (record, role)
 
     def events(self) -> set[str]:
-        return {where for where, (_, role) in self.found.items() if role in ("output", "deferred")}
+        return {where for where, (_, role) in self.messages.items() if role in ("output", "deferred")}
 
 
 @click.command()
@@ -66,18 +68,18 @@ def trace(lead_id: str, flow: str, topics: Topics, kafka: KafkaConnection, since
         raise click.BadParameter("give a time (ISO, or ago: 2h) or beginning", param_hint="'--since'")
     began = time.monotonic()
     found = run_read(_trace(kafka, topics, lead_id, start), f"to read the topics of {flow}")
-    for record, role in sorted(found.found.values(), key=lambda item: _when(item[0])):
+    for record, role in sorted(found.messages.values(), key=lambda item: _when(item[0])):
         if as_json:
             click.echo(orjson.dumps({"role": role, **as_record(record)}).decode())
         else:
             click.echo(human(record, role=role))
     window = "since " + (iso(start.value) if start.kind == "time" else "the beginning")
     click.echo(
-        f"{len(found.found)} message(s) about {lead_id} {window} "
+        f"{len(found.messages)} message(s) about {lead_id} {window} "
         f"({found.read} read in {time.monotonic() - began:.1f}s)",
         err=True,
     )
-    if not found.found:
+    if not found.messages:
         raise SystemExit(1)
 
 
@@ -116,11 +118,11 @@ async def _trace(kafka: KafkaConnection, topics: Topics, lead_id: str, start: St
     # without an id, or written before --since), read where the events say they are.
     named = {
         where
-        for record, role in found.found.values()
+        for record, role in found.messages.values()
         if role in ("output", "deferred")
         and (where := origin(record) if role == "deferred" else input_of(view(record)))
     }
-    for where, record in (await read_at(kafka, named - found.found.keys())).items():
+    for where, record in (await read_at(kafka, named - found.messages.keys())).items():
         found.inputs.add(where)
         found.keep(record, "input")
 
@@ -129,10 +131,10 @@ async def _trace(kafka: KafkaConnection, topics: Topics, lead_id: str, start: St
             seen = view(record)
             if seen.ids & found.ids or (seen.kind == "notification" and input_of(seen) in found.inputs):
                 found.keep(record, seen.kind if seen.kind in ("attempts", "notification") else "notify")
-    for where, (record, role) in found.found.items():
+    for where, (record, role) in found.messages.items():
         replayed = record.header(REPLAYED_FROM)
         if role == "input" and replayed is not None:
-            found.found[where] = (record, f"input (replay of {text(replayed)})")
+            found.messages[where] = (record, f"input (replay of {text(replayed)})")
     return found
 
 
