@@ -38,7 +38,7 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     if arguments["allow_loopback"]:  # said first, before any wait for a broker
         say(logging.WARNING, "--allow-loopback (LEADSTREAMS_ALLOW_LOOPBACK) is on: every integration may "
             "reach loopback and private addresses. For development only, never in production")  # fmt: skip
-    for name in _topics_of(loaded):
+    for name in worker_topics(loaded):
         problem = topic_name_problem(name)
         if problem is not None:
             fail(f"flow {arguments['flow']}: {problem}", EXIT_USAGE)
@@ -54,7 +54,7 @@ READ = "at most {count} worker(s) can share it (once more are added, a lead id m
 WRITTEN = "at most {count} consumer(s) of a group can read it in parallel"
 
 
-def _topics_of(loaded: Flow) -> dict[str, str]:
+def worker_topics(loaded: Flow) -> dict[str, str]:
     """The topics a worker of ``loaded`` reads or writes (input, enriched, errors, retry
     tiers, notifications), each with what fewer partitions than asked would cost."""
     from streams.delayed import tier_topics
@@ -234,7 +234,7 @@ def _flow_topics(
     fewer partitions than asked."""
     from agents.kafka_io import broker_replication_factor, ensure_topics, partition_counts
 
-    roles = _topics_of(loaded)
+    roles = worker_topics(loaded)
     names = list(roles)
     replication_factor = replication_factor or kafka_call(
         broker_replication_factor(kafka), "to describe the broker's config (pass --replication-factor)"
@@ -245,6 +245,10 @@ def _flow_topics(
         if created:
             say(logging.INFO, f"created topics: {', '.join(created)}")
     counts = kafka_call(partition_counts(kafka, names), "to describe the flow's topics")
+    missing = [name for name in names if name not in counts]
+    if missing and not create:  # (a broker that creates topics on use would make them with its defaults)
+        fail(f"flow {loaded.source_file}: no topic {', '.join(missing)} on the broker: create it, "
+             "or let the worker (drop --no-create-topics)", EXIT_USAGE)  # fmt: skip
     if create:
         for name in names:
             if counts.get(name, partitions) < partitions:

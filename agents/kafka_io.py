@@ -15,6 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from agents.kafka_connection import KafkaConnection
+from agents.topic_lookup import existing_partitions
 
 Kafka = KafkaConnection | str  # a connection, or a bare PLAINTEXT bootstrap address
 
@@ -185,14 +186,9 @@ async def end_offsets(kafka: Kafka, topics: list[str]) -> dict[tuple[str, int], 
 
 
 async def partition_counts(kafka: Kafka, topics: list[str]) -> dict[str, int]:
-    """Partitions of each of ``topics`` that exists (one metadata request)."""
+    """Partitions of each of ``topics`` that exists; asking creates none (agents.topic_lookup)."""
     async with admin_client(kafka) as admin:
-        described = await admin.describe_topics(topics)
-    return {
-        entry["topic"]: len(entry["partitions"])
-        for entry in described
-        if entry.get("topic") in topics and not entry.get("error_code") and entry.get("partitions")
-    }
+        return await existing_partitions(admin, topics)
 
 
 async def committed_offsets(kafka: Kafka, group: str) -> dict[tuple[str, int], int]:
