@@ -177,7 +177,7 @@ def test_commands_find_the_local_broker_in_dot_kafka(
     nested.mkdir(parents=True)
     (here / ".git").mkdir()  # a repository's root: its .kafka is found from below
     topic = f"found-{time.monotonic_ns()}"
-    code, _, output, _ = leadstreams("publish", topic, str(lead_files["ok"]), cwd=nested)
+    code, _, output, _ = leadstreams("publish", topic, str(lead_files["ok"]), "--create", cwd=nested)
     assert code == 0 and f"published 1 message(s) to {topic}" in output, output
     code, _, output, _ = leadstreams("tail", topic, "-n", "1", cwd=here)
     assert code == 0 and '"id": "l1"' in output, output
