@@ -1,6 +1,6 @@
 """The ``leadstreams`` command line: the group and its commands, each group of commands
 in its own module (agents.cli_flow, agents.cli_worker, agents.cli_topics, agents.cli_tail,
-agents.cli_replay, agents.cli_trace)."""
+agents.cli_replay, agents.cli_trace, agents.cli_status)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 from agents.cli_errors import OneLineErrors
 from agents.cli_flow import check, test_flow, try_flow
 from agents.cli_replay import replay
+from agents.cli_status import status
 from agents.cli_tail import tail
 from agents.cli_topics import publish
 from agents.cli_trace import trace
@@ -26,7 +27,7 @@ def main() -> None:
     check_agents_package()
 
 
-for command in (check, try_flow, test_flow, worker, publish, tail, replay, trace):
+for command in (check, try_flow, test_flow, worker, publish, tail, replay, trace, status):
     main.add_command(command)
 
 
