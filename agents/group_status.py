@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -15,10 +14,10 @@ from urllib.parse import unquote
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
+from agents.faust_seam.assignment import member_assignment
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import admin_client
 from agents.topic_lookup import existing_partitions
@@ -161,24 +160,9 @@ async def _offsets(
 def _member(raw: dict[str, Any]) -> Member:
     """A member from DescribeGroups: its assignment is the consumer protocol's (topics and
     partitions) for any assignor; Faust's user data adds the worker's URL."""
-    partitions: dict[str, list[int]] = {}
-    url = None
-    if raw["member_assignment"]:  # empty while the group rebalances
-        assignment = ConsumerProtocolMemberAssignment.decode(raw["member_assignment"])
-        partitions = {topic: sorted(ps) for topic, ps in sorted(assignment.assignment)}
-        url = faust_url(assignment.user_data)
+    partitions, url = member_assignment(raw["member_assignment"])
     host = raw["client_host"].lstrip("/")  # the broker writes "/10.0.0.7"
     return Member(raw["member_id"], raw["client_id"], host, url, partitions)
-
-
-def faust_url(user_data: bytes | None) -> str | None:
-    """The worker's URL from Faust's assignment user data (a zlib-compressed ClientMetadata
-    JSON, faust.assignor.partition_assignor); None for any other assignor's."""
-    try:
-        url = orjson.loads(zlib.decompress(user_data or b"")).get("url")
-    except (zlib.error, orjson.JSONDecodeError, AttributeError):
-        return None
-    return url if isinstance(url, str) else None
 
 
 async def _last_records(

@@ -13,7 +13,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from rich.console import Console
 
 from agents.cli_status import Watched, _prepare_status, flow_topics, show
-from agents.group_status import GroupStatus, LastOutput, Position, _member, faust_url
+from agents.faust_seam.assignment import faust_url
+from agents.group_status import GroupStatus, LastOutput, Position, _member
 from streams.loader import load_flow
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -302,9 +302,26 @@ async def test_the_hand_over_hook_fires_when_suspended_not_when_resumed() -> Non
     assert hook.flow_control is app.flow_control
 
 
+def test_a_member_assignment_made_by_fausts_assignor_is_read() -> None:
+    """agents.faust_seam.assignment reads what Faust's assignor writes (status's members)."""
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+    from faust.assignor.partition_assignor import PartitionAssignor
+
+    from agents.faust_seam.assignment import member_assignment
+
+    url = "http://leadstreams.invalid/instance/w-0"
+    actives = ClientAssignment(actives={"in": [2, 0]}, standbys={})
+    metadata = ClientMetadata(assignment=actives, url=url, changelog_distribution={})
+    user_data = PartitionAssignor._compress(metadata.dumps())
+    raw = ConsumerProtocolMemberAssignment(4, [("in", [2, 0])], user_data).encode()
+    assert member_assignment(raw) == ({"in": [0, 2]}, url)
+    assert member_assignment(b"") == ({}, None)
+
+
 SEAM = Path(__file__).resolve().parents[1] / "agents" / "faust_seam"
 PUBLIC = {"faust", "faust.types", "aiokafka", "aiokafka.admin", "aiokafka.errors", "aiokafka.helpers",
-          "aiokafka.admin.config_resource"}  # fmt: skip
+          "aiokafka.admin.config_resource", "aiokafka.structs"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
