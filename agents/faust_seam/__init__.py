@@ -14,6 +14,8 @@ tests/test_faust_seam.py (one contract test per private name), nowhere else.
 * :mod:`.clients` — the aiokafka clients inside Faust's: the producer (the outputs' record
   batches, its connections for /ready) and the consumer thread's fetch times.
 * :mod:`.handover` — the moment a hand-over starts (Faust's flow control being cleared).
+* :mod:`.assignment` — a group member's assignment as the broker describes it (aiokafka's
+  consumer protocol, Faust's assignor user data), for ``leadstreams status``.
 * :mod:`.worker` — the worker's stop and printing: mode's signal handlers and ``_say``,
   its shutdown steps, and what the stop reports (Faust's read offsets, its ``_commit``).
 
