@@ -17,6 +17,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,14 +158,8 @@ class NotifyRun:
         document = flow_document(self.prefix, self.topics, self.url, self.notify, self.concurrency,
                                  self.delayed_retry)  # fmt: skip
         flow.write_text(yaml.safe_dump(document, sort_keys=False))
-        args = [
-            "--group-id",
-            self.prefix,
-            "--instance-id",
-            f"{self.prefix}-0",
-            "--partitions",
-            str(PARTITIONS),
-        ]
+        group = ["--group-id", self.prefix, "--instance-id", f"{self.prefix}-0"]
+        args = [*group, "--partitions", str(PARTITIONS)]
         self.worker = WorkerProcess(flow, self.bootstrap, free_port(), self.workdir / f"{self.prefix}.log",
                                     args=args)  # fmt: skip
         self.worker.start()
@@ -228,14 +223,16 @@ class Ledger:
     input_ts: dict[tuple[int, int], int] = field(default_factory=dict)  # (partition, offset) -> CreateTime ms
     outputs: defaultdict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     latencies_ms: dict[str, float] = field(default_factory=dict)  # first output's CreateTime - input's
-    records: Counter[tuple[str, str]] = field(
-        default_factory=Counter
-    )  # (lead, step) on the notifications topic
+    # The part of it before the worker took the lead: the event's received_at - input's CreateTime.
+    before_worker_ms: dict[str, float] = field(default_factory=dict)
+    # Records on the notifications topic, and attempts events, by (lead id, step).
+    records: Counter[tuple[str, str]] = field(default_factory=Counter)
     attempts: defaultdict[tuple[str, str], list[dict[str, Any]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    failure: BaseException | None = None  # the tap stopped reading: the waits say so at once
     # First outputs whose input's CreateTime is not read yet: (lead id, input partition/offset, CreateTime).
-    late_inputs: list[tuple[str, tuple[int, int], int]] = field(default_factory=list)
+    late_inputs: list[tuple[str, tuple[int, int], int, float]] = field(default_factory=list)
 
     def add(
         self, topic: str, partition: int, offset: int, timestamp: int, value: bytes, run: NotifyRun
@@ -247,7 +244,8 @@ class Ledger:
             self.outputs[event["id"]].append({**event, "_topic": topic, "_ts": timestamp})
             if len(self.outputs[event["id"]]) == 1:  # a lead's first output (a replay comes later)
                 source = (event["input"]["partition"], event["input"]["offset"])
-                self.late_inputs.append((event["id"], source, timestamp))
+                received = datetime.fromisoformat(event["received_at"]).timestamp() * 1000
+                self.late_inputs.append((event["id"], source, timestamp, received))
         elif topic == run.topics.get("notifications"):
             self.records[(event["lead_id"], event["step"])] += 1
         elif topic == run.results:
@@ -259,11 +257,12 @@ class Ledger:
         """Publish-to-output per lead: its first output's CreateTime minus its input's (the
         input partition may be read after the output)."""
         waiting = []
-        for lead_id, source, timestamp in self.late_inputs:
+        for lead_id, source, timestamp, received in self.late_inputs:
             if source in self.input_ts:
                 self.latencies_ms[lead_id] = float(timestamp - self.input_ts[source])
+                self.before_worker_ms[lead_id] = received - self.input_ts[source]
             else:
-                waiting.append((lead_id, source, timestamp))
+                waiting.append((lead_id, source, timestamp, received))
         self.late_inputs = waiting
 
     def notification(self, lead_id: str, step: str) -> str | None:
@@ -294,11 +293,12 @@ class Ledger:
     def requests_recorded(self, lead_id: str, step: str) -> int:
         return sum(int(e.get("requests", 0)) for e in self.attempts.get((lead_id, step), []))
 
-    def p50_ms(self, ids: Iterable[str]) -> float:
-        return statistics.median(self.latencies_ms[i] for i in ids)
+    def p50_ms(self, ids: Iterable[str], before_worker: bool = False) -> float:
+        values = self.before_worker_ms if before_worker else self.latencies_ms
+        return statistics.median(values[i] for i in ids)
 
-    def percentile_ms(self, ids: Iterable[str], q: int) -> float:
-        values = sorted(self.latencies_ms[i] for i in ids)
+    def percentile_ms(self, ids: Iterable[str], q: int, before_worker: bool = False) -> float:
+        values = sorted((self.before_worker_ms if before_worker else self.latencies_ms)[i] for i in ids)
         return values[min(len(values) - 1, int(len(values) * q / 100))]
 
 
@@ -312,11 +312,14 @@ async def tapping(run: NotifyRun) -> AsyncIterator[Ledger]:
     await consumer.start()
 
     async def read() -> None:
-        while True:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for batch in fetched.values():
-                for msg in batch:
-                    ledger.add(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.value or b"null", run)
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for batch in fetched.values():
+                    for msg in batch:
+                        ledger.add(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.value or b"", run)
+        except Exception as exc:  # e.g. a record not shaped as the spec says: reported by `until`
+            ledger.failure = exc
 
     task = asyncio.create_task(read())
     try:
@@ -334,6 +337,10 @@ async def until(run: NotifyRun, ledger: Ledger, holds: Callable[[], bool], timeo
 
     def check() -> bool:
         run.check_alive()
+        if ledger.failure is not None:
+            raise RuntimeError(
+                f"reading {run.prefix}'s topics failed: {ledger.failure!r}"
+            ) from ledger.failure
         return holds()
 
     try:
