@@ -302,6 +302,17 @@ async def test_the_hand_over_hook_fires_when_suspended_not_when_resumed() -> Non
     assert hook.flow_control is app.flow_control
 
 
+async def test_the_worker_consumer_fetches_with_the_apps_wait(consumer: LeadConsumer) -> None:
+    """Faust builds aiokafka's consumer with fetch_max_wait_ms=1500; the seam sets the
+    app's, and aiokafka hands that attribute to its fetcher when it starts."""
+    import aiokafka
+
+    consumer.app.fetch_max_wait_ms = 37
+    made = consumer._new_consumer_thread()._create_worker_consumer(consumer.transport)
+    assert made._fetch_max_wait_ms == 37
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+
+
 def test_a_member_assignment_made_by_fausts_assignor_is_read() -> None:
     """agents.faust_seam.assignment reads what Faust's assignor writes (status's members)."""
     from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
