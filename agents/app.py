@@ -50,10 +50,9 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
     topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
     writer = OutputWriter(FaustRecordBatches(app.producer), topics, flow.name, metrics)
     observer = LeadObserver(app, metrics, flow.name, writer.topic_of)
-    notifies = any(step.notify for step in flow.steps)
-    shared = SharedClient(client, users=2 if notifies else 1)  # closed when both agents drained
+    shared = SharedClient(client)  # closed once every agent that calls partners stopped
     add_lead_agent(app, flow.topics.input, runner, shared, pipeline, writer, observer, options)
-    add_retry_agents(app, flow, pipeline, writer, observer, options)
+    add_retry_agents(app, flow, pipeline, shared, writer, observer, options)
     add_notification_agents(app, flow, runner.services, shared, writer, metrics, options)
 
     readiness = Readiness(

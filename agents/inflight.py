@@ -30,6 +30,10 @@ class Ledger(Protocol):
 
     def ack(self, message: Message) -> bool: ...
 
+    def release(self, message: Message) -> None:
+        """Given back unfinished: not acked (the commit stays before it, the message is
+        read again), and no longer waited for before a commit hands over."""
+
 
 class LeadLoop:
     def __init__(
@@ -53,6 +57,7 @@ class LeadLoop:
         self._idle.set()
         self._unwritten = 0  # admitted and not yet acked
         self._tasks: dict[asyncio.Task[Output], Message] = {}  # running leads (asyncio keeps tasks weakly)
+        self._given_back: set[asyncio.Task[Output]] = set()  # cancelled by hand_back
         self._admitting = True
         self._waiting_for_slot = False
         self._slot_found_at: float | None = None
@@ -86,6 +91,7 @@ class LeadLoop:
                 await self._slots.acquire()
             if not (self._admitting and current(message)):
                 self._slots.release()
+                self.consumer.release(message)  # (a stream may have tracked it already)
                 continue
             self.consumer.track_message(message)  # Faust waits for it before a commit hands over
             self._unwritten += 1
@@ -104,8 +110,25 @@ class LeadLoop:
             self._waiting_for_slot = False
             self._slot_found_at = self.clock()
 
+    def hand_back(self) -> None:
+        """Cancel everything running and give its messages back unacked (they are read
+        again from the partition's commit): for work that may wait long and can be
+        repeated, notification deliveries behind a rate limit, which a hand-over must
+        not wait for. Outputs already finished are still written."""
+        for task in self._tasks:
+            if not task.done():
+                self._given_back.add(task)
+                task.cancel()
+
     def _finish(self, task: asyncio.Task[Output]) -> None:
         message = self._tasks.pop(task)
+        if task in self._given_back:
+            self._given_back.discard(task)
+            if task.cancelled():
+                self.consumer.release(message)
+                self._slots.release()
+                self._count_written(1)
+                return
         if task.cancelled() or task.exception() is not None:  # the pipeline never raises
             # A bug here would leave the message unacked and its partition uncommittable:
             # stop the process uncommitted instead, so the lead is read again.
@@ -132,9 +155,13 @@ class LeadLoop:
             self.observer.written(messages, outputs)
             for _ in done:
                 self._slots.release()
-            self._unwritten -= len(done)
-            if self._unwritten == 0:
-                self._idle.set()
+            self._count_written(len(done))
+
+    def _count_written(self, count: int) -> None:
+        """``count`` admitted messages are off the loop (written and acked, or given back)."""
+        self._unwritten -= count
+        if self._unwritten == 0:
+            self._idle.set()
 
     async def until_idle(self) -> None:
         """Until every admitted lead is written and acked."""

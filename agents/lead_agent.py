@@ -35,6 +35,7 @@ def add_lead_agent(
 ) -> None:
     lead_topic = raw_topic(app, input_topic)
     app.intake = intake = LeadIntake(app, input_topic, options.fetch_size)
+    client.add_user()
 
     @app.agent(lead_topic, name="leads")
     async def process_leads(stream: faust.StreamT) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 import faust
 
+from agents.faust_seam import HandoverHook
 from agents.faust_settings import raw_topic
 from agents.inflight import LeadLoop, Ledger, exit_if_it_fails
+from agents.intake import current
 from agents.observe import LeadObserver
 from agents.output import OutputWriter
 from agents.retry_agents import add_retry_agent, source_of
@@ -50,13 +52,14 @@ def add_notification_agents(
     if not notify_steps or queue is None:
         return
     delivery = NotificationDelivery(flow, queue, services, metrics)
-    observer = LeadObserver(app, metrics, flow.name, writer.topic_of, count_fetches=False)
+    observer = LeadObserver(app, metrics, flow.name, writer.topic_of, leads=False)
     limit, grace = slots(flow, options), options.shutdown_grace
     add_queue_agent(app, raw_topic(app, queue), delivery, client, writer, observer, limit, grace)
     if any(step.notify.important for step in notify_steps if step.notify is not None):
         for delay, topic in tier_topics(tier_prefix(queue), flow.notification_retry).items():
             name = f"notify-{tier_label(delay)}"
-            add_retry_agent(app, raw_topic(app, topic), name, delivery.deliver, writer, observer, options)
+            channel = raw_topic(app, topic)
+            add_retry_agent(app, channel, name, delivery.deliver, client, writer, observer, options)
 
 
 def slots(flow: Flow, options: WorkerOptions) -> int:
@@ -78,6 +81,9 @@ class TrackedByStream:
     def ack(self, message: faust.types.Message) -> bool:
         return self.consumer.ack(message)
 
+    def release(self, message: faust.types.Message) -> None:
+        self.consumer.release(message)
+
 
 def add_queue_agent(
     app: faust.App,
@@ -92,6 +98,8 @@ def add_queue_agent(
     """Each record is delivered as its own task (a slow one holds back only itself), in a
     :class:`LeadLoop` like the leads: written in groups, acked once written."""
 
+    client.add_user()
+
     @app.agent(channel, name="notifications")
     async def deliver_notifications(stream: faust.StreamT) -> None:
         def deliver(message: faust.types.Message) -> Coroutine[Any, Any, Output]:
@@ -100,13 +108,20 @@ def add_queue_agent(
         loop = LeadLoop(deliver, TrackedByStream(app.consumer), writer, observer, limit)
         writing = asyncio.ensure_future(loop.write_forever())
         writing.add_done_callback(exit_if_it_fails)
+        # A hand-over (rebalance, stop) waits for every record taken: deliveries waiting
+        # for a rate limit (a 1/s webhook, 100 in flight) would hold every partition of the
+        # group. They are given back instead, read again from the commit by the next owner
+        # (a request already sent is sent again, with its Idempotency-Key).
+        hook = HandoverHook(app, loop.hand_back)
         try:
             # noack: the loop acks a record once its attempts event is written, not Faust
-            # when the next record comes. Faust's stream already skipped stale ones.
+            # when the next record comes.
             async for event in stream.noack().events():
-                await loop.admit([event.message], lambda message: True)
+                await loop.admit([event.message], lambda message: current(app, message))
         finally:
             loop.stop_admitting()
+            loop.hand_back()
             await loop.drain(grace)
+            del hook
             writing.cancel()
             await client.release()

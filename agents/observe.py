@@ -23,16 +23,16 @@ class LeadObserver:
         metrics: Metrics,
         flow: str,
         topic_of: Callable[[Output], str],
-        count_fetches: bool = True,  # False for notifications: their records come one at a time
+        leads: bool = True,  # False for notifications: only their topics' lag is reported
     ) -> None:
         self.app = app
-        self.count_fetches = count_fetches
+        self.leads = leads
         self.metrics = metrics
         self.flow = flow
         self.topic_of = topic_of
 
     def fetched(self, count: int) -> None:
-        if self.count_fetches:
+        if self.leads:
             self.metrics.batch_size.labels(self.flow, "fetch").observe(count)
 
     def written(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
@@ -40,7 +40,7 @@ class LeadObserver:
         now = time.time()
         last: dict[faust.types.TP, int] = {}
         for message, output in zip(messages, outputs, strict=True):
-            if message.timestamp:  # the input's Kafka timestamp (producer or broker time)
+            if self.leads and message.timestamp:  # the input's Kafka timestamp (producer or broker time)
                 latency = max(0.0, now - message.timestamp)
                 self.metrics.end_to_end.labels(self.flow, self.topic_of(output)).observe(latency)
             last[message.tp] = max(last.get(message.tp, -1), message.offset)

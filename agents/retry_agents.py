@@ -17,6 +17,7 @@ import faust
 from agents.faust_settings import raw_topic
 from agents.observe import LeadObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
+from agents.shared_client import SharedClient
 from agents.worker_options import WorkerOptions
 from streams.delayed import RetryState, tier_label, tier_topics
 from streams.events import Source
@@ -33,6 +34,7 @@ def add_retry_agents(
     app: faust.App,
     flow: Flow,
     pipeline: LeadPipeline,
+    client: SharedClient,
     writer: OutputWriter,
     observer: LeadObserver,
     options: WorkerOptions,
@@ -42,7 +44,7 @@ def add_retry_agents(
         return
     for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
         channel = raw_topic(app, topic)
-        add_retry_agent(app, channel, tier_label(delay), pipeline.process, writer, observer, options)
+        add_retry_agent(app, channel, tier_label(delay), pipeline.process, client, writer, observer, options)
 
 
 def add_retry_agent(
@@ -50,23 +52,28 @@ def add_retry_agent(
     channel: faust.TopicT,
     name: str,
     process: Process,
+    client: SharedClient,
     writer: OutputWriter,
     observer: LeadObserver,
     options: WorkerOptions,
 ) -> None:
     """The agent of one retry tier: waits until the events it took are due, then re-runs
     the leads. On shutdown while waiting, they are put back on the topic (they would be acked)."""
+    client.add_user()
 
     @app.agent(channel, name=f"retry-{name}")
     async def retry_leads(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(options.fetch_size, within=options.take_within):
-            states = [retry_state(event) for event in events]
-            if not await wait_until(max(state.due for state in states), app):
-                await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
-                continue
+        try:
+            async for events in stream.take_events(options.fetch_size, within=options.take_within):
+                states = [retry_state(event) for event in events]
+                if not await wait_until(max(state.due for state in states), app):
+                    await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
+                    continue
 
-            work = functools.partial(handle, process, writer, observer, events, states)
-            await run_to_the_end(work, options.shutdown_grace)
+                work = functools.partial(handle, process, writer, observer, events, states)
+                await run_to_the_end(work, options.shutdown_grace)
+        finally:
+            await client.release()
 
 
 async def handle(

@@ -70,9 +70,17 @@ class NotificationDelivery:
 
     async def _send(self, step: Step, record: dict[str, Any]) -> StepResult:
         context = render_context(record, self.flow.settings, self.flow.name)
-        services = self.services[bool(record.get("important"))]
+        services = self.services[self.important(step, record)]
         result, _ = await run_single(step, context, services, str(record["lead_id"]))
         return result
+
+    @staticmethod
+    def important(step: Step | None, record: dict[str, Any]) -> bool:
+        """Queued as important, and still so in the flow: a flow changed to `notify: true`
+        has no retry tiers any more (no agent reads them), so such records get one round."""
+        return (
+            bool(record.get("important")) and step is not None and bool(step.notify and step.notify.important)
+        )
 
     def _round(
         self,
@@ -84,7 +92,7 @@ class NotificationDelivery:
         retry: RetryState | None,
         took: float,
     ) -> Output:
-        verdict = _result_of(result, bool(record.get("important")))
+        verdict = _result_of(result, self.important(self.steps.get(result.name), record))
         again: tuple[Output, ...] = ()
         key = self.masker.text(str(record.get("lead_id", ""))).encode()
         if verdict == RETRYING:

@@ -41,7 +41,7 @@ def relative_urls(raw: dict[str, Any], path: Path, integration: str | None) -> I
 
 def notify_conflicts(raw: dict[str, Any], path: Path) -> Iterator[tuple[Path, str]]:
     """Keys a ``notify:`` step cannot have, each with why."""
-    if not raw.get("notify"):
+    if raw.get("notify") in (None, False):  # (`notify: {}` is a notify step too)
         return
     for key, why in NOTIFY_CONFLICTS.items():
         if key in raw:

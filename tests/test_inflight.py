@@ -26,6 +26,7 @@ class Ledger:
     def __init__(self) -> None:
         self.tracked: list[int] = []
         self.acked: list[int] = []
+        self.released: list[int] = []
 
     def track_message(self, message: Message) -> None:
         self.tracked.append(message.offset)
@@ -33,6 +34,9 @@ class Ledger:
     def ack(self, message: Message) -> bool:
         self.acked.append(message.offset)
         return True
+
+    def release(self, message: Message) -> None:
+        self.released.append(message.offset)
 
 
 class Producer:
@@ -152,3 +156,37 @@ async def test_the_loop_says_when_its_cap_held_the_fetch_back() -> None:
     finally:
         writing.cancel()
     assert ledger.tracked == [0, 1, 2]
+
+
+async def test_hand_back_gives_running_work_back_unacked_and_writes_what_finished() -> None:
+    """Notification deliveries waiting on a rate limit are given back at a hand-over: not
+    acked (read again from the commit), released (no longer waited for); the one that
+    finished first is still written and acked, and the loop is idle at once."""
+    metrics = Metrics(CollectorRegistry())
+    ledger, producer = Ledger(), Producer()
+    writer = OutputWriter(producer, TOPICS, "flow", metrics)
+    app = SimpleNamespace(consumer=SimpleNamespace(highwater=lambda tp: None))
+    observer = LeadObserver(app, metrics, "flow", writer.topic_of)  # type: ignore[arg-type]
+    never = asyncio.Event()
+
+    async def deliver(msg: Message) -> Output:
+        if msg.offset:  # all but the first wait "for a rate limit" forever
+            await never.wait()
+        return Output(Destination.ENRICHED, b"k", msg.value, "success")
+
+    loop = LeadLoop(deliver, ledger, writer, observer, 10)
+    writing = asyncio.ensure_future(loop.write_forever())
+    try:
+        await loop.admit([message(n) for n in range(4)], lambda m: True)
+        await asyncio.sleep(0)  # the first finishes
+        loop.hand_back()
+        await asyncio.wait_for(loop.until_idle(), 5)
+    finally:
+        writing.cancel()
+    assert ledger.acked == [0] and producer.sent == [b"0"]
+    assert sorted(ledger.released) == [1, 2, 3]
+    assert loop.unwritten == 0
+    await loop.admit([message(4)], lambda m: True)  # the slots came back
+    assert loop.unwritten == 1
+    loop.hand_back()  # (no task left running when the test's event loop closes)
+    await asyncio.wait_for(loop.until_idle(), 5)

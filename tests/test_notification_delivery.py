@@ -304,3 +304,17 @@ async def test_secrets_of_the_settings_are_masked_in_the_attempts_event(
     event = attempts_of(output)
     assert event["reason"] == "HTTP 400: token *** is revoked"
     assert HOOK_TOKEN.encode() not in output.value and b"s3cret" not in output.value
+
+
+async def test_a_record_queued_important_gets_one_round_once_the_flow_dropped_important(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """The flow changed to `notify: true` between queueing and delivery: it has no retry
+    tiers any more (no agent reads them), so the record is not sent to one."""
+    crm = await partner(aiohttp_server, DOWN)
+    async with engine(notify_flow(WEBHOOK, crm=crm.url)) as queueing:  # important
+        raw = await queued_record(queueing)
+    assert orjson.loads(raw)["important"] is True
+    async with engine(notify_flow(WEBHOOK, crm=crm.url, notify="true")) as e:
+        output = await e.delivery.deliver(raw, RECORD_AT)
+    assert (attempts_of(output)["result"], output.alongside) == ("failed", ())

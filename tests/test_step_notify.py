@@ -160,6 +160,11 @@ def test_a_notify_step_cannot_have_what_needs_its_answer(key: str) -> None:
     assert problem.line == HEAD.count("\n") + 5  # the key's own line, after the step's 4
 
 
+def test_an_empty_notify_mapping_is_a_notify_step_and_checked_as_one() -> None:
+    text = flow_text(NOTIFY_STEP.replace("notify: true", "notify: {}") + "    map: {x: y}\n")
+    assert [p.path for p in problems_of(text)] == ["steps.0.map"]
+
+
 @pytest.mark.parametrize("key", ["map", "store", "price", "reference", "continue_on"])
 def test_the_same_keys_are_fine_without_notify(key: str) -> None:
     line, _ = CONFLICTS[key]

@@ -97,6 +97,13 @@ class LeadConsumer(aiokafka_driver.Consumer):
             notify(self._waiting_for_ack)  # wakes wait_empty (rebalance, stop)
             return finished
 
+    def release(self, message: Message) -> None:
+        """Given back unfinished (agents.inflight.LeadLoop.hand_back): not acked, so the
+        ledger's commit stays before it and it is read again; no longer waited for."""
+        with ack_lock:
+            self._unacked_messages.discard(message)
+            notify(self._waiting_for_ack)  # wakes wait_empty (rebalance, stop)
+
     def _new_offset(self, tp: TP) -> int | None:
         with ack_lock:  # the ledger changes under the same lock as in ack
             return self.ledger.committable(tp)
