@@ -54,9 +54,11 @@ test: install kafka-fetch tools lint
 unit: install tools
 	$(BIN)/python -m pytest -m "not kafka" $(PYTEST_ARGS)
 
-## Fault injection on a real broker (kill -9, broker restart, partner faults, fuzz, secrets).
+## Fault injection on a real broker (kill -9, broker restart, partner faults, fuzz, secrets),
+## then notifications at full size (a 2 s webhook, a partner outage, kill -9; ~7 min).
 reliability: install kafka-fetch
 	$(KAFKA)/with-kafka.sh $(BIN)/python examples/reliability/run_reliability.py $(RELIABILITY_ARGS)
+	$(KAFKA)/with-kafka.sh $(BIN)/python examples/reliability/notify_measure.py $(NOTIFY_ARGS)
 
 ## Throughput, latency, rate-limit precision and memory: the worker vs a hand-written
 ## aiokafka + aiohttp baseline (examples/bench/); e.g. BENCH_ARGS="--quick" or "--only P1,P4".
