@@ -237,8 +237,9 @@ class _Builder:
             raw.get("pool") or {},
             {"size": same, **durations(self.at((*path, "pool")), "keepalive", "dns_cache")},
         )
-        if "size" in pool:
-            pool["pool_size"] = pool.pop("size")
+        # Connections in the pool: by default enough for `concurrency` (requests beyond the
+        # pool would wait for a connection, and the concurrency asked for would not be had).
+        pool["pool_size"] = pool.pop("size", max(Integration.pool_size, options.get("concurrency", 0)))
         limit = RATE_LIMIT.from_config(raw, self.at(path))
         circuit = raw.get("circuit")
         return Integration(

@@ -260,3 +260,17 @@ def test_a_cases_file_with_an_unknown_tag_is_a_problem(tmp_path: Path) -> None:
     assert [str(problem) for problem in caught.value.problems] == [
         f"{cases}:3:11: (top): YAML: could not determine a constructor for the tag '!x'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "pool_size"),
+    [("", 100), ("    concurrency: 40\n", 100), ("    concurrency: 250\n", 250),
+     ("    concurrency: 250\n    pool: {size: 50}\n", 50)],
+)  # fmt: skip
+def test_the_pool_holds_the_integrations_concurrency_unless_told(extra: str, pool_size: int) -> None:
+    """Requests beyond the pool wait for a connection: by default the pool is no smaller
+    than the concurrency asked for (at least 100)."""
+    text = HEAD + GOOD_STEPS.replace(
+        "    base_url: http://api.example\n", "    base_url: http://api.example\n" + extra
+    )
+    assert parse_flow(text, "flow.yaml", {}).integrations["api"].pool_size == pool_size
