@@ -31,9 +31,12 @@ Members: each worker in the group (its --instance-id, else its web host:port), t
   client's host and the input partitions it owns. No members: no worker runs (exit 0).
 Partitions the group reads (input, retry tiers, notifications queue):
   committed  the next offset the group will process (its last commit; "-": none yet)
-  end        the offset the next published record will get (the high watermark)
-  lag        end - committed: records published and not yet processed (with nothing
-             committed, end - the partition's first offset: the worker starts there)
+  end        the offset the next published record will get (the high watermark), or
+             the first offset of a transaction still open (the last stable offset)
+  lag        records published and not yet processed: those from committed to end
+             (with nothing committed, from the partition's first offset: the worker
+             starts there); over 1000 offsets behind, end - committed (the markers of
+             exactly-once transactions then count as records too)
   owner      the member that owns the partition now ("-": none, no worker runs)
 Last outputs (enriched and errors topics, per partition): the offset, time (the
   record's timestamp, UTC) and age of the last record, its lead's id, outcome and reason.

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
@@ -21,9 +21,10 @@ from agents.faust_seam.assignment import member_assignment
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import admin_client
 from agents.topic_lookup import existing_partitions
+from agents.topic_reader import TopicReader, TopicRecord
 
 INSTANCE_URL = "http://leadstreams.invalid/instance/"  # agents.faust_settings.stable_url
-LAST_RECORD_WAIT_S = 5.0  # for the last record of each output partition (one fetch on a live broker)
+COUNTED_LAG = 1000  # a lag of up to this many offsets is counted in records (read: ~1 ms per 100)
 COORDINATOR_WAIT_S = 10.0  # a coordinator being elected or loading answers "not available"
 
 
@@ -51,12 +52,16 @@ class Position:
     partition: int
     committed: int | None  # None: nothing committed yet
     start: int  # the first offset still in the log (retention may have deleted before it)
-    end: int  # the high watermark: the offset the next record will get
+    end: int  # the last stable offset: the high watermark, or the first offset of a transaction still open
     member: str | None  # who owns it now (Member.name)
+    records: int | None = None  # the records from committed to end, when they were counted
 
     @property
     def lag(self) -> int:
-        """Records not yet processed; with no commit, the worker starts at the earliest."""
+        """Records not yet processed; with no commit, the worker starts at the earliest.
+        Uncounted, the offsets between (transaction markers take offsets too)."""
+        if self.records is not None:
+            return self.records
         return self.end - max(self.committed if self.committed is not None else self.start, self.start)
 
 
@@ -93,7 +98,7 @@ class GroupStatus:
             "protocol": self.protocol,
             "members": [{"name": member.name, **asdict(member)} for member in self.members],
             "lag": self.lag,
-            "partitions": [{**asdict(p), "lag": p.lag} for p in self.positions],
+            "partitions": [{**_without(asdict(p), "records"), "lag": p.lag} for p in self.positions],
             "outputs": [asdict(output) for output in self.outputs],
             "missing_topics": self.missing_topics,
         }
@@ -112,11 +117,12 @@ async def group_status(
     owners = {(t, p): m.name for m in status.members for t, ps in m.partitions.items() for p in ps}
     reading = [TopicPartition(t, p) for t in dict.fromkeys(read) if t in counts for p in range(counts[t])]
     outputs = [TopicPartition(t, p) for t in dict.fromkeys(written) if t in counts for p in range(counts[t])]
-    starts, ends = await _offsets(kafka, reading, outputs, status)
+    done = {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
+    starts, ends, counted = await _offsets(kafka, reading, outputs, done, status)
     for tp in reading:
-        done = committed.get(tp)
-        offset = done.offset if done is not None and done.offset >= 0 else None
-        position = Position(tp.topic, tp.partition, offset, starts[tp], ends[tp], owners.get(tp))
+        position = Position(
+            tp.topic, tp.partition, done.get(tp), starts[tp], ends[tp], owners.get(tp), counted.get(tp)
+        )
         status.positions.append(position)
     return status
 
@@ -141,20 +147,40 @@ async def _describe(
 
 
 async def _offsets(
-    kafka: KafkaConnection, reading: list[TopicPartition], outputs: list[TopicPartition], status: GroupStatus
-) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """The first and end offsets of every partition; the outputs' last records into ``status``."""
+    kafka: KafkaConnection,
+    reading: list[TopicPartition],
+    outputs: list[TopicPartition],
+    committed: dict[TopicPartition, int],
+    status: GroupStatus,
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The first and end offsets of every partition, the records between the committed
+    offset and the end of the partitions a little behind, and the outputs' last records
+    into ``status``."""
     if not reading and not outputs:  # (a consumer stopped at once raises CancelledError in aiokafka)
-        return {}, {}
-    consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
-    try:  # (a start that fails still stops: no "Unclosed AIOKafkaConsumer" at exit)
-        await consumer.start()
-        starts = await consumer.beginning_offsets([*reading, *outputs])
-        ends = await consumer.end_offsets([*reading, *outputs])
-        status.outputs = await _last_records(consumer, outputs, starts, ends)
-    finally:
-        await consumer.stop()
-    return starts, ends
+        return {}, {}, {}
+    topics = list(dict.fromkeys(tp.topic for tp in [*reading, *outputs]))
+    async with TopicReader(kafka, topics) as reader:
+        last = await reader.newest(outputs)
+        status.outputs = [
+            _output(tp, reader.end[tp], last[tp])
+            if tp in last
+            else LastOutput(tp.topic, tp.partition, reader.end[tp])
+            for tp in outputs
+        ]
+        # Offsets overstate a lag by the transaction markers between (one per transaction):
+        # a partition written in transactions and read to its end still shows 1. A few
+        # offsets behind, the records are read and counted; far behind, offsets are close.
+        behind = {
+            tp: committed[tp]
+            for tp in reading
+            if tp in committed and 0 < reader.end[tp] - committed[tp] <= COUNTED_LAG
+        }
+        counted = await reader.count(behind, reader.end) if behind else {}
+        return reader.begin, reader.end, counted
+
+
+def _without(fields: dict[str, Any], name: str) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if key != name}
 
 
 def _member(raw: dict[str, Any]) -> Member:
@@ -165,30 +191,7 @@ def _member(raw: dict[str, Any]) -> Member:
     return Member(raw["member_id"], raw["client_id"], host, url, partitions)
 
 
-async def _last_records(
-    consumer: AIOKafkaConsumer,
-    partitions: list[TopicPartition],
-    starts: dict[TopicPartition, int],
-    ends: dict[TopicPartition, int],
-) -> list[LastOutput]:
-    """The last record of each partition: read from one before its end."""
-    found: dict[TopicPartition, LastOutput] = {}
-    filled = [tp for tp in partitions if ends[tp] > starts[tp]]
-    if filled:
-        consumer.assign(filled)
-        for tp in filled:
-            consumer.seek(tp, ends[tp] - 1)
-        deadline = time.monotonic() + LAST_RECORD_WAIT_S
-        while len(found) < len(filled) and time.monotonic() < deadline:
-            fetched = await consumer.getmany(timeout_ms=200)
-            for tp, records in fetched.items():
-                last = [r for r in records if r.offset < ends[tp]]
-                if last:
-                    found[tp] = _output(tp, ends[tp], last[-1])
-    return [found.get(tp) or LastOutput(tp.topic, tp.partition, ends[tp]) for tp in partitions]
-
-
-def _output(tp: TopicPartition, end: int, record: Any) -> LastOutput:
+def _output(tp: TopicPartition, end: int, record: TopicRecord) -> LastOutput:
     """What an output event says of its lead (its id, outcome, reason), if it is one."""
     try:
         event = orjson.loads(record.value or b"")
@@ -196,4 +199,4 @@ def _output(tp: TopicPartition, end: int, record: Any) -> LastOutput:
         event = None
     said = event if isinstance(event, dict) else {}
     text = {key: str(said[key]) if said.get(key) is not None else None for key in ("id", "outcome", "reason")}
-    return LastOutput(tp.topic, tp.partition, end, record.offset, record.timestamp, **text)
+    return LastOutput(tp.topic, tp.partition, end, record.offset, record.timestamp_ms, **text)

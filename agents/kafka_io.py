@@ -19,6 +19,13 @@ from agents.topic_lookup import existing_partitions
 
 Kafka = KafkaConnection | str  # a connection, or a bare PLAINTEXT bootstrap address
 
+# Every reader of ours reads committed records only. Under exactly-once the outputs are
+# written in transactions, and the records of an aborted transaction (a crashed worker's
+# outputs, processed again by the next owner) would show as duplicates; a non-transactional
+# topic reads the same either way. Transaction markers still take offsets: reads to an end
+# compare the consumer's position with it, never the last record's offset + 1.
+READ_COMMITTED = "read_committed"
+
 
 @contextlib.asynccontextmanager
 async def admin_client(kafka: Kafka) -> AsyncIterator[AIOKafkaAdminClient]:
@@ -134,10 +141,13 @@ async def collect(
     timeout: float,
     on_record: Callable[[Record], None] | None = None,
     start: dict[tuple[str, int], int] | None = None,
+    positions: dict[tuple[str, int], int] | None = None,
 ) -> list[Record]:
-    """Read the topics (no consumer group) from the beginning, or from the offsets in
-    ``start``, until ``until(records)`` holds or ``timeout`` seconds pass; returns
-    what was read either way."""
+    """Read the committed records of the topics (no consumer group) from the beginning, or
+    from the offsets in ``start``, until ``until(records)`` holds or ``timeout`` seconds
+    pass; returns what was read either way. ``positions``, if given, is kept up to date
+    with each partition's next offset to read (past transaction markers and aborted
+    records, which no record shows), before ``until`` is asked."""
     # No group: a subscription then gets every partition of the topics.
     consumer = AIOKafkaConsumer(
         *topics,
@@ -145,6 +155,7 @@ async def collect(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=READ_COMMITTED,
     )
     records: list[Record] = []
     try:  # (a start that fails still stops: no "Unclosed AIOKafkaConsumer" at exit)
@@ -167,16 +178,25 @@ async def collect(
                     records.append(record)
                     if on_record:
                         on_record(record)
+            if positions is not None:
+                for tp in consumer.assignment():
+                    positions[(tp.topic, tp.partition)] = await consumer.position(tp)
     finally:
         await consumer.stop()
     return records
 
 
-async def end_offsets(kafka: Kafka, topics: list[str]) -> dict[tuple[str, int], int]:
-    """The next offset of every partition of the existing ``topics``."""
+async def end_offsets(kafka: Kafka, topics: list[str], stable: bool = True) -> dict[tuple[str, int], int]:
+    """The end of every partition of the existing ``topics``: the last stable offset (what a
+    committed read gets to: the first offset of a transaction still open, else the high
+    watermark), or with ``stable=False`` the high watermark (the offset the next record
+    gets; a committed read gets there once the transactions below it are decided)."""
     counts = await partition_counts(kafka, topics)
     partitions = [TopicPartition(topic, p) for topic, count in counts.items() for p in range(count)]
-    consumer = AIOKafkaConsumer(**KafkaConnection.of(kafka).client_options(), enable_auto_commit=False)
+    isolation = READ_COMMITTED if stable else "read_uncommitted"
+    consumer = AIOKafkaConsumer(
+        **KafkaConnection.of(kafka).client_options(), enable_auto_commit=False, isolation_level=isolation
+    )
     try:
         await consumer.start()
         offsets = await consumer.end_offsets(partitions) if partitions else {}

@@ -6,6 +6,10 @@ No group: every partition is assigned by hand, so an operator's read never joins
 disturbs the worker's group and commits nothing. Kafka has no "read backwards": the
 last N are found by reading a window at the end of each partition, widened until it
 holds enough (see :meth:`TopicReader.last`).
+
+Committed records only (``agents.kafka_io.READ_COMMITTED``): an aborted transaction's
+records never show, ``end`` is the last stable offset, and every read to an end stops by
+the consumer's position, which passes the offsets that transaction markers take.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.kafka_connection import KafkaConnection
-from agents.kafka_io import partition_counts
+from agents.kafka_io import READ_COMMITTED, partition_counts
 from streams.durations import parse_duration
 
 Header = tuple[str, bytes]
@@ -130,6 +134,7 @@ class TopicReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # an offset deleted under us: the oldest kept
             max_poll_records=self.fetch_records,
+            isolation_level=READ_COMMITTED,
         )
         try:
             await consumer.start()
@@ -200,6 +205,37 @@ class TopicReader:
         async for record in self.read(starts, self.end):
             yield record
 
+    async def newest(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, TopicRecord]:
+        """The last record of each of ``partitions`` that has one. The offset before the end
+        may be a transaction marker or an aborted record: a window before the end is read,
+        from 1 offset wide, 4 times wider while it holds no record."""
+        found: dict[TopicPartition, TopicRecord] = {}
+        window = 1
+        read_from = dict(self.end)
+        todo = [tp for tp in partitions if self.end[tp] > self.begin[tp]]
+        while todo:
+            starts = {tp: max(self.begin[tp], read_from[tp] - window) for tp in todo}
+            async for record in self.read(starts, {tp: read_from[tp] for tp in todo}):
+                found[TopicPartition(record.topic, record.partition)] = record  # in order: the last wins
+            read_from.update(starts)
+            todo = [tp for tp in todo if tp not in found and read_from[tp] > self.begin[tp]]
+            window *= 4
+        return found
+
+    async def count(
+        self, starts: dict[TopicPartition, int], stops: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """The records from ``starts`` to ``stops`` (kept within the reader's begin and end):
+        their offsets, less the transaction markers and aborted records between."""
+        spans = {tp: (max(starts[tp], self.begin[tp]), min(stops[tp], self.end[tp])) for tp in starts}
+        counted = dict.fromkeys(starts, 0)
+        reading = {tp: span for tp, span in spans.items() if span[0] < span[1]}
+        async for record in self.read(
+            {tp: a for tp, (a, _) in reading.items()}, {tp: b for tp, (_, b) in reading.items()}
+        ):
+            counted[TopicPartition(record.topic, record.partition)] += 1
+        return counted
+
     async def last(self, count: int, match: Callable[[TopicRecord], bool]) -> list[TopicRecord]:
         """The last ``count`` records of each topic that ``match``, by timestamp over all of
         its partitions, oldest first.
@@ -266,6 +302,21 @@ async def read_at(kafka: KafkaConnection | str, wanted: Iterable[str]) -> dict[s
             if record.offset in by_partition[(record.topic, record.partition)]:
                 found[record.coordinates] = record
     return found
+
+
+async def count_between(
+    kafka: KafkaConnection | str, spans: dict[tuple[str, int], tuple[int, int]]
+) -> dict[tuple[str, int], int]:
+    """The committed records in each partition's ``(start, stop)`` offsets (stop exclusive,
+    kept below the last stable offset): the offsets less the transaction markers and the
+    aborted records between, by (topic, partition)."""
+    if not spans:
+        return {}
+    async with TopicReader(kafka, dict.fromkeys(topic for topic, _ in spans)) as reader:
+        starts = {TopicPartition(*where): start for where, (start, _) in spans.items()}
+        stops = {TopicPartition(*where): stop for where, (_, stop) in spans.items()}
+        counted = await reader.count(starts, stops)
+    return {(tp.topic, tp.partition): n for tp, n in counted.items()}
 
 
 def _when(record: TopicRecord) -> tuple[int, str, int, int]:

@@ -1,5 +1,6 @@
-"""Kafka for the bench: fast and paced publishing, counting outputs by end offsets,
-the first/last output timestamps, and reading records back for their timestamps."""
+"""Kafka for the bench: fast and paced publishing, counting the committed outputs (by end
+offsets while they are short of the count awaited, then by reading them), the first/last
+output timestamps, and reading records back for their timestamps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.kafka_io import Record, collect, partition_counts, publish
+from agents.kafka_io import READ_COMMITTED, Record, collect, partition_counts, publish
 
 Message = tuple[bytes, bytes]  # key, value
 
@@ -74,28 +75,67 @@ async def publish_paced(
 
 
 class OutputCounter:
-    """Counts the records on some topics by their end offsets (one long-lived client)."""
+    """Counts the committed records on some topics (one long-lived read_committed client).
+
+    End offsets only bound the count from above: under exactly-once, transaction markers
+    and aborted records take offsets too. While that bound is below the count waited for,
+    nothing is read, so the processor under measurement keeps the cores; from there on
+    each record is read once, counted, and the first and last timestamps kept."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.partitions: list[TopicPartition] = []
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=READ_COMMITTED,
+        )
+        self.counted = 0
+        self.read_to: dict[TopicPartition, int] = {}  # the consumer's positions: counted before
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
 
     async def __aenter__(self) -> OutputCounter:
         counts = await partition_counts(self.bootstrap, self.topics)
         self.partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         await self.consumer.start()
+        self.consumer.assign(self.partitions)
+        self.read_to = dict(await self.consumer.beginning_offsets(self.partitions))
+        for tp, offset in self.read_to.items():
+            self.consumer.seek(tp, offset)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
     async def ends(self) -> dict[TopicPartition, int]:
+        """The last stable offsets: a committed read gets that far now."""
         return dict(await self.consumer.end_offsets(self.partitions))
 
+    async def bound(self) -> int:
+        """At least the committed records there now: those counted and the offsets after."""
+        ends = await self.ends()
+        return self.counted + sum(ends[tp] - self.read_to[tp] for tp in self.partitions)
+
     async def count(self) -> int:
-        return sum((await self.ends()).values())
+        """The committed records there now (the ones not counted yet are read)."""
+        ends = await self.ends()
+        todo = {tp for tp in self.partitions if self.read_to[tp] < ends[tp]}
+        while todo:
+            fetched = await self.consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
+            for records in fetched.values():
+                self.counted += len(records)
+                for record in records:
+                    self.first_ms = min(self.first_ms or record.timestamp, record.timestamp)
+                    self.last_ms = max(self.last_ms or record.timestamp, record.timestamp)
+            # By position: the offsets markers and aborted records take show no record.
+            for tp in list(todo):
+                self.read_to[tp] = await self.consumer.position(tp)
+                if self.read_to[tp] >= ends[tp]:
+                    todo.discard(tp)
+        return self.counted
 
     async def wait_for(
         self,
@@ -106,9 +146,9 @@ class OutputCounter:
         what: str = "outputs",
     ) -> int:
         """Poll until ``expected`` records are there; RuntimeError if the processor dies
-        or ``deadline`` seconds pass."""
+        or ``deadline`` seconds pass. (Progress counts offsets until they reach ``expected``.)"""
         limit = time.monotonic() + deadline
-        while (count := await self.count()) < expected:
+        while (count := await self.bound()) < expected or (count := await self.count()) < expected:
             if on_count:
                 on_count(count)
             if not alive():
@@ -121,22 +161,11 @@ class OutputCounter:
         return count
 
     async def edge_timestamps(self) -> tuple[int, int]:
-        """CreateTime (ms) of the first and of the last record over all partitions:
-        the first and last record of each partition are read, nothing else."""
-        ends = await self.ends()
-        first, last = [], []
-        for tp, end in ends.items():
-            if end == 0:
-                continue
-            self.consumer.assign([tp])
-            for offset, into in ((0, first), (end - 1, last)):
-                self.consumer.seek(tp, offset)
-                record = await asyncio.wait_for(self.consumer.getone(tp), 30)
-                into.append(record.timestamp)
-        self.consumer.assign([])
-        if not first:
+        """CreateTime (ms) of the first and of the last committed record over all partitions."""
+        await self.count()
+        if self.first_ms is None or self.last_ms is None:
             raise RuntimeError(f"no records on {self.topics}")
-        return min(first), max(last)
+        return self.first_ms, self.last_ms
 
 
 async def read_all(bootstrap: str, topics: list[str], expected: int, timeout: float = 120) -> list[Record]:

@@ -19,6 +19,7 @@ from group_run import Run
 from partner_process import RateSeen
 
 from agents.kafka_io import Record, collect, committed_offsets, end_offsets
+from agents.topic_reader import count_between
 from examples.support.process import wait_for
 
 PROGRESS_EVERY = 10.0  # s between progress lines
@@ -39,12 +40,15 @@ class Tally:
     arrivals: defaultdict[int, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
     stamps: list[float] = field(default_factory=list)  # the outputs' Kafka timestamps (s), in arrival order
     last_output: float = 0.0  # time.monotonic() of the last output read
-    read_to: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+    # The next offset to read: the reader's position (past transaction markers and aborted
+    # records, which no record shows), or, from records alone, the last one's offset + 1.
+    read_to: dict[tuple[str, int], int] = field(default_factory=dict)
     settled: dict[tuple[str, int], int] | None = None  # all committed: the output ends to read up to
 
     def add(self, record: Record, input_topic: str, final_topics: set[str]) -> None:
         self.records.append(record)
-        self.read_to[(record.topic, record.partition)] = record.offset + 1
+        where = (record.topic, record.partition)
+        self.read_to[where] = max(self.read_to.get(where, 0), record.offset + 1)
         if record.topic == input_topic:
             self.inputs.add((record.partition, record.offset))
             self.keys[record.key or b""] = (record.partition, record.offset)
@@ -125,7 +129,7 @@ class Progress:
             return f"; Kafka: {type(exc).__name__}"
         read = sum(self.tally.read_to.get(where, 0) for where in ends)
         inputs = sum(offset for (topic, _), offset in committed.items() if topic == topics[0])
-        return f"; Kafka: {sum(ends.values())} outputs ({read} read), {inputs} inputs committed"
+        return f"; Kafka: {sum(ends.values())} output offsets ({read} read), {inputs} inputs committed"
 
     def over(self, seen: RateSeen) -> str:
         """The sliding seconds above the bound at the partner, each with the fault before it."""
@@ -160,16 +164,23 @@ async def track(
 
     watching = asyncio.ensure_future(watch_settled(run, tally, expected, busy))
     try:
-        await collect(run.kafka, topics, done, deadline, on_record=lambda r: tally.add(r, topics[0], final))
+        await collect(
+            run.kafka,
+            topics,
+            done,
+            deadline,
+            on_record=lambda r: tally.add(r, topics[0], final),
+            positions=tally.read_to,
+        )
     finally:
         watching.cancel()
 
 
 async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[], bool]) -> None:
     """Once nothing moves (every input read, no output for STALL seconds, no partner call
-    in flight) and the group has committed all it reads, with the same topic ends STALL
-    seconds later, ``tally.settled`` holds the output topics' ends: an input still without
-    an output then is lost, not late."""
+    in flight) and the group has committed all it reads, with no transaction open and the
+    same topic ends STALL seconds later, ``tally.settled`` holds the output topics' ends:
+    an input still without an output then is lost, not late."""
     seen: tuple[float, dict[tuple[str, int], int]] | None = None  # when and what was first seen settled
     while tally.settled is None:
         await asyncio.sleep(1.0)  # polling: Kafka does not announce commits
@@ -177,16 +188,32 @@ async def watch_settled(run: Run, tally: Tally, expected: int, busy: Callable[[]
             seen = None
             continue
         with contextlib.suppress(TimeoutError, KafkaError, OSError):  # the broker may be restarting
-            committed = await committed_offsets(run.kafka, run.prefix)
-            ends = await end_offsets(run.kafka, run.topics)
-            if not all(
-                committed.get(where, 0) >= end for where, end in ends.items() if where[0] in run.consumed
-            ):
+            if not await all_committed(run):
                 seen = None
-            elif seen is None or seen[1] != ends:
+                continue
+            ends = await end_offsets(run.kafka, run.topics, stable=False)
+            if seen is None or seen[1] != ends:
                 seen = (time.monotonic(), ends)
             elif time.monotonic() - seen[0] >= STALL:
                 tally.settled = {where: end for where, end in ends.items() if where[0] not in run.consumed}
+
+
+async def all_committed(run: Run) -> bool:
+    """Whether no transaction is open on the run's topics (each one's last stable offset is
+    its high watermark) and the group has committed past every record it reads. A topic
+    written in transactions (the retry tiers under exactly-once) ends with a commit marker
+    that the group's offset (last record + 1) stays before: the records between are
+    counted, not the offsets."""
+    committed = await committed_offsets(run.kafka, run.prefix)
+    stable = await end_offsets(run.kafka, run.topics)
+    if stable != await end_offsets(run.kafka, run.topics, stable=False):
+        return False  # a transaction still open: its outputs may yet be committed
+    behind = {
+        where: (committed.get(where, 0), end)
+        for where, end in stable.items()
+        if where[0] in run.consumed and committed.get(where, 0) < end
+    }
+    return not any((await count_between(run.kafka, behind)).values())
 
 
 def output_gap(tally: Tally, since: float) -> float | None:

@@ -25,7 +25,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.kafka_io import ensure_topics
+from agents.kafka_io import READ_COMMITTED, ensure_topics
 from examples.partners.webhooks import BUYER_TOKEN, CRM_SECRET, HOOKS, create_webhooks_app
 from examples.support.process import WorkerProcess, free_port, serve_app, wait_for
 
@@ -308,7 +308,8 @@ async def tapping(run: NotifyRun) -> AsyncIterator[Ledger]:
     until the block ends."""
     ledger = Ledger()
     consumer = AIOKafkaConsumer(*run.read_topics, bootstrap_servers=run.bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level=READ_COMMITTED)  # fmt: skip
     await consumer.start()
 
     async def read() -> None:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from agents.kafka_io import READ_COMMITTED
 from examples.support.process import WorkerProcess, free_port, serve_app, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -77,7 +78,10 @@ async def test_a_stop_gives_rate_limited_deliveries_back_and_commits(
     worker = WorkerProcess(flow, kafka_bootstrap, free_port(), tmp_path / "worker.log", {}, args)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     outputs = AIOKafkaConsumer(
-        f"out.{suffix}", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+        f"out.{suffix}",
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level=READ_COMMITTED,
     )
     written: set[str] = set()
     try:
