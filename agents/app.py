@@ -8,8 +8,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from agents.faust_seam import FaustRecordBatches, LeadApp, last_fetch_time, producer_connected
-from agents.faust_settings import app_id, faust_settings, settle_garbage_collector
+from agents.faust_settings import OUTPUT_BATCH_BYTES, app_id, faust_settings, settle_garbage_collector
 from agents.health import LoopWatchdog
+from agents.kafka_connection import KafkaConnection
 from agents.lead_agent import add_lead_agent
 from agents.notification_agents import add_notification_agents
 from agents.observe import LeadObserver
@@ -19,6 +20,7 @@ from agents.rebalance import Rebalance
 from agents.retry_agents import add_retry_agents
 from agents.shared_client import SharedClient
 from agents.table_cache import TableCache
+from agents.transactions import TransactionalProducer, transactional_id
 from agents.web_pages import add_web_pages
 from agents.worker_options import WorkerOptions
 from streams.activity import ActivityLog
@@ -47,8 +49,7 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
                         batch_windows=True, activity=activity, queue_notifications=True,
                         max_notification_bytes=options.max_output_bytes)  # fmt: skip
     pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes, options.max_output_bytes)
-    topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
-    writer = OutputWriter(FaustRecordBatches(app.producer), topics, flow.name, metrics)
+    writer = output_writer(app, flow, options, metrics)
     observer = LeadObserver(app, metrics, flow.name, writer.topic_of)
     shared = SharedClient(client)  # closed once every agent that calls partners stopped
     add_lead_agent(app, flow.topics.input, runner, shared, pipeline, writer, observer, options)
@@ -72,6 +73,25 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
 
     app.task(settle_garbage_collector)  # agents.faust_settings says why
     return app
+
+
+def output_writer(app: LeadApp, flow: Flow, options: WorkerOptions, metrics: Metrics) -> OutputWriter:
+    """Through Faust's producer, or under exactly-once the worker's transactional one: then a
+    refused write is not sent again in the same transaction, it aborts it (agents.transactions)."""
+    topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
+    if not options.exactly_once:
+        return OutputWriter(FaustRecordBatches(app.producer), topics, flow.name, metrics)
+    txn_id = transactional_id(app.conf.id, options.instance_id)
+    producer = TransactionalProducer(KafkaConnection.of(options.kafka), txn_id, OUTPUT_BATCH_BYTES)
+    app.transactions = producer
+
+    @app.task
+    async def start_transactions() -> None:
+        """At once, not at the first write: it aborts what a predecessor with this id left open."""
+        await producer.start()
+
+    return OutputWriter(producer, topics, flow.name, metrics, attempts=1, gate=producer.gate,
+                        give_up=producer.abort_and_exit)  # fmt: skip
 
 
 def response_cache(app: LeadApp, flow: Flow, metrics: Metrics) -> ResponseCache:
@@ -99,6 +119,7 @@ def started_line(flow: Flow, options: WorkerOptions) -> str:
     retry = f", retries via {topics.retry}.*" if flow.delayed_retry is not None and topics.retry else ""
     if topics.notifications and any(step.notify for step in flow.steps):
         retry += f", notifications via {topics.notifications} (attempts: {topics.notifications}.results)"
+    retry += f"; {options.guarantee}"
     base = f"http://{options.web_host}:{options.web_port}"
     return (f"flow {flow.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}{retry}; "
             f"{base}/healthz, {base}/ready, {base}/metrics")  # fmt: skip

@@ -14,6 +14,7 @@ from agents.cli_errors import EXIT_USAGE, fail, port_problem, say
 from agents.cli_kafka import kafka_call, kafka_options
 from agents.kafka_connection import KafkaConnection
 from agents.topic_names import topic_name_problem
+from agents.worker_options import EXACTLY_ONCE, GUARANTEES
 from streams.flow import Flow, MissingTopics, require_topics
 
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
@@ -119,6 +120,31 @@ def notification_topics(loaded: Flow) -> dict[str, str]:
     show_default=True,
     help="Seconds without heartbeats before the group gives a worker's partitions to others.",
 )
+@click.option(
+    "--guarantee",
+    type=click.Choice(GUARANTEES),
+    envvar="LEADSTREAMS_GUARANTEE",
+    default=EXACTLY_ONCE,
+    show_default=True,
+    help="exactly-once: each lead's outputs and its input offset commit in one Kafka transaction "
+    "(no lead written twice after a crash; readers must read read_committed). at-least-once: "
+    "outputs are written at once, a crash may write a lead twice (env LEADSTREAMS_GUARANTEE).",
+)
+@click.option(
+    "--commit-interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between commits (each a transaction under exactly-once: read_committed readers "
+    "see outputs then; a crash replays at most about this much).",
+)
+@click.option(
+    "--commit-count",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Commit sooner, once this many inputs finished since the last commit.",
+)
 @click.option("--partitions", default=4, show_default=True, help="Partitions for topics it creates.")
 @click.option(
     "--replication-factor",
@@ -174,6 +200,9 @@ def worker(
     group_id: str | None,
     instance_id: str | None,
     session_timeout: float,
+    guarantee: str,
+    commit_interval: float,
+    commit_count: int,
     partitions: int,
     replication_factor: int | None,
     topic_configs: tuple[str, ...],
@@ -208,6 +237,9 @@ def worker(
         group_id=group_id,
         instance_id=instance_id,
         session_timeout=session_timeout,
+        guarantee=guarantee,
+        commit_interval=commit_interval,
+        commit_count=commit_count,
         replication_factor=replication_factor,
         input_partitions=counts.get(require_topics(loaded).input),
         max_lead_bytes=max_lead_bytes,

@@ -69,16 +69,23 @@ class CommitLedger:
         """The offset to commit now (one past the run of finished messages at the head),
         or None when the oldest taken message is unfinished. The run is consumed: the
         next call counts from there."""
+        run = self.finished_head(tp)
+        return run[-1] + 1 if run else None
+
+    def finished_head(self, tp: Hashable) -> list[int]:
+        """The run of finished messages at the head, in order, consumed (the lead loop
+        releases outputs with it under exactly-once: agents.inflight)."""
         partition = self._partitions.get(tp)
         if partition is None:
-            return None
-        taken, finished = partition.taken, partition.finished
-        last = None
+            return []
+        taken, finished, members = partition.taken, partition.finished, partition.members
+        run = []
         while taken and taken[0] in finished:
-            last = taken.popleft()
-            finished.discard(last)
-            partition.members.discard(last)
-        return None if last is None else last + 1
+            offset = taken.popleft()
+            finished.discard(offset)
+            members.discard(offset)
+            run.append(offset)
+        return run
 
     def with_finished_head(self) -> Iterator[Hashable]:
         """Partitions whose oldest taken message finished (something to commit)."""

@@ -16,6 +16,8 @@ from agents.memory import fix_malloc_thresholds
 from agents.worker_options import WorkerOptions
 from streams.flow import Flow
 
+OUTPUT_BATCH_BYTES = 256 * 1024  # a record batch's size (see producer_max_batch_size below)
+
 
 def app_id(flow: Flow, options: WorkerOptions) -> str:
     return options.group_id or f"leadstreams-{flow.name}"
@@ -42,6 +44,11 @@ def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
         # identifies the worker here (no table routing), so with an id it is the id.
         **stable_url(options.instance_id),
         broker_session_timeout=options.session_timeout,
+        # Under exactly-once each commit is a transaction: read_committed readers see the
+        # outputs only then, and a crash replays at most this much (docs/exactly-once-design.md
+        # measured the cost of shorter intervals).
+        broker_commit_interval=options.commit_interval,
+        broker_commit_every=options.commit_count,
         producer_acks=-1,
         key_serializer="raw",
         value_serializer="raw",
@@ -58,7 +65,7 @@ def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
         # Outputs go as one record batch per partition and write (agents.output); with
         # Faust's 16 KiB a write of 500 leads made several record batches per partition,
         # and each waited for the one before it to leave.
-        producer_max_batch_size=256 * 1024,
+        producer_max_batch_size=OUTPUT_BATCH_BYTES,
         # A lead waiting in a batch window is legitimately unacked for the whole window.
         broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
     )

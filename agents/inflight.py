@@ -3,11 +3,18 @@ of leads in flight, so one slow partner call or an open batch window holds back 
 own lead, never the next fetch. Finished outputs are written in groups; an input message
 is acked only after Kafka acknowledged its output, and a partition's commit stops at its
 oldest unacked message (agents.commit_ledger), so whatever is not written is read again
-after a crash."""
+after a crash.
+
+Under exactly-once (``in_order``) a finished output is also held until every lead before it
+in its partition finished: outputs are written in input order, so a transaction never holds
+an output whose input's offset it cannot commit (a lead behind a slow one, committed with its
+output while the slow one's offset holds the commit back, would be read again and written
+twice after a crash)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -16,6 +23,7 @@ from typing import Any, Protocol
 
 from faust.types import Message
 
+from agents.commit_ledger import CommitLedger
 from agents.observe import LeadObserver
 from agents.output import EXIT_OUTPUT_FAILED, OutputWriter
 from streams.pipeline import Output
@@ -44,6 +52,7 @@ class LeadLoop:
         observer: LeadObserver,
         limit: int,
         clock: Callable[[], float] = time.time,  # wall clock, as aiokafka's fetch times (/ready)
+        in_order: bool = False,  # exactly-once: outputs written in input order per partition
     ) -> None:
         self.process = process
         self.clock = clock
@@ -61,6 +70,8 @@ class LeadLoop:
         self._admitting = True
         self._waiting_for_slot = False
         self._slot_found_at: float | None = None
+        self._order: CommitLedger | None = CommitLedger() if in_order else None
+        self._held: dict[tuple[Any, int], tuple[Message, Output]] = {}  # finished, waiting for earlier leads
 
     def held_back_at(self) -> float | None:
         """When the fetch was last held back by the cap: now while ``admit`` waits for a
@@ -94,6 +105,8 @@ class LeadLoop:
                 self.consumer.release(message)  # (a stream may have tracked it already)
                 continue
             self.consumer.track_message(message)  # Faust waits for it before a commit hands over
+            if self._order is not None:
+                self._order.take(message.tp, message.offset)
             self._unwritten += 1
             self._idle.clear()
             # The pipeline's coroutine is the task itself: no wrapper coroutine to pass through
@@ -114,20 +127,29 @@ class LeadLoop:
         """Cancel everything running and give its messages back unacked (they are read
         again from the partition's commit): for work that may wait long and can be
         repeated, notification deliveries behind a rate limit, which a hand-over must
-        not wait for. Outputs already finished are still written."""
+        not wait for. Outputs already finished are still written (in order: those held
+        behind a lead given back are given back too)."""
         for task in self._tasks:
             if not task.done():
                 self._given_back.add(task)
                 task.cancel()
+        if self._order is not None:
+            for message, _ in self._held.values():
+                self._give_back(message)
+            self._held.clear()
+            self._order = CommitLedger()  # what is still running is given back as it ends
+
+    def _give_back(self, message: Message) -> None:
+        self.consumer.release(message)
+        self._slots.release()
+        self._count_written(1)
 
     def _finish(self, task: asyncio.Task[Output]) -> None:
         message = self._tasks.pop(task)
         if task in self._given_back:
             self._given_back.discard(task)
-            if task.cancelled():
-                self.consumer.release(message)
-                self._slots.release()
-                self._count_written(1)
+            if task.cancelled() or self._order is not None:  # in order: a later one may be held already
+                self._give_back(message)
                 return
         if task.cancelled() or task.exception() is not None:  # the pipeline never raises
             # A bug here would leave the message unacked and its partition uncommittable:
@@ -135,8 +157,20 @@ class LeadLoop:
             error = None if task.cancelled() else task.exception()
             log.critical("lead task failed; exiting uncommitted", exc_info=error or True)
             os._exit(EXIT_OUTPUT_FAILED)
-        self._finished.append((message, task.result()))
+        if self._order is None:
+            self._finished.append((message, task.result()))
+        else:
+            self._release_in_order(message, task.result())
         self._wake.set()
+
+    def _release_in_order(self, message: Message, output: Output) -> None:
+        order, tp = self._order, message.tp
+        assert order is not None
+        if not order.finish(tp, message.offset):  # taken before a hand-back that gave its partition back
+            self._give_back(message)
+            return
+        self._held[tp, message.offset] = (message, output)
+        self._finished.extend(self._held.pop((tp, offset)) for offset in order.finished_head(tp))
 
     async def write_forever(self) -> None:
         """Write what finished (everything that finished while the last write was in
@@ -148,14 +182,18 @@ class LeadLoop:
             if not done:
                 continue
             outputs = [output for _, output in done]
-            await self.writer.write_all(outputs)  # exits the process if Kafka keeps refusing
             messages = [message for message, _ in done]
-            for message in messages:
-                self.consumer.ack(message)
+
+            # exits the process if Kafka keeps refusing
+            await self.writer.write_all(outputs, then=functools.partial(self._ack_all, messages))
             self.observer.written(messages, outputs)
             for _ in done:
                 self._slots.release()
             self._count_written(len(done))
+
+    def _ack_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.consumer.ack(message)
 
     def _count_written(self, count: int) -> None:
         """``count`` admitted messages are off the loop (written and acked, or given back)."""

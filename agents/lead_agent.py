@@ -45,7 +45,8 @@ def add_lead_agent(
         def process(message: faust.types.Message) -> Coroutine[Any, Any, Output]:  # no extra coroutine
             return pipeline.process(message.value, source_of(message))
 
-        app.leads = leads = LeadLoop(process, app.consumer, writer, observer, options.max_in_flight)
+        app.leads = leads = LeadLoop(process, app.consumer, writer, observer, options.max_in_flight,
+                                     in_order=options.exactly_once)  # fmt: skip
         writing = asyncio.ensure_future(leads.write_forever())
         writing.add_done_callback(exit_if_it_fails)
         intake.attach(leads)

@@ -54,7 +54,8 @@ def add_notification_agents(
     delivery = NotificationDelivery(flow, queue, services, metrics)
     observer = LeadObserver(app, metrics, flow.name, writer.topic_of, leads=False)
     limit, grace = slots(flow, options), options.shutdown_grace
-    add_queue_agent(app, raw_topic(app, queue), delivery, client, writer, observer, limit, grace)
+    add_queue_agent(app, raw_topic(app, queue), delivery, client, writer, observer, limit, grace,
+                    in_order=options.exactly_once)  # fmt: skip
     if any(step.notify.important for step in notify_steps if step.notify is not None):
         for delay, topic in tier_topics(tier_prefix(queue), flow.notification_retry).items():
             name = f"notify-{tier_label(delay)}"
@@ -94,6 +95,7 @@ def add_queue_agent(
     observer: LeadObserver,
     limit: int,
     grace: float,
+    in_order: bool = False,
 ) -> None:
     """Each record is delivered as its own task (a slow one holds back only itself), in a
     :class:`LeadLoop` like the leads: written in groups, acked once written."""
@@ -105,7 +107,7 @@ def add_queue_agent(
         def deliver(message: faust.types.Message) -> Coroutine[Any, Any, Output]:
             return delivery.deliver(message.value, source_of(message))
 
-        loop = LeadLoop(deliver, TrackedByStream(app.consumer), writer, observer, limit)
+        loop = LeadLoop(deliver, TrackedByStream(app.consumer), writer, observer, limit, in_order=in_order)
         writing = asyncio.ensure_future(loop.write_forever())
         writing.add_done_callback(exit_if_it_fails)
         # A hand-over (rebalance, stop) waits for every record taken: deliveries waiting

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, Protocol
 
 from agents.partitioner import partition_for
+from agents.write_gate import WriteGate
 from streams.metrics import Metrics
 from streams.pipeline import Destination, Output
 
@@ -36,11 +37,18 @@ class RecordBatchProducer(Protocol):
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
 
 
+async def exit_uncommitted(why: str) -> NoReturn:
+    log.critical("%s; exiting without committing their input", why)
+    os._exit(EXIT_OUTPUT_FAILED)
+
+
 class OutputWriter:
     """Sends outputs and returns only when Kafka acknowledged all of them.
 
     If the broker keeps refusing, the process exits *without* acking the input
     events (Faust would ack them if we raised), so they are re-read on restart.
+    Under exactly-once (a transactional producer) a refused write is not sent again in the
+    same transaction: ``give_up`` aborts it and exits (agents.transactions).
     """
 
     def __init__(
@@ -51,16 +59,27 @@ class OutputWriter:
         metrics: Metrics | None,
         attempts: int = 5,
         backoff: Callable[[int], float] = lambda attempt: min(2**attempt, 30),
+        gate: WriteGate | None = None,
+        give_up: Callable[[str], Awaitable[NoReturn]] = exit_uncommitted,
     ) -> None:
         self.producer = producer
+        self.gate = gate or WriteGate()  # a commit waits for the writes in flight (exactly-once)
+        self.give_up = give_up
         self.topics = topics
         self.flow = flow
         self.metrics = metrics
         self.attempts = attempts
         self.backoff = backoff  # seconds before the given attempt's failures are sent again
 
-    async def write_all(self, outputs: Sequence[Output]) -> None:
-        """``outputs`` and the records written alongside each (a lead's notifications)."""
+    async def write_all(self, outputs: Sequence[Output], then: Callable[[], None] | None = None) -> None:
+        """``outputs`` and the records written alongside each (a lead's notifications); once
+        Kafka acknowledged all, ``then`` (which acks their inputs) runs before any commit can."""
+        async with self.gate.writing():
+            await self._write(outputs)
+            if then is not None:
+                then()
+
+    async def _write(self, outputs: Sequence[Output]) -> None:
         pending = [record for output in outputs for record in (output, *output.alongside)]
         for attempt in range(1, self.attempts + 1):
             results = await self._send_all(pending)
@@ -75,11 +94,9 @@ class OutputWriter:
             errors = {repr(r) for r in results if r is not None}
             log.warning("%d outputs not acknowledged (attempt %d): %s", len(failed), attempt, errors)
             pending = failed
-            await asyncio.sleep(self.backoff(attempt))
-        log.critical(
-            "Kafka did not acknowledge %d outputs; exiting without committing their input", len(pending)
-        )
-        os._exit(EXIT_OUTPUT_FAILED)
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff(attempt))
+        await self.give_up(f"Kafka did not acknowledge {len(pending)} outputs")
 
     def topic_of(self, output: Output) -> str:
         return output.topic or self.topics[output.destination]

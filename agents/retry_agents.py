@@ -67,10 +67,12 @@ def add_retry_agent(
             async for events in stream.take_events(options.fetch_size, within=options.take_within):
                 states = [retry_state(event) for event in events]
                 if not await wait_until(max(state.due for state in states), app):
-                    await writer.write_all([requeued(event, channel.get_topic_name()) for event in events])
+                    await writer.write_all([requeued(event, channel.get_topic_name()) for event in events],
+                                           then=acker(app, events))  # fmt: skip
                     continue
 
-                work = functools.partial(handle, process, writer, observer, events, states)
+                ack = acker(app, events)
+                work = functools.partial(handle, process, writer, observer, events, states, ack)
                 await run_to_the_end(work, options.shutdown_grace)
         finally:
             await client.release()
@@ -82,8 +84,10 @@ async def handle(
     observer: LeadObserver,
     events: Sequence[faust.EventT],
     states: Sequence[RetryState | None] | None = None,
+    then: Callable[[], None] | None = None,
 ) -> None:
-    """Run the taken events' leads concurrently and write their outputs (acknowledged)."""
+    """Run the taken events' leads concurrently and write their outputs (acknowledged);
+    ``then`` acks them (see :func:`acker`)."""
     observer.fetched(len(events))
     states = states or [None] * len(events)
     outputs = await asyncio.gather(
@@ -92,8 +96,20 @@ async def handle(
             for event, state in zip(events, states, strict=True)
         )
     )
-    await writer.write_all(outputs)
+    await writer.write_all(outputs, then=then)
     observer.written([event.message for event in events], outputs)
+
+
+def acker(app: faust.App, events: Sequence[faust.EventT]) -> Callable[[], None]:
+    """Acks the events as soon as their outputs are acknowledged, before a commit can run:
+    under exactly-once the transaction holding the outputs must commit their offsets too.
+    (``take_events`` acks them again later, after the body: a second ack does nothing.)"""
+
+    def ack() -> None:
+        for event in events:
+            app.consumer.ack(event.message)
+
+    return ack
 
 
 async def run_to_the_end(work: Callable[[], Awaitable[None]], grace: float) -> None:

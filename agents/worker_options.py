@@ -8,6 +8,10 @@ from agents.health import BLOCKED_AFTER
 from agents.kafka_connection import KafkaConnection
 from streams.events import MAX_LEAD_BYTES, MAX_OUTPUT_BYTES
 
+EXACTLY_ONCE = "exactly-once"
+AT_LEAST_ONCE = "at-least-once"
+GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -27,3 +31,10 @@ class WorkerOptions:
     instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
     session_timeout: float = 45.0  # seconds without heartbeats before the group drops a member
     replication_factor: int = 1  # of the topics Faust creates itself (its leader topic, changelogs)
+    guarantee: str = AT_LEAST_ONCE  # or EXACTLY_ONCE (agents.transactions)
+    commit_interval: float = 1.0  # seconds between commits (a transaction each, under exactly-once)
+    commit_count: int = 5000  # ... or sooner, after this many inputs finished
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == EXACTLY_ONCE

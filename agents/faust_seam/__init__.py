@@ -16,6 +16,9 @@ tests/test_faust_seam.py (one contract test per private name), nowhere else.
 * :mod:`.handover` — the moment a hand-over starts (Faust's flow control being cleared).
 * :mod:`.assignment` — a group member's assignment as the broker describes it (aiokafka's
   consumer protocol, Faust's assignor user data), for ``leadstreams status``.
+* :mod:`.transactions` — KIP-447 transactional offset commits (aiokafka sends v0, which
+  Kafka does not fence by the group): the member a commit carries, and reading it from
+  aiokafka's group coordinator.
 * :mod:`.worker` — the worker's stop and printing: mode's signal handlers and ``_say``,
   its shutdown steps, and what the stop reports (Faust's read offsets, its ``_commit``).
 
@@ -51,10 +54,12 @@ from agents.faust_seam.consumer import (  # noqa: E402
     TakenMessages,
 )
 from agents.faust_seam.handover import HandoverHook  # noqa: E402
+from agents.faust_seam.transactions import GroupMember, Membership, membership_of  # noqa: E402
 from agents.faust_seam.worker import LeadWorker  # noqa: E402
 
 __all__ = [
     "FaustRecordBatches",
+    "GroupMember",
     "HandoverHook",
     "InFlight",
     "Intake",
@@ -62,6 +67,7 @@ __all__ = [
     "LeadConsumer",
     "LeadTransport",
     "LeadWorker",
+    "Membership",
     "TakenMessages",
     "UnsupportedAiokafka",
     "UnsupportedFaust",
@@ -69,5 +75,6 @@ __all__ = [
     "check_aiokafka_version",
     "check_faust_version",
     "last_fetch_time",
+    "membership_of",
     "producer_connected",
 ]

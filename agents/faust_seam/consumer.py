@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NoReturn, Protocol
 from weakref import WeakSet
 
 import faust
@@ -22,6 +23,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from agents.commit_ledger import CommitLedger
+from agents.faust_seam.transactions import GroupMember, Membership, membership_of
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,26 @@ class Intake(Protocol):
     async def deliver(self, messages: list[Message]) -> None:
         """Take the messages (waiting is back-pressure on the fetch). A message the
         intake does not track is not acked, so it is read again."""
+
+
+class Gate(Protocol):
+    def exclusive(self) -> AbstractAsyncContextManager[None]:
+        """No write in flight while held (agents.write_gate)."""
+
+
+class Transactions(Protocol):
+    """The worker's transactional producer (agents.transactions), under exactly-once."""
+
+    gate: Gate
+
+    async def start(self) -> Any: ...
+
+    async def stop(self) -> None: ...
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int], member: GroupMember) -> None:
+        """Commits the open transaction with these offsets, or ends the process."""
+
+    async def abort_and_exit(self, why: str) -> NoReturn: ...
 
 
 class TakenMessages(WeakSet[Message]):
@@ -64,6 +86,11 @@ class LeadConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         test_notifications_on_kafka.py measured p50 ~1 s)."""
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # read when it starts its fetcher
+        if self.app.transactions is not None:
+            # Our own topics (retry tiers, notifications) are written in transactions: an aborted
+            # one's records must stay unread. (Faust's switch for it also starts its own
+            # transaction manager, which is not ours: agents.transactions says why.)
+            consumer._isolation_level = "read_committed"
         return consumer
 
 
@@ -77,6 +104,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
         self.last_commits: dict[TP, int] = {}  # what this worker committed last, per partition
         self.first_read: dict[TP, int] = {}  # the first lead read of a partition since its assignment
         self._unacked_messages = TakenMessages(self.ledger, self.app.topics.acks_enabled_for)
+        self.membership: Membership | None = None  # as assigned: what a transactional commit carries
 
     def _new_consumer_thread(self) -> LeadConsumerThread:
         return LeadConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -113,6 +141,12 @@ class LeadConsumer(aiokafka_driver.Consumer):
             if topics is None or tp in topics or tp.topic in topics:
                 yield tp
 
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        # Read now, while the consumer thread waits for this callback: later, a kick resets it
+        # to generation -1, which the broker accepts for a transactional commit.
+        self.membership = membership_of(self._thread._ensure_consumer())
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         try:
             await super().on_partitions_revoked(revoked)  # waits for taken leads, commits
@@ -124,10 +158,39 @@ class LeadConsumer(aiokafka_driver.Consumer):
     # -- what the stop reports -------------------------------------------------------
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        committed = bool(await super()._commit(offsets))
+        transactions: Transactions | None = self.app.transactions
+        if transactions is None:
+            committed = bool(await super()._commit(offsets))
+        else:
+            committed, offsets = await self._commit_transaction(transactions, offsets)
         if committed:
             self.last_commits.update(offsets)
         return committed
+
+    async def _commit_transaction(
+        self, transactions: Transactions, offsets: Mapping[TP, int]
+    ) -> tuple[bool, Mapping[TP, int]]:
+        """Under exactly-once: the open transaction holds outputs whose inputs were acked;
+        commit it with their offsets. Faust computed ``offsets`` before the writes in flight
+        were acked: with the gate held (none in flight) the runs acked since are added, so no
+        output is committed without its input's offset."""
+        async with transactions.gate.exclusive():
+            with ack_lock:
+                later = {tp: self.ledger.committable(tp) for tp in list(self.ledger.with_finished_head())}
+            assigned = self.assignment()
+            merged = {tp: offset for tp, offset in {**offsets, **later}.items() if offset is not None}
+            to_commit = {tp: offset for tp, offset in merged.items() if tp in assigned}
+            if len(to_commit) < len(merged):  # acked outputs of a partition we no longer own
+                await transactions.abort_and_exit(f"outputs written for partitions no longer assigned: "
+                                                  f"{sorted(set(merged) - set(to_commit))}")  # fmt: skip
+            if not to_commit:
+                return False, to_commit
+            member = self.membership
+            if member is None or not member.known:
+                await transactions.abort_and_exit("no group membership to commit with (left the group)")
+            group = GroupMember(self.app.conf.id, member.generation, member.member_id, member.instance_id)
+            await transactions.commit({(tp.topic, tp.partition): o for tp, o in to_commit.items()}, group)
+        return True, to_commit
 
     def uncommitted(self) -> int:
         """Leads read since this worker's last commit of their partition (or since the
@@ -219,6 +282,12 @@ class LeadApp(faust.App):
     shutdown_grace: float = 30.0  # seconds the leads in flight get to be written on a stop
     fetch_max_wait_ms: int = 20  # how long the broker may hold a fetch with no new records
     kafka_reachable: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
+    transactions: Transactions | None = None  # exactly-once: the worker's transactional producer
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        if self.transactions is not None:  # after the consumer's last commit (a child, stopped before)
+            await self.transactions.stop()
 
     def _new_transport(self) -> LeadTransport:
         return LeadTransport(self.conf.broker_consumer, self)
