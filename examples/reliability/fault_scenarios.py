@@ -22,8 +22,9 @@ from examples.support.process import serve_app, wait_for
 async def scenario_faults(
     bootstrap: str, state: str, workdir: Path, sizes: Sizes, loglevel: str = "warning"
 ) -> tuple[str, Run, Tally]:
-    """Partner faults; SIGKILL the worker `kills` times; restart the broker once."""
-    run = Run(bootstrap, workdir, sizes.rate, Faults(), loglevel=loglevel)
+    """Partner faults; SIGKILL the worker `kills` times; restart the broker once. At-least-once,
+    explicitly: the comparison for the exactly_once scenario (a kill writes leads twice here)."""
+    run = Run(bootstrap, workdir, sizes.rate, Faults(), loglevel=loglevel, guarantee="at-least-once")
     partner = PartnerProcess(run.api_key, run.faults, workdir / f"{run.prefix}-partner.log")
     tally = Tally()
     recoveries: list[float] = []

@@ -43,6 +43,8 @@ class Sizes:
     slow_rate: int = 200
     slow_share: float = 0.04  # leads answered after 1-20 s
     recovery_bound: float = 10.0  # s from a worker's restart to its first output
+    eos_leads: int = 20_000  # the exactly_once scenario (issue 18)
+    eos_kills: int = 3
     deadline: float = 900.0
     loaded_leads: int = 8_000  # per worker count (1, then 2), with `hogs` busy processes beside
     loaded_rate: int = 400
@@ -53,6 +55,7 @@ class Sizes:
         return cls(
             leads=1_500, kills=1, fuzz=1_000, shared_leads=600, rate=300, shared_rate=150,
             slow_leads=2_000, slow_kills=1, slow_rate=100, recovery_bound=30, deadline=300,
+            eos_leads=1_500, eos_kills=1,
             loaded_leads=1_500, loaded_rate=300,
         )  # fmt: skip
 
@@ -73,6 +76,7 @@ class Run:
     api_key: str = field(default_factory=lambda: f"rel-secret-{uuid.uuid4().hex}")
     processes: list[WorkerProcess] = field(default_factory=list)
     kafka_config: Path | None = None  # a client properties file: the run's Kafka is a secured listener
+    guarantee: str | None = None  # the workers' --guarantee (None: the worker's default)
 
     @functools.cached_property
     def kafka(self) -> Kafka:
@@ -105,7 +109,7 @@ class Run:
             worker = WorkerProcess(
                 self.flow, self.bootstrap, free_port(), self.workdir / f"{self.prefix}-worker{index}.log",
                 env=self.env(partner_url),
-                args=worker_args(self.prefix, index, self.verbose, self.loglevel) + secured,
+                args=worker_args(self.prefix, index, self.verbose, self.loglevel, self.guarantee) + secured,
             )  # fmt: skip
             worker.start()
             self.processes.append(worker)
@@ -115,10 +119,15 @@ class Run:
             worker.stop()
 
 
-def worker_args(group: str, index: int, verbose: bool = False, loglevel: str = "warning") -> list[str]:
-    """Static membership: worker ``index`` keeps its instance id across restarts."""
+def worker_args(
+    group: str, index: int, verbose: bool = False, loglevel: str = "warning", guarantee: str | None = None
+) -> list[str]:
+    """Static membership: worker ``index`` keeps its instance id across restarts (under
+    exactly-once that id also names its transactional producer, so a restart aborts the
+    killed worker's open transaction at once instead of after the transaction timeout)."""
     args = ["--group-id", group, "--instance-id", f"{group}-w{index}", "--partitions", str(PARTITIONS),
             "--max-lead-bytes", str(MAX_LEAD), "--loglevel", loglevel]  # fmt: skip
+    args += ["--guarantee", guarantee] if guarantee else []
     return args + (["--loglevel", "debug", "--log-bodies"] if verbose else [])
 
 

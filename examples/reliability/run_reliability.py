@@ -2,7 +2,9 @@
 scenario and `reliability: in=N out=N lost=0 duplicates=D`.
 
 Scenarios: faults: partner faults (5xx, timeouts, resets, 429 bursts) while the worker
-is killed with SIGKILL several times and the broker is restarted once; slow_kills: a
+(--guarantee at-least-once) is killed with SIGKILL several times and the broker is
+restarted once; exactly_once: the same with --guarantee exactly-once, kills at random
+moments, every lead's committed outputs counted by lead id (one each); slow_kills: a
 few leads answered only after 1-20 s, the worker killed whenever one of them is at the
 head of its partition with later leads written, and the broker restarted once;
 shared_limit: two workers in one group sharing a rate limit; fuzz: fuzzed bad inputs;
@@ -27,6 +29,7 @@ from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[2]))  # the repository, for examples.support
+from exactly_once import scenario_exactly_once
 from fault_scenarios import scenario_faults, scenario_slow_kills
 from fuzz_and_secrets import scenario_fuzz, scenario_secrets
 from group_run import Run, Sizes
@@ -35,7 +38,7 @@ from limit_scenarios import scenario_loaded, scenario_shared_limit
 
 __all__ = ["SCENARIOS", "Sizes", "main", "run_all"]  # Sizes: for tests/integration (with run_all)
 
-SCENARIOS = ("faults", "slow_kills", "shared_limit", "loaded", "fuzz")
+SCENARIOS = ("faults", "exactly_once", "slow_kills", "shared_limit", "loaded", "fuzz")
 
 
 async def run_all(
@@ -56,6 +59,7 @@ async def run_all(
 
     scenarios: dict[str, Callable[[], Awaitable[tuple[str, list[tuple[Run, Tally]]]]]] = {
         "faults": lambda: one(scenario_faults(bootstrap, state, workdir, sizes, loglevel)),
+        "exactly_once": lambda: one(scenario_exactly_once(bootstrap, state, workdir, sizes, loglevel)),
         "slow_kills": lambda: one(scenario_slow_kills(bootstrap, state, workdir, sizes, loglevel)),
         "shared_limit": lambda: one(scenario_shared_limit(bootstrap, workdir, sizes)),
         "loaded": lambda: scenario_loaded(bootstrap, workdir, sizes),

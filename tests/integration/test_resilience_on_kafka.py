@@ -148,9 +148,10 @@ async def test_cached_answer_survives_a_worker_restart(setup: Setup, kafka_boots
 
 # About 2.5 minutes here (3.5 with two CPU hogs beside it); two broker restarts take longer
 # on a busy machine.
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(540)
 async def test_reliability_scenarios_at_small_size(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """`make reliability` at a small size: faults + kill -9 + broker restart, slow leads at
+    """`make reliability` at a small size: faults + kill -9 + broker restart (at-least-once, then
+    exactly-once counted by lead id), slow leads at
     the head of a partition + kill -9, a shared rate limit across two workers, the rate limit
     at the partner with two CPU hogs beside one worker and then two (`loaded`), fuzzed inputs
     over SASL_SSL, secrets (partner keys and the Kafka password). Every rate is the partner's
@@ -162,6 +163,9 @@ async def test_reliability_scenarios_at_small_size(kafka_bootstrap: str, tmp_pat
     lines, ok = await run_all(kafka_bootstrap, state, Sizes.small(), tmp_path)
     assert ok, "\n".join(lines)
     assert lines[-1].startswith("reliability: ") and " lost=0 " in lines[-1]
+    # Issue 18: the worker on --guarantee exactly-once, killed once at a random moment and the
+    # broker restarted; counted by lead id with a read_committed consumer (about 40 s more).
+    assert any(line.startswith("exactly_once: ") and " lost=0 duplicates=0 " in line for line in lines), lines
     assert any(line.startswith("fuzz: ") and "kafka=SASL_SSL" in line for line in lines), lines
     assert any(line.startswith("loaded: hogs=2 ") and "workers=2 max_rps=" in line for line in lines), lines
     assert any(line.startswith("secrets: kinds=partner keys, Kafka password") for line in lines), lines
