@@ -249,5 +249,5 @@ async def scenario_exactly_once(
     )
     ok = settled and alive and len(count.inputs) == sizes.eos_leads and count.lost == 0
     ok = ok and count.duplicates == 0 and seen.max_rps <= math.ceil(sizes.rate)
-    ok = ok and max(recoveries, default=0) <= sizes.recovery_bound
+    ok = ok and max(recoveries, default=0) <= sizes.eos_recovery_bound
     return ("" if ok else "FAILED ") + line, run, tally
