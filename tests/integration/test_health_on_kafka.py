@@ -28,7 +28,7 @@ import pytest
 from leads import sample_leads
 from worker_harness import WorkerRun, worker_with_partner
 
-from agents.kafka_io import Record, collect, publish
+from agents.kafka_io import Record, collect, end_offsets, publish
 from examples.support.process import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -94,6 +94,7 @@ def start_broker_again(state: str, bootstrap: str) -> None:
 
 
 INFO = ["--loglevel", "info"]
+HELD_COMMITS = [*INFO, "--commit-interval", "600", "--commit-count", "100000"]
 
 
 async def all_outputs(run: WorkerRun, expected: int) -> list[Record]:
@@ -104,6 +105,15 @@ async def all_outputs(run: WorkerRun, expected: int) -> list[Record]:
 
     records = await collect(run.bootstrap, [topics["enriched"], topics["errors"]], done, timeout=120)
     return [r for r in records if r.topic != topics["incoming"]]
+
+
+async def outputs_in_the_open_transaction(run: WorkerRun, expected: int, timeout: float = 60) -> None:
+    """Its outputs written (the high watermarks), not committed: its commits are held off."""
+    topics = [run.topics["enriched"], run.topics["errors"]]
+    deadline = time.monotonic() + timeout
+    while sum((await end_offsets(run.bootstrap, topics, stable=False)).values()) < expected:
+        assert time.monotonic() < deadline, f"fewer than {expected} outputs written\n{run.log_tail()}"
+        await asyncio.sleep(0.2)
 
 
 async def stop_with(run: WorkerRun, sent: signal.Signals) -> float:
@@ -211,7 +221,8 @@ async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
     async with (
         worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as main,
         worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as other,
-        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=INFO) as third,
+        # Commits held off: its stop has something to commit while the broker hangs.
+        worker_with_partner(kafka_bootstrap, tmp_path, extra_args=HELD_COMMITS) as third,
     ):
         watch = ReadyWatch(f"http://127.0.0.1:{main.web_port}/ready")
         watching = asyncio.ensure_future(watch.run())
@@ -220,7 +231,9 @@ async def test_ready_follows_the_broker_away_and_back_and_stops_are_quick(
             first = sample_leads(100, run_id=f"{main.suffix}-a", malformed=5)
             for run in (main, other, third):
                 await publish(kafka_bootstrap, run.topics["incoming"], [(x.key, x.value) for x in first])
+            for run in (main, other):
                 assert len(await all_outputs(run, 100)) >= 100
+            await outputs_in_the_open_transaction(third, 100)
 
             outage.hung_exit = await stop_while_the_broker_hangs(state, third)
             await broker_away_and_back(state, kafka_bootstrap, watch, main, other, outage)
