@@ -1,6 +1,8 @@
 """The bench scenarios P1-P5. Each run gets fresh topics and a fresh consumer group;
 leads/s come from the output records' CreateTime (N / (last - first)), so process
-start-up is excluded; every wait polls end offsets against a deadline."""
+start-up is excluded; every wait polls against a deadline (the baseline's end offsets; the
+worker's committed input, which holds under both guarantees: committed.py). P1 and P2 run the
+worker under at-least-once and under exactly-once in the same bench run (issue 18)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from committed import CommittedOutputs
 from kafka_tools import (
     Message,
     OutputCounter,
@@ -23,7 +26,7 @@ from kafka_tools import (
     read_all,
 )
 from partner import PartnerState
-from processors import BASE, WORKER, Processor, Setup, start, start_worker
+from processors import BASE, EXACTLY_ONCE, WORKER, Processor, Setup, start, start_worker
 from rich.progress import Progress, TaskID
 from stats import CpuPerLead, RssSampler, mean_rate, percentiles_ms
 
@@ -147,18 +150,31 @@ def failed(processor: Processor, exc: BaseException) -> RuntimeError:
     return RuntimeError(f"{processor.kind}: {exc}; log {processor.log_path}:\n{processor.log_tail()}")
 
 
+@dataclass
+class Measured:
+    """One throughput run: leads/s from the outputs' CreateTime, CPU per lead, and for the
+    worker the figures of its committed outputs (committed.py)."""
+
+    rate: float
+    cpu: float | None
+    committed: dict[str, Any] | None = None
+
+
 async def throughput(
-    bench: Bench, label: str, kind: str, count: int, concurrency: int, latency: float
-) -> tuple[float, float | None]:
+    bench: Bench, label: str, kind: str, count: int, concurrency: int, latency: float, guarantee: str = ""
+) -> Measured:
     """Pre-publish ``count`` leads, start the processor: leads/s from output timestamps, and
-    the processor's CPU microseconds per lead while outputs came."""
-    setup = bench.setup(label, kind, concurrency)
+    the processor's CPU microseconds per lead while outputs came. The worker runs with
+    ``guarantee`` (default at-least-once) and is measured through a read_committed reader."""
+    overrides = {"guarantee": guarantee} if guarantee else {}
+    setup = bench.setup(label, f"{kind}-{guarantee}" if guarantee else kind, concurrency, **overrides)
     bench.partner.reset(latency, bench.sizes.error_rate)
     await bench.topics(setup)
-    sent = bench.task(f"{label} {kind}: publish", count)
+    side = f"{kind} {guarantee}" if guarantee else kind
+    sent = bench.task(f"{label} {side}: publish", count)
     await publish_fast(bench.bootstrap, setup.input, leads(setup.topic, count),
                        lambda n: bench.progress.update(sent, completed=n))  # fmt: skip
-    done = bench.task(f"{label} {kind}: outputs", count)
+    done = bench.task(f"{label} {side}: outputs", count)
     processor = start(kind, setup, bench.workdir)
     cpu = CpuPerLead(processor.pid)
 
@@ -167,6 +183,15 @@ async def throughput(
         cpu.at(outputs)
 
     try:
+        if kind == WORKER:
+            async with CommittedOutputs(
+                bench.bootstrap, setup.group, setup.input, setup.outputs, setup.partitions
+            ) as committed:
+                await committed.wait_committed(bench.sizes.deadline, lambda: processor.alive, progress)
+                progress(count)
+                outputs = await committed.read(count)
+            figures = outputs.summary(count)
+            return Measured(figures.pop("leads_s"), cpu.micros(), figures)
         async with OutputCounter(bench.bootstrap, setup.outputs) as counter:
             await counter.wait_for(count, bench.sizes.deadline, lambda: processor.alive, progress)
             first, last = await counter.edge_timestamps()
@@ -174,31 +199,51 @@ async def throughput(
         raise failed(processor, exc) from exc
     finally:
         processor.stop()
-    return count / max((last - first) / 1000, 0.001), cpu.micros()
+    return Measured(count / max((last - first) / 1000, 0.001), cpu.micros())
 
 
 def cpu_figures(cpu: dict[str, float | None]) -> dict[str, float | None]:
     return {f"{kind}_cpu_us_per_lead": None if us is None else round(us, 1) for kind, us in cpu.items()}
 
 
+def exactly_once_figures(alo: Measured, eos: Measured) -> dict[str, Any]:
+    """The worker on exactly-once against the worker on at-least-once, in one bench run:
+    leads/s and their ratio, and the latency a lead sees from the worker taking it to a
+    read_committed reader seeing its output (p99 added by the transactions)."""
+    assert alo.committed is not None and eos.committed is not None
+    alo_ms, eos_ms = alo.committed["received_to_visible_ms"], eos.committed["received_to_visible_ms"]
+    return {"leads_s": round(eos.rate, 1), "at_least_once_leads_s": round(alo.rate, 1),
+            "ratio": round(eos.rate / alo.rate, 3),
+            "visible_leads_s": eos.committed["visible_leads_s"],
+            "at_least_once_visible_leads_s": alo.committed["visible_leads_s"],
+            "received_to_visible_ms": eos_ms, "at_least_once_received_to_visible_ms": alo_ms,
+            "written_to_visible_ms": eos.committed["written_to_visible_ms"],
+            "at_least_once_written_to_visible_ms": alo.committed["written_to_visible_ms"],
+            "added_p50_ms": round(eos_ms["p50"] - alo_ms["p50"], 1),
+            "added_p99_ms": round(eos_ms["p99"] - alo_ms["p99"], 1),
+            "cpu_us_per_lead": None if eos.cpu is None else round(eos.cpu, 1)}  # fmt: skip
+
+
 async def p1_overhead(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
-    cpu: dict[str, float | None] = {}
-    for kind in KINDS:
-        rate, cpu[kind] = await throughput(bench, "P1", kind, sizes.p1_leads, sizes.concurrency, 0.0)
-        bench.p1[kind] = rate
+    measured = {
+        kind: await throughput(bench, "P1", kind, sizes.p1_leads, sizes.concurrency, 0.0) for kind in KINDS
+    }
+    eos = await throughput(bench, "P1", WORKER, sizes.p1_leads, sizes.concurrency, 0.0, EXACTLY_ONCE)
+    bench.p1.update({kind: m.rate for kind, m in measured.items()})
     return {"leads": sizes.p1_leads, "concurrency": sizes.concurrency,
             "baseline_leads_s": round(bench.p1[BASE], 1), "worker_leads_s": round(bench.p1[WORKER], 1),
-            "ratio": round(bench.p1[WORKER] / bench.p1[BASE], 3), **cpu_figures(cpu)}  # fmt: skip
+            "ratio": round(bench.p1[WORKER] / bench.p1[BASE], 3),
+            **cpu_figures({kind: m.cpu for kind, m in measured.items()}),
+            "exactly_once": exactly_once_figures(measured[WORKER], eos)}  # fmt: skip
 
 
 async def p2_latency(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
-    measured = {
-        kind: await throughput(bench, "P2", kind, sizes.p2_leads, sizes.p2_concurrency, sizes.p2_latency)
-        for kind in KINDS
-    }
-    rates = {kind: rate for kind, (rate, _) in measured.items()}
+    args = (sizes.p2_leads, sizes.p2_concurrency, sizes.p2_latency)
+    measured = {kind: await throughput(bench, "P2", kind, *args) for kind in KINDS}
+    eos = await throughput(bench, "P2", WORKER, *args, EXACTLY_ONCE)
+    rates = {kind: m.rate for kind, m in measured.items()}
     latency_bound = sizes.p2_concurrency / sizes.p2_latency
     bound = min(latency_bound, rates[BASE])
     return {"leads": sizes.p2_leads, "concurrency": sizes.p2_concurrency,
@@ -206,7 +251,8 @@ async def p2_latency(bench: Bench) -> dict[str, Any]:
             "baseline_leads_s": round(rates[BASE], 1), "worker_leads_s": round(rates[WORKER], 1),
             "latency_bound_leads_s": round(latency_bound, 1), "bound_leads_s": round(bound, 1),
             "ratio_to_bound": round(rates[WORKER] / bound, 3),
-            **cpu_figures({kind: us for kind, (_, us) in measured.items()})}  # fmt: skip
+            **cpu_figures({kind: m.cpu for kind, m in measured.items()}),
+            "exactly_once": exactly_once_figures(measured[WORKER], eos)}  # fmt: skip
 
 
 async def rate_precision(bench: Bench, workers: int) -> dict[str, Any]:

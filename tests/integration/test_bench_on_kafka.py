@@ -18,10 +18,15 @@ pytestmark = pytest.mark.kafka
 
 SCRIPT = ROOT / "examples" / "bench" / "run_bench.py"
 PCTS = ("p50", "p95", "p99")
+EXACTLY_ONCE = [f"exactly_once.{name}" for name in ("leads_s", "at_least_once_leads_s", "ratio")] + [
+    f"exactly_once.{kind}.{p}" for kind in ("received_to_visible_ms", "at_least_once_received_to_visible_ms")
+    for p in PCTS
+]  # fmt: skip
 FIGURES: dict[str, list[str]] = {
-    "P1": ["leads", "concurrency", "baseline_leads_s", "worker_leads_s", "ratio"],
+    # exactly_once: the worker on --guarantee exactly-once beside at-least-once (issue 18)
+    "P1": ["leads", "concurrency", "baseline_leads_s", "worker_leads_s", "ratio", *EXACTLY_ONCE],
     "P2": ["leads", "concurrency", "partner_latency_ms", "baseline_leads_s", "worker_leads_s",
-           "latency_bound_leads_s", "bound_leads_s", "ratio_to_bound"],
+           "latency_bound_leads_s", "bound_leads_s", "ratio_to_bound", *EXACTLY_ONCE],
     "P3": ["limit", "target_seconds"] + [
         f"{run}.{name}" for run in ("one_worker", "two_workers")
         for name in ("workers", "partitions", "leads", "requests", "max_1s", "max_over_limit",
@@ -73,3 +78,5 @@ def test_bench_quick_reports_every_figure(kafka_bootstrap: str) -> None:
     # The table was printed before the JSON line, with a row per scenario.
     for label in ("P1 overhead", "P2 latency", "P3 limit", "P4 latency", "P5 memory"):
         assert label in completed.stdout
+    for scenario in ("P1", "P2"):
+        assert f"{scenario} exactly-once: " in completed.stdout
