@@ -78,7 +78,10 @@ async def test_errors_replayed_after_an_outage_come_out_enriched_once(
         leads = [{"id": f"r{n}", "email": f"r{n}@example.com"} for n in range(3)]
         messages = [(lead["id"].encode(), orjson.dumps(lead)) for lead in leads]
         await publish(kafka_bootstrap, topics["incoming"], [*messages, (None, b"not json")])
-        await read_until(kafka_bootstrap, topics["errors"], lambda r: len(r) >= 4)
+        errors = await read_until(kafka_bootstrap, topics["errors"], lambda r: len(r) >= 4)
+        # Where they are (transaction markers take offsets too).
+        lead_errors = [f"{topics['errors']}/{r.partition}/{r.offset}" for r in errors
+                       if orjson.loads(r.value).get("id") in {"r0", "r1", "r2"}]  # fmt: skip
 
         dry = await asyncio.to_thread(
             leadstreams, "replay", str(flow), "--dry-run", "--bootstrap", kafka_bootstrap
@@ -105,7 +108,7 @@ async def test_errors_replayed_after_an_outage_come_out_enriched_once(
         inputs = await read_until(kafka_bootstrap, topics["incoming"], lambda r: len(r) >= 7)
         assert [r.value for r in inputs[4:]] == [r.value for r in inputs[:3]]  # the original bytes
         replayed = await replay_headers(kafka_bootstrap, topics["incoming"])
-        assert sorted(replayed.values()) == [f"{topics['errors']}/0/{n}" for n in (1, 2, 3)]
+        assert sorted(replayed.values()) == sorted(lead_errors)
         assert set(replayed) == {4, 5, 6}
 
         again = await asyncio.to_thread(leadstreams, "replay", str(flow), "--bootstrap", kafka_bootstrap)

