@@ -31,7 +31,7 @@ class WorkerOptions:
     instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
     session_timeout: float = 45.0  # seconds without heartbeats before the group drops a member
     replication_factor: int = 1  # of the topics Faust creates itself (its leader topic, changelogs)
-    guarantee: str = AT_LEAST_ONCE  # or EXACTLY_ONCE (agents.transactions)
+    guarantee: str = EXACTLY_ONCE  # or AT_LEAST_ONCE (agents.transactions)
     commit_interval: float = 1.0  # seconds between commits (a transaction each, under exactly-once)
     commit_count: int = 5000  # ... or sooner, after this many inputs finished
 
