@@ -82,7 +82,8 @@ def output_writer(app: LeadApp, flow: Flow, options: WorkerOptions, metrics: Met
     if not options.exactly_once:
         return OutputWriter(FaustRecordBatches(app.producer), topics, flow.name, metrics)
     txn_id = transactional_id(app.conf.id, options.instance_id)
-    producer = TransactionalProducer(KafkaConnection.of(options.kafka), txn_id, OUTPUT_BATCH_BYTES)
+    producer = TransactionalProducer(KafkaConnection.of(options.kafka), txn_id, OUTPUT_BATCH_BYTES,
+                                     metrics, flow.name)  # fmt: skip
     app.transactions = producer
 
     @app.task

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -31,6 +32,7 @@ from aiokafka.structs import OffsetAndMetadata
 from agents.faust_seam import GroupMember
 from agents.kafka_connection import KafkaConnection
 from agents.write_gate import WriteGate
+from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ class TransactionalProducer:
     """aiokafka's transactional producer as the output writer's ``RecordBatchProducer``,
     with a transaction always open between commits."""
 
-    def __init__(self, kafka: KafkaConnection, transactional_id: str, max_batch_size: int) -> None:
+    def __init__(self, kafka: KafkaConnection, transactional_id: str, max_batch_size: int,
+                 metrics: Metrics | None = None, flow: str = "") -> None:  # fmt: skip
         self.kafka = kafka
+        self.commit_seconds = metrics.transaction_commits.labels(flow) if metrics is not None else None
         self.transactional_id = transactional_id
         self.max_batch_size = max_batch_size
         self.gate = WriteGate()
@@ -103,6 +107,7 @@ class TransactionalProducer:
         """Commit the open transaction with ``offsets`` (call it holding :attr:`gate`), then
         open the next. Any failure ends the process (see the module)."""
         producer = await self.start()
+        started = time.perf_counter()
         try:
             await producer.send_offsets_to_transaction(
                 {TopicPartition(*tp): OffsetAndMetadata(offset, "") for tp, offset in offsets.items()},
@@ -113,6 +118,8 @@ class TransactionalProducer:
         except Exception as exc:
             await self.abort_and_exit(f"the transaction's commit failed: {exc!r}")
         self.commits += 1
+        if self.commit_seconds is not None:
+            self.commit_seconds.observe(time.perf_counter() - started)
 
     async def abort_and_exit(self, why: str) -> NoReturn:
         log.critical("exactly-once: %s; aborting the open transaction and exiting uncommitted "

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -108,6 +110,12 @@ async def test_a_crash_between_produce_and_commit_leaves_no_trace(run: CommitRun
     assert len(every) == 2 * len(expected), "the aborted outputs are on the topic, unread by read_committed"
     # Not the 30 s transaction timeout: the restart with the same id aborted it at once.
     assert visible_after < 25, f"outputs visible {visible_after:.1f}s after the restart"
+    url = f"http://127.0.0.1:{run.worker.web_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        metrics = await answer.text()
+    counted = r'^leadstreams_transaction_commit_seconds_count\{flow="commit-rule"\} (\S+)'
+    commits = re.search(counted, metrics, re.M)
+    assert commits and float(commits.group(1)) >= 1, "the commits are counted"
 
 
 async def test_a_replaced_worker_commits_nothing(run: CommitRun) -> None:
