@@ -153,3 +153,32 @@ async def wait_for_async(
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{what}: {now} of {at_least}")
         await asyncio.sleep(0.2)
+
+
+async def test_workers_joining_and_leaving_write_each_lead_once(run: CommitRun) -> None:
+    """Rebalances while leads flow: a second worker joins, then the first stops (its last
+    commit must be what the next owner reads, not the one before)."""
+    published: list[str] = []
+
+    async def publish_steadily() -> None:
+        for wave in range(60):
+            batch = leads(f"w{wave}", 10)
+            await run.publish(wave % 2, batch)
+            published.extend(str(lead["id"]) for lead in batch)
+            await asyncio.sleep(0.1)  # the pace of the publisher, not a synchronisation
+
+    # A static member that stops keeps its partitions until its session ends.
+    first = run.new_worker("--session-timeout", "6", instance=0)
+    first.start()
+    run.worker = first
+    publishing = asyncio.ensure_future(publish_steadily())
+    await wait_for(lambda: len(published) >= 150, 30, "the first leads published")
+    second = run.new_worker("--session-timeout", "6", instance=1)
+    second.start()
+    await wait_for(lambda: len(published) >= 350, 30, "more leads published")
+    assert await asyncio.to_thread(first.stop) == 0, first.log_tail()
+    run.worker = second
+    await publishing
+    await run.wait_committed(0, 300, timeout=90)
+    await run.wait_committed(1, 300, timeout=30)
+    assert_each_once(await committed_ids(run, len(published)), set(published))
