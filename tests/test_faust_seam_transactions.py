@@ -96,3 +96,9 @@ async def test_under_exactly_once_faust_reads_our_topics_read_committed() -> Non
     assert thread._create_worker_consumer(consumer.transport)._isolation_level == "read_committed"
     assert "isolation_level=self._isolation_level" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "generation_id" in inspect.signature(AIOKafkaConsumerThread.on_partitions_assigned).parameters
+
+
+def test_fausts_livelock_check_reads_the_commit_times_we_set() -> None:
+    """Our commit replaces AIOKafkaConsumerThread._commit, which sets them."""
+    assert "self.tp_last_committed_at = {}" in inspect.getsource(AIOKafkaConsumerThread)
+    assert "self.tp_last_committed_at.get(tp)" in inspect.getsource(AIOKafkaConsumerThread)
