@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from commit_run import CommitRun, commit_run, leads
+from commit_run import FAST, CommitRun, commit_run, leads
 
 from agents.kafka_io import collect, end_offsets, partition_counts
 from examples.support.process import wait_for
@@ -182,3 +182,28 @@ async def test_workers_joining_and_leaving_write_each_lead_once(run: CommitRun) 
     await run.wait_committed(0, 300, timeout=90)
     await run.wait_committed(1, 300, timeout=30)
     assert_each_once(await committed_ids(run, len(published)), set(published))
+
+
+async def test_kill_9_with_a_slow_lead_at_the_head_writes_each_lead_once(run: CommitRun) -> None:
+    """The worst moment of at-least-once's commit test, under exactly-once: a slow lead at
+    the head of partition 0 with 50 leads behind it finished. Their outputs wait for it (in
+    input order), nothing of partition 0 commits; after kill -9 and a restart every lead
+    comes out exactly once."""
+    expected = {"slow-0"} | {f"fast-{n}" for n in range(FAST)} | {f"other-{n}" for n in range(5)}
+    await run.publish(0, leads("slow", 1, slow=True) + leads("fast", FAST))
+    await run.start_worker()
+    await wait_for(lambda: "slow-0" in run.partner.waiting, 60, "the slow lead at the partner")
+    await wait_for(lambda: len(run.partner.asked) >= 1 + FAST, 30, "the leads behind it at the partner")
+    await run.publish(1, leads("other", 5))  # a commit after partition 0's fast leads finished
+    await run.wait_committed(1, 5)
+    assert run.partner.waiting == {"slow-0"}, "the slow lead must still be in flight"
+    assert (await run.committed()).get(0) is None, "partition 0 committed past the slow lead"
+    assert sorted(await committed_ids(run, 5)) == sorted(f"other-{n}" for n in range(5))
+
+    assert run.worker is not None
+    run.worker.kill()
+    run.worker = run.new_worker()
+    run.worker.start()
+    await run.wait_committed(0, 1 + FAST, timeout=90)
+    assert_each_once(await committed_ids(run, len(expected)), expected)
+    assert run.partner.asked["slow-0"] == 2  # asked again after the restart, answered at once
