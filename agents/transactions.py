@@ -65,7 +65,6 @@ class TransactionalProducer:
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self._aborting = False
-        self.commits = 0
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -128,7 +127,6 @@ class TransactionalProducer:
             await self.abort_and_exit(f"the transaction's commit did not finish within {COMMIT_WITHIN:.0f}s")
         except Exception as exc:
             await self.abort_and_exit(f"the transaction's commit failed: {exc!r}")
-        self.commits += 1
         if self.commit_seconds is not None:
             self.commit_seconds.observe(time.perf_counter() - started)
 

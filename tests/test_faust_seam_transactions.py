@@ -18,7 +18,7 @@ from aiokafka.protocol.transaction import TxnOffsetCommitRequest_v0
 from aiokafka.structs import OffsetAndMetadata
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from agents.faust_seam import GroupMember, LeadApp, LeadConsumer, Membership, membership_of
+from agents.faust_seam import GroupMember, LeadApp, LeadConsumer, member_of
 from agents.faust_seam.transactions import (
     MemberTxnOffsetCommitHandler,
     MemberTxnOffsetCommitRequest,
@@ -81,9 +81,10 @@ def test_the_membership_is_read_from_aiokafkas_group_coordinator() -> None:
     for name in ("self.generation", "self.member_id", "self._group_instance_id"):
         assert name in source
     coordinator = SimpleNamespace(generation=4, member_id="m", _group_instance_id=None)
-    assert membership_of(SimpleNamespace(_coordinator=coordinator)) == Membership(4, "m", None)
-    assert not Membership(-1, "", None).known  # after a kick: never committed with
-    assert Membership(4, "m", None).known
+    member = member_of(SimpleNamespace(_coordinator=coordinator), "g")
+    assert (member, member.generation, member.member_id, member.instance_id) == ("g", 4, "m", None)
+    assert not GroupMember("g", -1, "", None).known  # after a kick: never committed with
+    assert GroupMember("g", 4, "m", None).known
 
 
 async def test_under_exactly_once_faust_reads_our_topics_read_committed() -> None:

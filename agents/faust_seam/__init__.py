@@ -54,7 +54,7 @@ from agents.faust_seam.consumer import (  # noqa: E402
     TakenMessages,
 )
 from agents.faust_seam.handover import HandoverHook  # noqa: E402
-from agents.faust_seam.transactions import GroupMember, Membership, membership_of  # noqa: E402
+from agents.faust_seam.transactions import GroupMember, member_of  # noqa: E402
 from agents.faust_seam.worker import LeadWorker  # noqa: E402
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
     "LeadConsumer",
     "LeadTransport",
     "LeadWorker",
-    "Membership",
     "TakenMessages",
     "UnsupportedAiokafka",
     "UnsupportedFaust",
@@ -75,6 +74,6 @@ __all__ = [
     "check_aiokafka_version",
     "check_faust_version",
     "last_fetch_time",
-    "membership_of",
+    "member_of",
     "producer_connected",
 ]

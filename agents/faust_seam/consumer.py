@@ -24,7 +24,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from agents.commit_ledger import CommitLedger
-from agents.faust_seam.transactions import GroupMember, Membership, membership_of
+from agents.faust_seam.transactions import GroupMember, member_of
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ class Transactions(Protocol):
     """The worker's transactional producer (agents.transactions), under exactly-once."""
 
     gate: Gate
-
-    async def start(self) -> Any: ...
 
     async def stop(self) -> None: ...
 
@@ -108,7 +106,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
         self.last_commits: dict[TP, int] = {}  # what this worker committed last, per partition
         self.first_read: dict[TP, int] = {}  # the first lead read of a partition since its assignment
         self._unacked_messages = TakenMessages(self.ledger, self.app.topics.acks_enabled_for)
-        self.membership: Membership | None = None  # as assigned: what a transactional commit carries
+        self.member: GroupMember | None = None  # as assigned: what a transactional commit carries
 
     def _new_consumer_thread(self) -> LeadConsumerThread:
         return LeadConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -148,7 +146,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         # Read now, while the consumer thread waits for this callback: later, a kick resets it
         # to generation -1, which the broker accepts for a transactional commit.
-        self.membership = membership_of(self._thread._ensure_consumer())
+        self.member = member_of(self._thread._ensure_consumer(), self.app.conf.id)
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -194,11 +192,10 @@ class LeadConsumer(aiokafka_driver.Consumer):
                                                   f"{sorted(set(merged) - set(to_commit))}")  # fmt: skip
             if not to_commit:
                 return False, to_commit
-            member = self.membership
+            member = self.member
             if member is None or not member.known:
                 await transactions.abort_and_exit("no group membership to commit with (left the group)")
-            group = GroupMember(self.app.conf.id, member.generation, member.member_id, member.instance_id)
-            await transactions.commit({(tp.topic, tp.partition): o for tp, o in to_commit.items()}, group)
+            await transactions.commit({(tp.topic, tp.partition): o for tp, o in to_commit.items()}, member)
         # Faust's livelock check reads when each partition last committed (set by the commit
         # path this one replaces): without it, "has not committed at all" ERRORs.
         self._thread.tp_last_committed_at.update(dict.fromkeys(to_commit, monotonic()))

@@ -22,7 +22,6 @@ holds a contract test for each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,13 +57,6 @@ class GroupMember(str):
     def __repr__(self) -> str:
         return f"GroupMember({str(self)!r}, generation={self.generation}, member_id={self.member_id!r})"
 
-
-@dataclass(frozen=True)
-class Membership:
-    generation: int
-    member_id: str
-    instance_id: str | None
-
     @property
     def known(self) -> bool:
         """Joined: a commit may carry it (after a kick aiokafka resets it to -1 and "", which
@@ -72,10 +64,10 @@ class Membership:
         return self.generation >= 0 and bool(self.member_id)
 
 
-def membership_of(aiokafka_consumer: Any) -> Membership:
-    """The membership of an aiokafka consumer, read while its rebalance callback runs."""
-    coordinator = aiokafka_consumer._coordinator
-    return Membership(coordinator.generation, coordinator.member_id, coordinator._group_instance_id)
+def member_of(aiokafka_consumer: Any, group_id: str) -> GroupMember:
+    """An aiokafka consumer's membership of ``group_id``, read while its rebalance callback runs."""
+    group = aiokafka_consumer._coordinator
+    return GroupMember(group_id, group.generation, group.member_id, group._group_instance_id)
 
 
 class TxnOffsetCommitResponse_v3(Response):

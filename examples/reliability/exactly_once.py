@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from disruptions import restart, restart_broker
 from faulty_partner import Faults
 from group_run import PARTITIONS, Run, Sizes, leads
-from lead_tally import Progress, Tally, output_gap
+from lead_tally import Counted, Progress, Tally, output_gap
 from partner_process import PartnerProcess, RateSeen
 
 from agents.kafka_connection import KafkaConnection
@@ -42,19 +42,11 @@ KILL_JITTER = 2.0  # s, a random wait after the share is reached: any moment of 
 
 
 @dataclass
-class ByLead:
+class ByLead(Counted):
     """Inputs and final outputs (enriched + errors) by lead id, as read_committed sees them."""
 
-    inputs: set[str] = field(default_factory=set)
-    outputs: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def lost(self) -> int:
-        return len(self.inputs - set(self.outputs))
-
-    @property
-    def duplicates(self) -> int:
-        return sum(count - 1 for count in self.outputs.values() if count > 1)
+    inputs: set[str] = field(default_factory=set)  # type: ignore[assignment]
+    outputs: Counter[str] = field(default_factory=Counter)  # type: ignore[assignment]
 
     def sample(self) -> str:
         """A few lost and duplicated ids, for the line of a failed run."""

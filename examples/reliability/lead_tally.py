@@ -10,7 +10,7 @@ import contextlib
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 
 import orjson
@@ -26,12 +26,27 @@ PROGRESS_EVERY = 10.0  # s between progress lines
 STALL = 5.0  # s without an output (and no partner call) before the run asks whether all is committed
 
 
+class Counted:
+    """Inputs, and how often each came out: what was lost and what came out twice."""
+
+    inputs: set[Hashable]
+    outputs: Counter[Hashable]
+
+    @property
+    def lost(self) -> int:
+        return len(self.inputs - set(self.outputs))
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.outputs.values() if count > 1)
+
+
 @dataclass
-class Tally:
+class Tally(Counted):
     """Inputs and final outputs (enriched + errors), matched by the input's partition/offset."""
 
-    inputs: set[tuple[int, int]] = field(default_factory=set)
-    outputs: Counter[tuple[int, int]] = field(default_factory=Counter)
+    inputs: set[tuple[int, int]] = field(default_factory=set)  # type: ignore[assignment]
+    outputs: Counter[tuple[int, int]] = field(default_factory=Counter)  # type: ignore[assignment]
     outcomes: Counter[str] = field(default_factory=Counter)
     records: list[Record] = field(default_factory=list)
     without_reason: int = 0  # error events must say why
@@ -72,14 +87,6 @@ class Tally:
             return True
         ends = self.settled
         return ends is not None and all(self.read_to.get(where, 0) >= end for where, end in ends.items())
-
-    @property
-    def lost(self) -> int:
-        return len(self.inputs - set(self.outputs))
-
-    @property
-    def duplicates(self) -> int:
-        return sum(count - 1 for count in self.outputs.values() if count > 1)
 
 
 @dataclass
