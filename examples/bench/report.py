@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from flow_count import lines as flow_count_lines
 from rich.console import Console
 from rich.table import Table
 
@@ -147,7 +148,26 @@ def _p5(r: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
 
 
-ROWS = {"P1": _p1, "P2": _p2, "P3": _p3, "P4": _p4, "P5": _p5}
+def _f1(r: dict[str, Any]) -> list[Row]:
+    counts = r["counts"]
+    label = f"F1 {'/'.join(str(p['flows']) for p in counts)} flows per worker"
+    window = f"idle window {counts[0]['window_s']:g} s after {r['settle_s']:g} s of rest"
+    rows: list[Row] = [
+        (label, "RSS MiB", NA, " / ".join(_num(p["rss_mib"]) for p in counts),
+         f"one worker per count, each flow its own topics; median of 1 s samples, {window}"),
+        (label, "idle CPU % of a core", NA,
+         " / ".join(f"{p['cpu_pct']:.2f}" for p in counts),
+         f"utime+stime over the window (one clock tick = {counts[0]['tick_pct']:.3f} %)"),
+    ]  # fmt: skip
+    if "rss_mib_per_flow" in r:
+        verdict = "goals met" if r["ok"] else "goal MISSED"
+        goals = f"<= {r['goal_mib_per_flow']:g} MiB, < {r['goal_cpu_pct_per_flow']:g} %"
+        slope = f"{r['rss_mib_per_flow']:+.2f} / {r['cpu_pct_per_flow']:+.4f}"
+        rows.append((label, "per added flow: MiB / CPU %", NA, slope, f"{verdict}: {goals}"))
+    return rows
+
+
+ROWS = {"P1": _p1, "P2": _p2, "P3": _p3, "P4": _p4, "P5": _p5, "F1": _f1}
 
 
 def table(results: dict[str, Any]) -> Table:
@@ -172,5 +192,8 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
     console.print(table(results))
     for line in exactly_once_lines(results):
         print(line, flush=True)
+    if "counts" in (results.get("F1") or {}):
+        for line in flow_count_lines(results["F1"]):
+            print(line, flush=True)
     # The last line of stdout: every figure, one JSON document (not wrapped by rich).
     print(orjson.dumps(results).decode(), flush=True)

@@ -3,7 +3,8 @@ aiohttp baseline on a real local Kafka and a local partner API.
 
 P1 overhead-bound throughput, P2 latency-bound throughput (50 ms partner), P3
 rate-limit precision (worker only, one then two workers), P4 latency the processor
-adds, P5 memory over a time cap with bursts of 1-2 MB leads (--p5-long: 10 minutes).
+adds, P5 memory over a time cap with bursts of 1-2 MB leads (--p5-long: 10 minutes),
+F1 flows per worker: RSS and idle CPU of one worker with 1, 10 and 50 small flows.
 Prints progress, a table, and as the last line of stdout one JSON document with every
 figure. Needs LEADSTREAMS_BOOTSTRAP (`make bench` starts a broker and sets it).
 Sizes: see --help; --quick is tiny.
@@ -61,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("p5_rate", float, "P5 leads/s published (default: each side's P1)"),
         ("p5_large", int, "P5 large leads per burst, 1-2 MB, half over the 1 MiB limit (0: none)"),
         ("p5_bursts", int, "P5 bursts of large leads, evenly spread"),
+        ("f1_flows", int, "F1 most flows in one worker (counts: 1, a fifth, all)"),
+        ("f1_idle", float, "F1 idle window per count, seconds"),
         ("concurrency", int, "requests in flight in P1, P4, P5 (both sides)"),
         ("batch_size", int, "worker --batch-size and baseline getmany max_records"),
         ("partitions", int, "partitions of the input and output topics"),

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from committed import CommittedOutputs
+from flow_count import Run, flow_counts, flows_per_worker
 from kafka_tools import (
     Message,
     OutputCounter,
@@ -58,11 +59,13 @@ class Sizes:
     error_rate: float = 0.0  # share of partner answers that are HTTP 422
     deadline: float = 900.0  # seconds to wait for one run's outputs
     fallback_rate: float = 500.0  # P4/P5 rate when P1 did not run and no rate is given
+    f1_flows: int = 50  # F1: workers with 1, a fifth of this and this many flows
+    f1_idle: float = 20.0  # F1: seconds of the idle window per count (after min(10, half) s of rest)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(p1_leads=3000, p2_leads=2000, p3_rate=100, p3_seconds=4, p4_seconds=4,
-                   p5_seconds=24, p5_large=4, deadline=180)  # fmt: skip
+                   p5_seconds=24, p5_large=4, deadline=180, f1_flows=10, f1_idle=5)  # fmt: skip
 
     def long_p5(self) -> Sizes:
         """P5 for 10 minutes with three bursts of large leads."""
@@ -421,4 +424,22 @@ async def p5_memory(bench: Bench) -> dict[str, Any]:
     return {"rate_basis": bench.rate_basis(bench.sizes.p5_rate, 1.0), **sides}
 
 
-SCENARIOS = {"P1": p1_overhead, "P2": p2_latency, "P3": p3_rate_limit, "P4": p4_latency, "P5": p5_memory}
+async def f1_flows_per_worker(bench: Bench) -> dict[str, Any]:
+    """Worker RSS and idle CPU with 1, 10 and 50 flows (issue 19): flow_count.py."""
+    sizes = bench.sizes
+    run = Run(bench.bootstrap, bench.partner_url, bench.workdir, bench.run_tag,
+              settle=min(10.0, sizes.f1_idle / 2), idle=sizes.f1_idle, deadline=sizes.deadline)  # fmt: skip
+    counts = flow_counts(sizes.f1_flows)
+    task = bench.task("F1 flows per worker", len(counts))
+
+    def stage(count: int, what: str) -> None:
+        bench.progress.update(task, description=f"F1 {count} flow(s): {what}", completed=counts.index(count))
+
+    bench.partner.reset()
+    result = await flows_per_worker(run, counts, stage)
+    bench.progress.update(task, description="F1 flows per worker", completed=len(counts))
+    return result
+
+
+SCENARIOS = {"P1": p1_overhead, "P2": p2_latency, "P3": p3_rate_limit, "P4": p4_latency, "P5": p5_memory,
+             "F1": f1_flows_per_worker}  # fmt: skip
