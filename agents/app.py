@@ -1,60 +1,112 @@
-"""The Faust app of a worker: wires the engine to Kafka. Each part is its own module:
-settings (agents.faust_settings), the lead agent (agents.lead_agent), the retry tiers
-(agents.retry_agents), the rebalance listener (agents.rebalance), the web pages
-(agents.web_pages)."""
+"""The Faust app of a worker: wires the engine to Kafka for every flow it runs. Each part is
+its own module: settings (agents.faust_settings), one flow's life (agents.flow_worker: its
+lead agent, retry tiers, notifications), the flows and their live changes (agents.flow_set,
+agents.flow_watch), the rebalance listener (agents.rebalance), the web pages (agents.web_pages).
+
+Every flow of a worker shares its one consumer group, one consumer, one (transactional)
+producer, one HTTP client and one web server: a flow costs its objects, not connections or
+threads (docs/many-flows.md says why and what it measured)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry
 
-from agents.faust_seam import FaustRecordBatches, LeadApp, last_fetch_time, producer_connected
+from agents.faust_seam import LeadApp, last_fetch_time, producer_connected
+from agents.faust_seam.live_agents import resubscribe_quickly
 from agents.faust_settings import OUTPUT_BATCH_BYTES, app_id, faust_settings, settle_garbage_collector
+from agents.flow_set import FlowSet, TopicsUnavailable
+from agents.flow_watch import watch_flows
+from agents.flow_worker import FlowWorker, WorkerParts
 from agents.health import LoopWatchdog
+from agents.intake import LeadIntake
 from agents.kafka_connection import KafkaConnection
-from agents.lead_agent import add_lead_agent
-from agents.notification_agents import add_notification_agents
-from agents.observe import LeadObserver
-from agents.output import OutputWriter
 from agents.readiness import Readiness
 from agents.rebalance import Rebalance
-from agents.retry_agents import add_retry_agents
 from agents.shared_client import SharedClient
 from agents.table_cache import TableCache
 from agents.transactions import TransactionalProducer, transactional_id
-from agents.web_pages import add_web_pages
+from agents.web_pages import add_flow_pages, add_web_pages
 from agents.worker_options import WorkerOptions
+from agents.worker_topics import prepare_topics
 from streams.activity import ActivityLog
 from streams.cache import InMemoryCache, ResponseCache
 from streams.flow import Flow, require_topics
 from streams.http_client import HttpClient
 from streams.metrics import CacheMetrics, Metrics
-from streams.pipeline import Destination, LeadPipeline
-from streams.protections import Protections
-from streams.runner import FlowRunner
 
 __all__ = ["WorkerOptions", "create_app"]
 
+log = logging.getLogger("leadstreams.flows")
 
-def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) -> LeadApp:
-    """Raises MissingTopics for a flow without ``topics:`` (the CLI says so in one line first)."""
-    require_topics(flow)
-    app = LeadApp(app_id(flow, options), **faust_settings(flow, options))
-    app.summary = started_line(flow, options)
+
+def create_app(
+    flows: Flow | Mapping[str, Flow],
+    options: WorkerOptions,
+    registry: CollectorRegistry,
+    paths: list[str] | None = None,
+) -> LeadApp:
+    """``flows`` by file (or one flow); ``paths``: what the worker watches and rescans on a
+    reload (default: the flows' files). Raises MissingTopics for a flow without ``topics:``."""
+    by_path = {flows.source_file: flows} if isinstance(flows, Flow) else dict(flows)
+    for flow in by_path.values():
+        require_topics(flow)
+    first = list(by_path.values())
+    app = LeadApp(app_id(first, options), **faust_settings(first, options))
+    app.summary = started_line(first, options)
     app.shutdown_grace = options.shutdown_grace
+    resubscribe_quickly(app)
     metrics = Metrics(registry)
-    protections = Protections(flow, metrics)
     client = HttpClient()
-    activity = ActivityLog()
-    runner = FlowRunner(flow, client, metrics, protections, response_cache(app, flow, metrics),
-                        batch_windows=True, activity=activity, queue_notifications=True,
-                        max_notification_bytes=options.max_output_bytes)  # fmt: skip
-    pipeline = LeadPipeline(runner, metrics, options.max_lead_bytes, options.max_output_bytes)
-    writer = output_writer(app, flow, options, metrics)
-    observer = LeadObserver(app, metrics, flow.name, writer.topic_of)
-    shared = SharedClient(client)  # closed once every agent that calls partners stopped
-    add_lead_agent(app, flow.topics.input, runner, shared, pipeline, writer, observer, options)
-    add_retry_agents(app, flow, pipeline, shared, writer, observer, options)
-    add_notification_agents(app, flow, runner.services, shared, writer, metrics, options)
+    parts = WorkerParts(
+        app=app,
+        options=options,
+        metrics=metrics,
+        client=client,
+        shared=SharedClient(client),  # closed once every agent that calls partners stopped
+        activity=ActivityLog(),
+        intake=LeadIntake(app, options.fetch_size),
+        transactions=transactional_producer(app, options, metrics),
+    )
+    app.intake = app.leads = parts.intake
+    flow_set = FlowSet(paths or list(by_path), metrics)
+    one_file = list(by_path) if paths is None else paths
+    one_table = len(one_file) == 1 and one_file[0] in by_path  # (a directory of one flow is not one file)
+    tables = {flow.name: response_table(app, flow, metrics, one_table) for flow in first if caches(flow)}
+    partitions = options.input_partitions or {}
+    for path, flow in by_path.items():
+        cache = tables.get(flow.name) or InMemoryCache(policy=flow.cache_policy)
+        worker = FlowWorker(path, flow, parts, cache, partitions.get(require_topics(flow).input))
+        worker.add_agents()
+        flow_set.add(worker)
+
+    async def new_flow(path: str, flow: Flow) -> FlowWorker:
+        """A flow added live: its topics made, its agents started (its cache in memory only:
+        Faust's tables exist from the start)."""
+        try:
+            counts = await prepare_topics(flow, options)
+        except Exception as exc:
+            raise TopicsUnavailable(str(exc)) from exc
+        cache: ResponseCache | None = tables.get(flow.name)
+        if cache is None:
+            if caches(flow):
+                log.warning("flow %r caches responses in memory until the worker restarts (its table is "
+                            "made at the start)", flow.name)  # fmt: skip
+            cache = InMemoryCache(policy=flow.cache_policy)
+        worker = FlowWorker(path, flow, parts, cache, counts.get(require_topics(flow).input))
+        await worker.start_live()
+        return worker
+
+    async def close_unused_pools() -> None:
+        """After a reload: the pools of integrations no flow runs any more (changed, removed)."""
+        running = [worker.flow for worker in flow_set.running()]
+        await client.keep_only(step.integration for flow in running for step in flow.steps)
+
+    flow_set.new_flow = new_flow
+    flow_set.after_change = close_unused_pools
+    app.flows = flow_set
 
     readiness = Readiness(
         producer_connected=lambda: producer_connected(app.producer),
@@ -62,28 +114,32 @@ def create_app(flow: Flow, options: WorkerOptions, registry: CollectorRegistry) 
         held_back=app.fetch_held_back_at,  # back-pressure from --max-in-flight is not Kafka's silence
     )
     app.kafka_reachable = readiness.producer_connected
-    batch_windows = runner.batcher if any(step.batch for step in flow.steps) else None
-    Rebalance(flow.topics.input, options.input_partitions, protections, readiness, batch_windows).listen(app)
-    add_web_pages(app, flow.name, readiness, LoopWatchdog(options.blocked_after), registry)
+    Rebalance(flow_set.running, readiness).listen(app)
+    name = first[0].name if len(by_path) == 1 else f"{len(by_path)} flows"
+    add_web_pages(app, name, readiness, LoopWatchdog(options.blocked_after), registry)
+    add_flow_pages(app, flow_set)
+    if options.watch:
+        watch_flows(app, flow_set)
 
     @app.task
     async def log_activity() -> None:
         """Partner failures and flow stats every minute at info level (streams.activity)."""
-        await activity.log_every(60.0)
+        await parts.activity.log_every(60.0)
 
     app.task(settle_garbage_collector)  # agents.faust_settings says why
     return app
 
 
-def output_writer(app: LeadApp, flow: Flow, options: WorkerOptions, metrics: Metrics) -> OutputWriter:
-    """Through Faust's producer, or under exactly-once the worker's transactional one: then a
-    refused write is not sent again in the same transaction, it aborts it (agents.transactions)."""
-    topics = {Destination.ENRICHED: flow.topics.enriched, Destination.ERRORS: flow.topics.errors}
+def transactional_producer(
+    app: LeadApp, options: WorkerOptions, metrics: Metrics
+) -> TransactionalProducer | None:
+    """Under exactly-once the worker's one transactional producer (agents.transactions)."""
     if not options.exactly_once:
-        return OutputWriter(FaustRecordBatches(app.producer), topics, flow.name, metrics)
+        return None
     txn_id = transactional_id(app.conf.id, options.instance_id)
-    producer = TransactionalProducer(KafkaConnection.of(options.kafka), txn_id, OUTPUT_BATCH_BYTES,
-                                     metrics, flow.name)  # fmt: skip
+    # (its commit-time metric's flow label: the group's id, as a transaction holds every flow's outputs)
+    producer = TransactionalProducer(KafkaConnection.of(options.kafka), txn_id, OUTPUT_BATCH_BYTES, metrics,
+                                     app.conf.id)  # fmt: skip
     app.transactions = producer
 
     @app.task
@@ -91,18 +147,20 @@ def output_writer(app: LeadApp, flow: Flow, options: WorkerOptions, metrics: Met
         """At once, not at the first write: it aborts what a predecessor with this id left open."""
         await producer.start()
 
-    return OutputWriter(producer, topics, flow.name, metrics, attempts=1, gate=producer.gate,
-                        give_up=producer.abort_and_exit)  # fmt: skip
+    return producer
 
 
-def response_cache(app: LeadApp, flow: Flow, metrics: Metrics) -> ResponseCache:
-    """In memory, unless a step caches: then a table every worker holds whole (a cache key
-    is not the lead's key), whose changelog brings it back after a restart."""
-    if not any(step.caches for step in flow.steps):
-        return InMemoryCache(policy=flow.cache_policy)
+def caches(flow: Flow) -> bool:
+    return any(step.caches for step in flow.steps)
+
+
+def response_table(app: LeadApp, flow: Flow, metrics: Metrics, only_flow: bool) -> ResponseCache:
+    """A table every worker holds whole (a cache key is not the lead's key), whose changelog
+    brings it back after a restart: ``response-cache`` for a worker of one flow file (as
+    before many flows), ``response-cache-NAME`` for each flow of a worker of many."""
     return TableCache(
         app.GlobalTable(  # bytes in, bytes out: the app's serializers are "raw"
-            "response-cache",
+            "response-cache" if only_flow else f"response-cache-{flow.name}",
             key_type=bytes,
             value_type=bytes,
             partitions=1,
@@ -115,12 +173,15 @@ def response_cache(app: LeadApp, flow: Flow, metrics: Metrics) -> ResponseCache:
     )
 
 
-def started_line(flow: Flow, options: WorkerOptions) -> str:
-    topics = flow.topics
+def started_line(flows: list[Flow], options: WorkerOptions) -> str:
+    base = f"http://{options.web_host}:{options.web_port}"
+    pages = f"{base}/healthz, {base}/ready, {base}/metrics, {base}/flows"
+    if len(flows) > 1:
+        return f"{len(flows)} flows ({', '.join(f.name for f in flows)}); {options.guarantee}; {pages}"
+    flow = flows[0]
+    topics = require_topics(flow)
     retry = f", retries via {topics.retry}.*" if flow.delayed_retry is not None and topics.retry else ""
     if topics.notifications and any(step.notify for step in flow.steps):
         retry += f", notifications via {topics.notifications} (attempts: {topics.notifications}.results)"
     retry += f"; {options.guarantee}"
-    base = f"http://{options.web_host}:{options.web_port}"
-    return (f"flow {flow.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}{retry}; "
-            f"{base}/healthz, {base}/ready, {base}/metrics")  # fmt: skip
+    return f"flow {flow.name!r}: {topics.input} -> {topics.enriched} / {topics.errors}{retry}; {pages}"

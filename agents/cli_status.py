@@ -121,7 +121,7 @@ def status(flow: str, watched: Watched, kafka: KafkaConnection, group_id: str | 
 def flow_topics(loaded: Flow) -> tuple[list[str], list[str]]:
     """The topics the flow's group reads (input, retry tiers, notifications queue and its
     tiers) and its outputs (enriched, errors), as the worker makes them."""
-    from agents.cli_worker import READ, worker_topics
+    from agents.worker_topics import READ, worker_topics
 
     topics = require_topics(loaded)
     read = [name for name, role in worker_topics(loaded).items() if role == READ]

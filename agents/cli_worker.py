@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -13,78 +15,65 @@ from agents.cli_common import EXIT_INVALID_FLOW, LOOPBACK_OPTION, load_or_exit, 
 from agents.cli_errors import EXIT_USAGE, fail, port_problem, say
 from agents.cli_kafka import kafka_call, kafka_options
 from agents.kafka_connection import KafkaConnection
+from agents.kafka_io import broker_replication_factor
 from agents.topic_names import topic_name_problem
 from agents.worker_options import EXACTLY_ONCE, GUARANTEES
-from streams.flow import Flow, MissingTopics, require_topics
+from agents.worker_topics import TopicsMissing, worker_topics
+from streams.flow_files import FlowFiles, load_flow_files
+from streams.problems import Problem
 
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     """What a worker checks before it contacts Kafka: logging set up (so that every line
-    after this one is a log record: JSON with --log-format json), the flow, its topic
+    after this one is a log record: JSON with --log-format json), the flows, their topic
     names, and that the web port is free — a mistake there costs no wait for a broker
-    and leaves no topics behind."""
+    and leaves no topics behind. One flow file with problems stops the start (exit 2); among
+    many, its flow does not run (it is shown on /flows) and the others start."""
     from agents.logs import logging_config
 
     logging.config.dictConfig(
         logging_config(arguments["log_format"], arguments["loglevel"], arguments["log_bodies"])
     )
     say.use(logging.getLogger("leadstreams.worker"), records_only=arguments["log_format"] == "json")
-    loaded = load_or_exit(arguments["flow"])
-    try:
-        require_topics(loaded)  # (a flow for try/test/library use may leave them out)
-    except MissingTopics as exc:
-        fail(str(exc), EXIT_INVALID_FLOW)
+    paths: tuple[str, ...] = arguments["paths"]
+    single = len(paths) == 1 and not os.path.isdir(paths[0])
+    scan = FlowFiles(flows={paths[0]: load_or_exit(paths[0])}) if single else load_flow_files(paths)
+    if not single and arguments["group_id"] is None:
+        fail("more than one flow file (or a directory) needs --group-id NAME: the consumer group every "
+             "worker running these flows joins (env LEADSTREAMS_GROUP_ID)", EXIT_USAGE)  # fmt: skip
+    for path, flow in list(scan.flows.items()):
+        problem = "the worker needs `topics:` in the flow file" if flow.topics is None else None
+        exit_code = EXIT_INVALID_FLOW
+        if problem is None:
+            exit_code = EXIT_USAGE
+            problem = next(filter(None, map(topic_name_problem, worker_topics(flow))), None)
+        if problem is None:
+            continue
+        if single:
+            fail(f"flow {path}: {problem}", exit_code)
+        scan.problems[path] = [Problem(path, 1, "topics", problem)]
+        del scan.flows[path]
+    for path, problems in sorted(scan.problems.items()):
+        for found in problems:
+            say.plain(str(found), logging.ERROR)
+        say.plain(f"{len(problems)} problem(s) in {path}: its flow does not run until it is fixed",
+                  logging.ERROR)  # fmt: skip
+    if not scan.flows:
+        fail(f"no flow to run in {' '.join(paths)}", EXIT_INVALID_FLOW)
     if arguments["allow_loopback"]:  # said first, before any wait for a broker
         say(logging.WARNING, "--allow-loopback (LEADSTREAMS_ALLOW_LOOPBACK) is on: every integration may "
             "reach loopback and private addresses. For development only, never in production")  # fmt: skip
-    for name in worker_topics(loaded):
-        problem = topic_name_problem(name)
-        if problem is not None:
-            fail(f"flow {arguments['flow']}: {problem}", EXIT_USAGE)
     host, port = arguments["web_host"], arguments["web_port"]
-    problem = port_problem(host, port)
-    if problem is not None:
-        fail(f"--web-host {host} --web-port {port}: {problem}", EXIT_USAGE)
-    return {"loaded": loaded}
-
-
-# What fewer partitions than asked cost, by role, and what adding some does.
-READ = "at most {count} worker(s) can share it (once more are added, a lead id may run out of order once)"
-WRITTEN = "at most {count} consumer(s) of a group can read it in parallel"
-
-
-def worker_topics(loaded: Flow) -> dict[str, str]:
-    """The topics a worker of ``loaded`` reads or writes (input, enriched, errors, retry
-    tiers, notifications), each with what fewer partitions than asked would cost."""
-    from streams.delayed import tier_topics
-
-    topics = require_topics(loaded)
-    roles = {topics.input: READ, topics.enriched: WRITTEN, topics.errors: WRITTEN}
-    if loaded.delayed_retry is not None and topics.retry:
-        roles.update(dict.fromkeys(tier_topics(topics.retry, loaded.delayed_retry).values(), READ))
-    roles.update(notification_topics(loaded))
-    return roles
-
-
-def notification_topics(loaded: Flow) -> dict[str, str]:
-    """The queue of ``notify:`` steps, its attempts topic, and the important ones' tiers."""
-    from streams.delayed import tier_topics
-    from streams.notifications import results_topic, tier_prefix
-
-    queue = loaded.topics.notifications if loaded.topics is not None else None
-    notify = [step.notify for step in loaded.steps if step.notify is not None]
-    if queue is None or not notify:
-        return {}
-    roles = {queue: READ, results_topic(queue): WRITTEN}
-    if any(spec.important for spec in notify):
-        roles.update(dict.fromkeys(tier_topics(tier_prefix(queue), loaded.notification_retry).values(), READ))
-    return roles
+    port_taken = port_problem(host, port)
+    if port_taken is not None:
+        fail(f"--web-host {host} --web-port {port}: {port_taken}", EXIT_USAGE)
+    return {"scan": scan}
 
 
 @click.command()
-@click.argument("flow", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @kafka_options(broker_wait=60.0, prepare=_prepare_worker)
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Host of /metrics.")
 @click.option(
@@ -103,7 +92,19 @@ def notification_topics(loaded: Flow) -> dict[str, str]:
     help="Leads taken and not yet written (running, or waiting in a batch window). At least "
     "max_leads x owned partitions for batch steps, or windows close by time only.",
 )
-@click.option("--group-id", default=None, help="Consumer group (default leadstreams-FLOWNAME).")
+@click.option(
+    "--group-id",
+    envvar="LEADSTREAMS_GROUP_ID",
+    default=None,
+    help="Consumer group of the worker's flows (one flow file: default leadstreams-FLOWNAME; "
+    "several files or a directory: required; env LEADSTREAMS_GROUP_ID).",
+)
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    help="Reload when a flow file or directory changes (also: SIGHUP, POST /flows/reload).",
+)
 @click.option(
     "--instance-id",
     envvar="LEADSTREAMS_INSTANCE_ID",
@@ -190,14 +191,15 @@ def notification_topics(loaded: Flow) -> dict[str, str]:
 @click.option("--log-bodies", is_flag=True, help="With --loglevel debug, also log request/response bodies.")
 @LOOPBACK_OPTION
 def worker(
-    flow: str,
-    loaded: Flow,
+    paths: tuple[str, ...],
+    scan: FlowFiles,
     kafka: KafkaConnection,
     web_host: str,
     web_port: int,
     batch_size: int,
     max_in_flight: int,
     group_id: str | None,
+    watch: bool,
     instance_id: str | None,
     session_timeout: float,
     guarantee: str,
@@ -214,20 +216,23 @@ def worker(
     log_bodies: bool,
     allow_loopback: bool,
 ) -> None:
-    """Run the Faust worker for FLOW (consume, call APIs, produce results)."""
+    """Run the flows of PATHS (flow files, directories of them) in one worker: consume, call
+    APIs, produce results; reload a flow when its file changes."""
     from prometheus_client import CollectorRegistry
 
     from agents.app import WorkerOptions, create_app
     from agents.logs import mask_log_records
     from agents.worker_run import run_worker
+    from agents.worker_topics import prepare_topics
     from streams.masking import Masker
 
-    mask_log_records(Masker(loaded.secrets))
+    flows = scan.flows
+    mask_log_records(Masker([secret for flow in flows.values() for secret in flow.secrets]))
     local_partners(allow_loopback)
-    configs = _topic_configs(topic_configs)
-    replication_factor, counts = _flow_topics(
-        loaded, kafka, partitions, replication_factor, configs, create_topics
-    )
+    if replication_factor is None:
+        replication_factor = kafka_call(
+            broker_replication_factor(kafka), "to describe the broker's config (pass --replication-factor)"
+        )
     options = WorkerOptions(
         kafka=kafka,
         web_host=web_host,
@@ -241,60 +246,27 @@ def worker(
         commit_interval=commit_interval,
         commit_count=commit_count,
         replication_factor=replication_factor,
-        input_partitions=counts.get(require_topics(loaded).input),
         max_lead_bytes=max_lead_bytes,
         max_output_bytes=max_output_bytes,
+        partitions=partitions,
+        topic_configs=_topic_configs(topic_configs),
+        create_topics=create_topics,
+        watch=watch,
     )
-    app = create_app(loaded, options, CollectorRegistry())
-    say(
-        logging.INFO,
-        f"starting the worker for flow {loaded.name!r}: joining consumer group {app.conf.id!r}",
-    )
+    counts: dict[str, int] = {}
+    for flow in flows.values():
+        try:
+            made = kafka_call(prepare_topics(flow, options), f"to make or describe the topics of {flow.name}")
+            counts.update(made)
+        except TopicsMissing as exc:
+            fail(str(exc), EXIT_USAGE)
+    options = replace(options, input_partitions=counts)
+    app = create_app(flows, options, CollectorRegistry(), paths=list(paths))
+    app.flows.rejected_at_start(scan)
+    names = ", ".join(repr(flow.name) for flow in flows.values())
+    plural = "s" if len(flows) > 1 else ""
+    say(logging.INFO, f"starting the worker for flow{plural} {names}: joining consumer group {app.conf.id!r}")
     run_worker(app, loglevel, log_format, log_bodies)
-
-
-def _flow_topics(
-    loaded: Flow,
-    kafka: KafkaConnection,
-    partitions: int,
-    replication_factor: int | None,
-    configs: dict[str, str],
-    create: bool,
-) -> tuple[int, dict[str, int]]:
-    """The flow's topics made (with --create-topics) and described: the replication
-    factor used and each topic's partition count; a WARNING for each existing topic with
-    fewer partitions than asked."""
-    from agents.kafka_io import broker_replication_factor, ensure_topics, partition_counts
-
-    roles = worker_topics(loaded)
-    names = list(roles)
-    replication_factor = replication_factor or kafka_call(
-        broker_replication_factor(kafka), "to describe the broker's config (pass --replication-factor)"
-    )
-    if create:
-        creating = ensure_topics(kafka, names, partitions, replication_factor, configs)
-        created = kafka_call(creating, "to create the flow's topics (or create them, --no-create-topics)")
-        if created:
-            say(logging.INFO, f"created topics: {', '.join(created)}")
-    counts = kafka_call(partition_counts(kafka, names), "to describe the flow's topics")
-    missing = [name for name in names if name not in counts]
-    if missing and not create:  # (a broker that creates topics on use would make them with its defaults)
-        fail(f"flow {loaded.source_file}: no topic {', '.join(missing)} on the broker: create it, "
-             "or let the worker (drop --no-create-topics)", EXIT_USAGE)  # fmt: skip
-    if create:
-        for name in names:
-            if counts.get(name, partitions) < partitions:
-                say(logging.WARNING, _fewer_partitions(name, counts[name], partitions, roles[name], kafka))
-    return replication_factor, counts
-
-
-def _fewer_partitions(name: str, count: int, wanted: int, role: str, kafka: KafkaConnection) -> str:
-    """The start's WARNING for a topic that existed with fewer partitions than --partitions."""
-    return (
-        f"topic {name} has {count} partition(s), fewer than --partitions {wanted}: "
-        f"{role.format(count=count)}. Add partitions with kafka-topics.sh --bootstrap-server "
-        f"{kafka.bootstrap} --alter --topic {name} --partitions {wanted}, or pass --partitions {count}"
-    )
 
 
 def _topic_configs(pairs: tuple[str, ...]) -> dict[str, str]:

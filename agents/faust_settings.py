@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,11 +20,12 @@ from streams.flow import Flow
 OUTPUT_BATCH_BYTES = 256 * 1024  # a record batch's size (see producer_max_batch_size below)
 
 
-def app_id(flow: Flow, options: WorkerOptions) -> str:
-    return options.group_id or f"leadstreams-{flow.name}"
+def app_id(flows: Sequence[Flow], options: WorkerOptions) -> str:
+    """The consumer group: --group-id, or for a worker of one flow file ``leadstreams-NAME``."""
+    return options.group_id or f"leadstreams-{flows[0].name}"
 
 
-def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
+def faust_settings(flows: Sequence[Flow], options: WorkerOptions) -> dict[str, Any]:
     """The keyword arguments of the worker's ``LeadApp`` (its id aside)."""
     kafka = KafkaConnection.of(options.kafka)
     return dict(
@@ -32,7 +34,7 @@ def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
         web_host=options.web_host,
         web_port=options.web_port,
         web_bind=options.web_host,
-        datadir=options.data_dir or str(Path(tempfile.gettempdir()) / f"{app_id(flow, options)}-data"),
+        datadir=options.data_dir or str(Path(tempfile.gettempdir()) / f"{app_id(flows, options)}-data"),
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=options.instance_id,
         # Faust creates its own topics (the assignor's leader topic, the cache changelog) with
@@ -67,7 +69,7 @@ def faust_settings(flow: Flow, options: WorkerOptions) -> dict[str, Any]:
         # and each waited for the one before it to leave.
         producer_max_batch_size=OUTPUT_BATCH_BYTES,
         # A lead waiting in a batch window is legitimately unacked for the whole window.
-        broker_commit_livelock_soft_timeout=max(300.0, 2 * longest_window(flow)),
+        broker_commit_livelock_soft_timeout=max(300.0, *(2 * longest_window(flow) for flow in flows)),
     )
 
 

@@ -59,6 +59,7 @@ class LeadLoop:
         self.consumer = consumer
         self.writer = writer
         self.observer = observer
+        self.limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._finished: list[tuple[Message, Output]] = []
         self._wake = asyncio.Event()
@@ -79,6 +80,11 @@ class LeadLoop:
         While held back the consumer fetches nothing (aiokafka does not fetch a partition
         whose records are still buffered), so /ready must not read the silence as Kafka's."""
         return self.clock() if self._waiting_for_slot else self._slot_found_at
+
+    @property
+    def room(self) -> int:
+        """Leads ``admit`` would take now without waiting for a slot."""
+        return self.limit - self._unwritten
 
     @property
     def unwritten(self) -> int:

@@ -24,43 +24,44 @@ from agents.inflight import LeadLoop, Ledger, exit_if_it_fails
 from agents.intake import current
 from agents.observe import LeadObserver
 from agents.output import OutputWriter
-from agents.retry_agents import add_retry_agent, source_of
+from agents.retry_agents import Process, add_retry_agent, source_of
 from agents.shared_client import SharedClient
 from agents.worker_options import WorkerOptions
 from streams.delayed import tier_label, tier_topics
 from streams.flow import Flow
 from streams.metrics import Metrics
-from streams.notification_delivery import NotificationDelivery
 from streams.notifications import tier_prefix
 from streams.pipeline import Output
-from streams.step.services import StepServices
 
 
 def add_notification_agents(
     app: faust.App,
     flow: Flow,
-    services: StepServices,
+    deliver: Process,
     client: SharedClient,
     writer: OutputWriter,
     metrics: Metrics,
     options: WorkerOptions,
-) -> None:
+) -> list[faust.types.AgentT]:
     """None for a flow without ``notify:`` steps; tiers only when one is important.
-    ``services``: the lead runner's (one rate limiter, circuit and slots per integration)."""
+    ``deliver``: the flow's notification delivery (agents.flow_worker: its current version's,
+    with the lead runner's rate limiters, circuits and slots)."""
     notify_steps = [step for step in flow.steps if step.notify is not None]
     queue = flow.topics.notifications if flow.topics is not None else None
     if not notify_steps or queue is None:
-        return
-    delivery = NotificationDelivery(flow, queue, services, metrics)
+        return []
     observer = LeadObserver(app, metrics, flow.name, writer.topic_of, leads=False)
     limit, grace = slots(flow, options), options.shutdown_grace
-    add_queue_agent(app, raw_topic(app, queue), delivery, client, writer, observer, limit, grace,
-                    in_order=options.exactly_once)  # fmt: skip
+    name = f"{flow.name}:notifications"
+    channel = raw_topic(app, queue)
+    agents = [add_queue_agent(app, channel, name, deliver, client, writer, observer, limit, grace,
+                              in_order=options.exactly_once)]  # fmt: skip
     if any(step.notify.important for step in notify_steps if step.notify is not None):
         for delay, topic in tier_topics(tier_prefix(queue), flow.notification_retry).items():
-            name = f"notify-{tier_label(delay)}"
+            name = f"{flow.name}:notify-{tier_label(delay)}"
             channel = raw_topic(app, topic)
-            add_retry_agent(app, channel, name, delivery.deliver, client, writer, observer, options)
+            agents.append(add_retry_agent(app, channel, name, deliver, client, writer, observer, options))
+    return agents
 
 
 def slots(flow: Flow, options: WorkerOptions) -> int:
@@ -89,25 +90,26 @@ class TrackedByStream:
 def add_queue_agent(
     app: faust.App,
     channel: faust.TopicT,
-    delivery: NotificationDelivery,
+    name: str,
+    deliver: Process,
     client: SharedClient,
     writer: OutputWriter,
     observer: LeadObserver,
     limit: int,
     grace: float,
     in_order: bool = False,
-) -> None:
+) -> faust.types.AgentT:
     """Each record is delivered as its own task (a slow one holds back only itself), in a
     :class:`LeadLoop` like the leads: written in groups, acked once written."""
 
     client.add_user()
 
-    @app.agent(channel, name="notifications")
+    @app.agent(channel, name=name)
     async def deliver_notifications(stream: faust.StreamT) -> None:
-        def deliver(message: faust.types.Message) -> Coroutine[Any, Any, Output]:
-            return delivery.deliver(message.value, source_of(message))
+        def delivery(message: faust.types.Message) -> Coroutine[Any, Any, Output]:
+            return deliver(message.value, source_of(message), None)  # type: ignore[return-value]
 
-        loop = LeadLoop(deliver, TrackedByStream(app.consumer), writer, observer, limit, in_order=in_order)
+        loop = LeadLoop(delivery, TrackedByStream(app.consumer), writer, observer, limit, in_order=in_order)
         writing = asyncio.ensure_future(loop.write_forever())
         writing.add_done_callback(exit_if_it_fails)
         # A hand-over (rebalance, stop) waits for every record taken: deliveries waiting
@@ -127,3 +129,5 @@ def add_queue_agent(
             del hook
             writing.cancel()
             await client.release()
+
+    return deliver_notifications

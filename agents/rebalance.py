@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import faust
@@ -20,7 +21,6 @@ import faust
 from agents.faust_seam import HandoverHook
 from agents.inflight import exit_if_it_fails
 from agents.readiness import Readiness
-from streams.protections import Protections
 
 log = logging.getLogger(__name__)
 
@@ -36,54 +36,61 @@ class BatchWindows(Protocol):
         """Close every open batch window now."""
 
 
+class RebalancedFlow(Protocol):
+    """A flow of the worker as rebalances see it (agents.flow_worker.FlowWorker)."""
+
+    input_partitions: int | None
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def input_topic(self) -> str: ...
+
+    @property
+    def batcher(self) -> BatchWindows: ...
+
+    def set_owned(self, owned: int) -> None:
+        """This worker owns ``owned`` of the flow's input partitions (its rate-limit share)."""
+
+
 class Rebalance:
-    def __init__(
-        self,
-        input_topic: str,
-        input_partitions: int | None,
-        protections: Protections,
-        readiness: Readiness,
-        batcher: BatchWindows | None,  # None: the flow has no batch step
-    ) -> None:
-        self.input_topic = input_topic
-        self.input_partitions = input_partitions
-        self.protections = protections
+    def __init__(self, flows: Callable[[], Iterable[RebalancedFlow]], readiness: Readiness) -> None:
+        self.flows = flows  # the flows running now
         self.readiness = readiness
-        self.batcher = batcher
         self.app: faust.App | None = None
         self.hook: HandoverHook | None = None  # kept: Faust holds it weakly
         self.closing: asyncio.Future[None] | None = None
-        if input_partitions:
-            # Until Faust tells us what we own (its signal comes after fetching has resumed),
-            # take one partition's share: every worker that sends owns at least one partition,
-            # so the group cannot exceed the limit while a rebalance settles.
-            protections.set_share(self.one_partition)
-
-    @property
-    def one_partition(self) -> float:
-        return min(1 / self.input_partitions, 1.0) if self.input_partitions else 1.0
+        # Until Faust tells us what we own (its signal comes after fetching has resumed), take one
+        # partition's share: every worker that sends owns at least one partition, so the group
+        # cannot exceed the limit while a rebalance settles.
+        for flow in flows():
+            flow.set_owned(0)
 
     def listen(self, app: faust.App) -> None:
         self.app = app
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_partitions_assigned.connect(self.on_assigned)
-        if self.batcher is not None:
-            self.hook = HandoverHook(app, self.handing_over)
+        self.hook = HandoverHook(app, self.handing_over)
 
     async def on_revoked(self, sender: faust.App, revoked: set[faust.types.TP], **kwargs: object) -> None:
         self.readiness.partitions_revoked()
-        if self.input_partitions:
-            self.protections.set_share(self.one_partition)
+        for flow in self.flows():
+            flow.set_owned(0)
         if ours := partition_list(revoked):
             log.info("partitions revoked (rebalance or stop): %s", ours)
 
     async def on_assigned(self, sender: faust.App, assigned: set[faust.types.TP], **kwargs: object) -> None:
-        owned = sum(1 for tp in assigned if tp.topic == self.input_topic)
-        self.readiness.partitions_assigned(owned)
-        share = ""
-        if self.input_partitions:
-            self.protections.set_share(min(max(owned, 1) / self.input_partitions, 1.0))
-            share = f" (rate limits: this worker owns {owned}/{self.input_partitions} input partitions)"
+        shares = []
+        total = 0
+        for flow in self.flows():
+            owned = sum(1 for tp in assigned if tp.topic == flow.input_topic)
+            total += owned
+            flow.set_owned(owned)
+            if flow.input_partitions:
+                shares.append(f"{flow.name} {owned}/{flow.input_partitions}")
+        self.readiness.partitions_assigned(total)
+        share = f" (rate limits: this worker owns input partitions {', '.join(shares)})" if shares else ""
         log.info("assigned partitions: %s%s", partition_list(assigned) or "none", share)
 
     def handing_over(self) -> None:
@@ -95,12 +102,15 @@ class Rebalance:
             self.closing.add_done_callback(exit_if_it_fails)
 
     async def close_windows_while_handing_over(self) -> None:
-        assert self.app is not None and self.batcher is not None
-        batcher, app = self.batcher, self.app
+        assert self.app is not None
+        app = self.app
         while app.should_stop or not app.flow_control.is_active():  # suspended: handing over
-            if batcher.pending:
-                log.info("closing open batch windows (%d leads): partitions are handed over", batcher.pending)
-                await batcher.close_all()
+            for flow in self.flows():
+                batcher = flow.batcher
+                if batcher.pending:
+                    log.info("closing open batch windows of %s (%d leads): partitions are handed over",
+                             flow.name, batcher.pending)  # fmt: skip
+                    await batcher.close_all()
             await asyncio.sleep(0.1)
 
 

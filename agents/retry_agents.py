@@ -22,7 +22,7 @@ from agents.worker_options import WorkerOptions
 from streams.delayed import RetryState, tier_label, tier_topics
 from streams.events import Source
 from streams.flow import Flow
-from streams.pipeline import Destination, LeadPipeline, Output
+from streams.pipeline import Destination, Output
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,23 @@ Process: TypeAlias = Callable[[bytes | None, Source, RetryState | None], Awaitab
 def add_retry_agents(
     app: faust.App,
     flow: Flow,
-    pipeline: LeadPipeline,
+    process: Process,
     client: SharedClient,
     writer: OutputWriter,
     observer: LeadObserver,
     options: WorkerOptions,
-) -> None:
-    """An agent for each of the flow's retry tiers (none without ``delayed_retry``)."""
-    if flow.delayed_retry is None or not flow.topics.retry:
-        return
+    prefix: str = "",
+) -> list[faust.types.AgentT]:
+    """An agent for each of the flow's retry tiers (none without ``delayed_retry``);
+    ``process``: the flow's pipeline (agents.flow_worker: its version current at each run)."""
+    if flow.delayed_retry is None or not flow.topics or not flow.topics.retry:
+        return []
+    agents = []
     for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
+        name = f"{prefix}retry-{tier_label(delay)}"
         channel = raw_topic(app, topic)
-        add_retry_agent(app, channel, tier_label(delay), pipeline.process, client, writer, observer, options)
+        agents.append(add_retry_agent(app, channel, name, process, client, writer, observer, options))
+    return agents
 
 
 def add_retry_agent(
@@ -56,12 +61,12 @@ def add_retry_agent(
     writer: OutputWriter,
     observer: LeadObserver,
     options: WorkerOptions,
-) -> None:
+) -> faust.types.AgentT:
     """The agent of one retry tier: waits until the events it took are due, then re-runs
     the leads. On shutdown while waiting, they are put back on the topic (they would be acked)."""
     client.add_user()
 
-    @app.agent(channel, name=f"retry-{name}")
+    @app.agent(channel, name=name)
     async def retry_leads(stream: faust.StreamT) -> None:
         try:
             async for events in stream.take_events(options.fetch_size, within=options.take_within):
@@ -76,6 +81,8 @@ def add_retry_agent(
                 await run_to_the_end(work, options.shutdown_grace)
         finally:
             await client.release()
+
+    return retry_leads
 
 
 async def handle(

@@ -1,4 +1,4 @@
-"""The worker's web pages (/healthz, /ready, /metrics on Faust's web server) and the
+"""The worker's web pages (/healthz, /ready, /metrics, /flows on Faust's web server) and the
 tasks that keep what they show current: the loop watchdog and the broker probe."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.faust_seam import LeadApp, aiokafka_producer
+from agents.flow_set import REJECTED, FlowSet
 from agents.health import LoopWatchdog
 from agents.readiness import Readiness
 
@@ -50,3 +51,21 @@ def probe_answer(
     if reasons:
         return web.json({"status": failing, "flow": flow_name, "reasons": reasons}, status=503)
     return web.json({"status": fine, "flow": flow_name})
+
+
+def add_flow_pages(app: LeadApp, flows: FlowSet) -> None:
+    """``GET /flows``: every flow, its version and state, and the files rejected with their
+    problems; ``POST /flows/reload``: rescan the flow files now, answer what changed."""
+
+    @app.page("/flows")
+    async def flows_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.json(flows.describe())
+
+    class Reload(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            changes = await flows.reload("POST /flows/reload")
+            rejected = any(change.result == REJECTED for change in changes)
+            return self.json({"changes": [change.as_json() for change in changes], **flows.describe()},
+                             status=422 if rejected else 200)  # fmt: skip
+
+    app.page("/flows/reload")(Reload)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from agents.health import BLOCKED_AFTER
 from agents.kafka_connection import KafkaConnection
@@ -25,7 +26,9 @@ class WorkerOptions:
     blocked_after: float = BLOCKED_AFTER  # seconds the event loop may not answer before /healthz fails
     group_id: str | None = None
     data_dir: str | None = None
-    input_partitions: int | None = None  # to take this worker's share of the rate limits
+    # Each input topic's partitions (made or described at the start): a worker's share of a
+    # flow's rate limits is the share of its input partitions it owns.
+    input_partitions: Mapping[str, int] = field(default_factory=dict)
     max_lead_bytes: int = MAX_LEAD_BYTES
     max_output_bytes: int = MAX_OUTPUT_BYTES  # larger outputs go to errors as a short event
     instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
@@ -34,6 +37,11 @@ class WorkerOptions:
     guarantee: str = EXACTLY_ONCE  # or AT_LEAST_ONCE (agents.transactions)
     commit_interval: float = 1.0  # seconds between commits (a transaction each, under exactly-once)
     commit_count: int = 5000  # ... or sooner, after this many inputs finished
+    # The topics of a flow added live are made as the start made the others':
+    partitions: int = 4
+    topic_configs: Mapping[str, str] = field(default_factory=dict)
+    create_topics: bool = True
+    watch: bool = False  # reload when a flow file changes (the CLI's default: on)
 
     @property
     def exactly_once(self) -> bool:

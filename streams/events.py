@@ -73,11 +73,13 @@ def timestamp(moment: datetime | None = None) -> str:
 
 
 def processed_event(
-    flow: str, lead_id: str, result: FlowResult, source: Source, received_at: str
+    flow: str, lead_id: str, result: FlowResult, source: Source, received_at: str, version: str = ""
 ) -> dict[str, Any]:
+    """``version``: the flow file's content hash (``flow_version``; ``flow`` stays the name)."""
     event: dict[str, Any] = {
         "id": lead_id,
         "flow": flow,
+        "flow_version": version,
         "outcome": result.outcome.value,
         "reason": result.reason,
         "lead": result.lead,
@@ -92,11 +94,12 @@ def processed_event(
 
 
 def bad_input_event(
-    flow: str, raw: bytes | None, source: Source, reason: str, received_at: str
+    flow: str, raw: bytes | None, source: Source, reason: str, received_at: str, version: str = ""
 ) -> dict[str, Any]:
     return {
         "id": lead_id_for(None, source),
         "flow": flow,
+        "flow_version": version,
         "outcome": "error",
         "reason": reason,
         "error": reason,
@@ -119,6 +122,7 @@ def oversized_event(event: dict[str, Any], raw: bytes | None, size: int, limit: 
     return {
         "id": event["id"],
         "flow": event["flow"],
+        "flow_version": event.get("flow_version", ""),
         "outcome": "error",
         "reason": reason,
         "error": reason,

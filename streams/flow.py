@@ -99,6 +99,9 @@ class Integration:
     allow_loopback: bool = False
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     cache_max_entries: int = DEFAULT_MAX_ENTRIES  # `cache: {max_entries}`: last good answers kept
+    # A hash of the flow's name, the integration's block and the settings: a reloaded flow keeps
+    # the running integration (pool, OAuth token, limiter, circuit) when it is unchanged.
+    definition: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ class Flow:
     stages: tuple[tuple[Step, ...], ...]  # one step, or a parallel group run at once
     source_file: str = "<flow>"
     delayed_retry: DelayedRetry | None = None  # set when topics.retry is
+    version: str = ""  # the file's content hash: events carry it as flow_version
 
     @property
     def steps(self) -> tuple[Step, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -87,6 +88,12 @@ _NO_TIMEOUT = aiohttp.ClientTimeout()  # (not the session's default of 5 minutes
 _NO_DEADLINE: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
+def session_key(integration: Integration) -> str:
+    """One pool per integration definition (streams.loader.definition_hash): two flows' integrations
+    of the same name stay apart, and a reloaded flow's unchanged one keeps its connections."""
+    return integration.definition or integration.name
+
+
 class ResponseTooLarge(Exception):
     pass
 
@@ -114,7 +121,7 @@ class HttpClient:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # a handful of distinct values
 
     def _session(self, integration: Integration) -> aiohttp.ClientSession:
-        session = self._sessions.get(integration.name)
+        session = self._sessions.get(session_key(integration))
         if session is None or session.closed:
             policy = AddressPolicy(
                 allow_private=integration.allow_private_networks,
@@ -135,7 +142,7 @@ class HttpClient:
                 headers={"User-Agent": "leadstreams/0.1"},
             )
             no_silent_resend(session)
-            self._sessions[integration.name] = session
+            self._sessions[session_key(integration)] = session
         return session
 
     async def send(self, integration: Integration, request: OutgoingRequest, timeout: float) -> HttpResult:
@@ -171,6 +178,12 @@ class HttpClient:
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
+
+    async def keep_only(self, integrations: Iterable[Integration]) -> None:
+        """Close the sessions of integrations no flow runs any more (a reload changed them)."""
+        used = {session_key(integration) for integration in integrations}
+        for key in [key for key in self._sessions if key not in used]:
+            await self._sessions.pop(key).close()
 
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}

@@ -8,12 +8,15 @@ Every problem is collected and reported as ``FILE:LINE: path: message``. The com
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 import jinja2
+import orjson
 
 from streams.address_policy import parse_networks
 from streams.auth import Auth, NoAuth
@@ -113,7 +116,19 @@ def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:
     if builder.problems:
         raise FlowFileError(builder.problems)
     assert flow is not None
-    return flow
+    return replace(flow, version=content_hash(text))
+
+
+def content_hash(text: str) -> str:
+    """A flow file's version: 12 hex digits of the SHA-256 of its text."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def definition_hash(flow: str, integration: str, raw: Any, settings: dict[str, Any]) -> str:
+    """What an integration's behaviour depends on: its block (after ${ENV}) and the settings its
+    templates and auth read; the flow's name keeps two flows' integrations apart."""
+    spec = orjson.dumps([flow, integration, raw, settings], option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(spec).hexdigest()[:16]
 
 
 def _said(path: str, problems: list[Problem]) -> bool:
@@ -256,6 +271,7 @@ class _Builder:
             circuit=None if circuit is None else CIRCUIT.from_config(circuit, self.at((*path, "circuit"))),
             allowed_networks=self.networks(raw.get("allowed_networks") or [], (*path, "allowed_networks")),
             cache_max_entries=CACHE.from_config(raw.get("cache")).max_entries,
+            definition=definition_hash(self.data["name"], name, raw, settings),
         )
 
     def auth(self, raw: Any, path: Path, settings: dict[str, Any]) -> Auth:

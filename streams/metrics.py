@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 from importlib.resources import files
@@ -21,6 +22,13 @@ class _CachedLabels:
         if child is None:
             child = children[values] = super().labels(*values)  # type: ignore[misc]
         return child
+
+
+def forget(metric: Any, *values: Any) -> None:
+    """Remove a label combination's series (a flow version no longer running)."""
+    metric.__dict__.get("_cached_children", {}).pop(values, None)
+    with contextlib.suppress(KeyError):  # never set
+        metric.remove(*values)
 
 
 class Counter(_CachedLabels, prometheus_client.Counter):

@@ -30,11 +30,12 @@ def tier_prefix(queue: str) -> str:
 
 
 def notification_record(
-    flow: str, lead_id: str, notification: QueuedNotification, source: Source, url: str
+    flow: str, lead_id: str, notification: QueuedNotification, source: Source, url: str, version: str = ""
 ) -> bytes:
     """The record on topics.notifications (``url``: the rendered URL, masked, for people)."""
     header = {
         "flow": flow,
+        "flow_version": version,
         "step": notification.step,
         "lead_id": lead_id,
         "important": notification.important,

@@ -90,7 +90,7 @@ class LeadPipeline:
             deferred = self._deferred(result, raw, lead_id, source, retry)
             if deferred is not None:
                 return self._done(deferred, started)
-            event = processed_event(self.flow.name, lead_id, result, source, received_at)
+            event = processed_event(self.flow.name, lead_id, result, source, received_at, self.flow.version)
             if self.metrics is not None:
                 took = time.perf_counter() - started
                 self.metrics.lead_duration.labels(self.flow.name, result.outcome.value).observe(took)
@@ -120,7 +120,8 @@ class LeadPipeline:
         self, raw: bytes | None, source: Source, lead_id: str, reason: str, received_at: str
     ) -> Output:
         """An errors event carrying the raw input: it was no lead, or processing it failed."""
-        event = bad_input_event(self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at)
+        event = bad_input_event(self.flow.name, self.masker.raw_bytes(raw), source, reason, received_at,
+                                self.flow.version)  # fmt: skip
         return self._output(Destination.ERRORS, lead_id, event, raw)
 
     def _internal_error(
@@ -131,7 +132,8 @@ class LeadPipeline:
             return self._unusable(raw, source, lead_id, reason, received_at)
         except Exception:  # even the error event failed: the smallest event that can't
             minimal = {
-                "id": lead_id, "flow": self.flow.name, "outcome": "error", "reason": "internal error",
+                "id": lead_id, "flow": self.flow.name, "flow_version": self.flow.version,
+                "outcome": "error", "reason": "internal error",
                 "error": "internal error", "lead": None, "steps": [], "input": source.as_event(),
                 "raw": raw_prefix(self.masker.raw_bytes(raw), self.max_output_bytes),
                 "received_at": received_at,
@@ -175,7 +177,8 @@ class LeadPipeline:
         outputs = []
         for notification in result.notifications:
             url = self.masker.text(notification.url)
-            record = notification_record(self.flow.name, lead_id, notification, source, url)
+            version = self.flow.version
+            record = notification_record(self.flow.name, lead_id, notification, source, url, version)
             outputs.append(Output(Destination.NOTIFY, key, record, QUEUED, topic=queue))
             if self.metrics is not None:
                 self.metrics.notifications.labels(self.flow.name, notification.step, QUEUED).inc()

@@ -31,13 +31,23 @@ class IntegrationProtections:
 
 
 class Protections:
-    def __init__(self, flow: Flow, metrics: Metrics | None = None) -> None:
+    def __init__(self, flow: Flow, metrics: Metrics | None = None, keep: Protections | None = None) -> None:
+        """``keep``: the protections of the flow's version before a reload; an integration it
+        ran as the same object (streams.flow_files.carry_over) keeps its limiter's history,
+        circuit and slots, and this worker's share of the limits carries over."""
         self._metrics = metrics
         self._flow = flow.name
-        self._share = 1.0
+        self._share = keep._share if keep is not None else 1.0
         self._protections: dict[str, IntegrationProtections] = {}
+        self._integrations = dict(flow.integrations)
         for integration in flow.integrations.values():
-            self._protections[integration.name] = self._build(integration)
+            kept = keep._kept(integration) if keep is not None else None
+            self._protections[integration.name] = kept or self._build(integration)
+
+    def _kept(self, integration: Integration) -> IntegrationProtections | None:
+        if self._integrations.get(integration.name) is integration:
+            return self._protections.get(integration.name)
+        return None
 
     def for_integration(self, integration: Integration) -> IntegrationProtections:
         protection = self._protections.get(integration.name)

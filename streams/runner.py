@@ -58,7 +58,7 @@ class FlowRunner:
             can_defer=flow.delayed_retry is not None,
             activity=self.activity,
         )
-        base_context = {"settings": flow.settings, "flow": {"name": flow.name}}
+        base_context = {"settings": flow.settings, "flow": flow_context(flow)}
         self.batcher = Batcher(self.services, base_context, windowed=batch_windows)
         self.queue_notifications = queue_notifications
         self.masker = Masker(flow.secrets)  # no secret goes into a queued notification
@@ -85,7 +85,7 @@ class FlowRunner:
             "settings": self.flow.settings,
             "vars": {},
             "steps": {},  # earlier steps' outcomes, for `when:` on later ones
-            "flow": {"name": self.flow.name},
+            "flow": flow_context(self.flow),
             "now": datetime.now(UTC),
         }
         done: list[tuple[StepResult, frozenset[Outcome]]] = []
@@ -160,6 +160,11 @@ class FlowRunner:
             labels = (flow, step.name, step.integration.name, result.outcome.value)
             self.metrics.request_duration.labels(*labels).observe(result.duration_ms / 1000)
         self.metrics.step_outcomes.labels(flow, step.name, result.outcome.value).inc()
+
+
+def flow_context(flow: Flow) -> dict[str, str]:
+    """What templates see of the flow: ``flow.name``, ``flow.version``."""
+    return {"name": flow.name, "version": flow.version}
 
 
 def not_run(step: Step, stopped_by: StepResult | None) -> StepResult:

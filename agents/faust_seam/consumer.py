@@ -245,6 +245,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
         in chunks of at most ``intake.chunk``, in the fetch's round-robin order over
         partitions. (No gap bookkeeping: the ledger steps over offsets never fetched.)"""
         read_offsets = self._read_offset
+        lead_topics = intake.topics  # (flows come and go between fetches, not within one)
         leads: list[Message] = []
         async for tp, message in fetched:
             offset = message.offset
@@ -254,7 +255,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
-            if message.topic in intake.topics:
+            if message.topic in lead_topics:
                 if tp not in self.first_read:
                     self.first_read[tp] = offset
                 leads.append(message)
@@ -292,6 +293,7 @@ class LeadApp(faust.App):
     fetch_max_wait_ms: int = 20  # how long the broker may hold a fetch with no new records
     kafka_reachable: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
     transactions: Transactions | None = None  # exactly-once: the worker's transactional producer
+    flows: Any = None  # the worker's flows (agents.flow_set.FlowSet)
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
