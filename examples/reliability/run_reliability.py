@@ -8,7 +8,9 @@ moments, every lead's committed outputs counted by lead id (one each); slow_kill
 few leads answered only after 1-20 s, the worker killed whenever one of them is at the
 head of its partition with later leads written, and the broker restarted once;
 shared_limit: two workers in one group sharing a rate limit; fuzz: fuzzed bad inputs;
-secrets never leaving the run. While waiting, a progress line every 10 s on stderr.
+many_flows: three flows in one worker, one changed three times (once invalid), one removed
+and added again while leads flow, counted by lead id (issue 19); secrets never leaving the
+run. While waiting, a progress line every 10 s on stderr.
 The whole output is kept in the work dir with the worker logs.
 Needs LEADSTREAMS_BOOTSTRAP and LEADSTREAMS_KAFKA_STATE (deploy/kafka/with-kafka.sh).
 """
@@ -35,10 +37,14 @@ from fuzz_and_secrets import scenario_fuzz, scenario_secrets
 from group_run import Run, Sizes
 from lead_tally import Tally
 from limit_scenarios import scenario_loaded, scenario_shared_limit
+from many_flows import Size, scenario_many_flows
 
 __all__ = ["SCENARIOS", "Sizes", "main", "run_all"]  # Sizes: for tests/integration (with run_all)
 
-SCENARIOS = ("faults", "exactly_once", "slow_kills", "shared_limit", "loaded", "fuzz")
+SCENARIOS = ("faults", "exactly_once", "slow_kills", "shared_limit", "loaded", "fuzz", "many_flows")
+# run_all's default (the small run of tests/integration/test_resilience_on_kafka.py): many_flows
+# has a broker test of its own at the small size (test_many_flows_on_kafka.py), not run twice.
+DEFAULT = tuple(name for name in SCENARIOS if name != "many_flows")
 
 
 async def run_all(
@@ -49,13 +55,20 @@ async def run_all(
     only: set[str] | None = None,
     loglevel: str = "warning",
 ) -> tuple[list[str], bool]:
-    """The scenarios (``only`` those named, in their usual order), then the secrets scan."""
+    """The scenarios (``only`` those named, else DEFAULT, in their usual order), then the secrets scan."""
+    only = set(DEFAULT) if only is None else only
     lines: list[str] = []
     runs: list[tuple[Run, Tally]] = []
 
     async def one(scenario: Awaitable[tuple[str, Run, Tally]]) -> tuple[str, list[tuple[Run, Tally]]]:
         line, run, tally = await scenario
         return line, [(run, tally)]
+
+    async def many_flows() -> tuple[str, list[tuple[Run, Tally]]]:
+        small = sizes.leads == Sizes.small().leads  # `--small`: the broker test's size
+        size = Size.small() if small else Size.full()
+        measured = await scenario_many_flows(bootstrap, workdir, size, loglevel)
+        return ("" if measured.ok else "FAILED ") + measured.line(), []  # counted by lead id, in its line
 
     scenarios: dict[str, Callable[[], Awaitable[tuple[str, list[tuple[Run, Tally]]]]]] = {
         "faults": lambda: one(scenario_faults(bootstrap, state, workdir, sizes, loglevel)),
@@ -64,9 +77,10 @@ async def run_all(
         "shared_limit": lambda: one(scenario_shared_limit(bootstrap, workdir, sizes)),
         "loaded": lambda: scenario_loaded(bootstrap, workdir, sizes),
         "fuzz": lambda: one(scenario_fuzz(bootstrap, workdir, sizes)),
+        "many_flows": many_flows,
     }
     for name in SCENARIOS:
-        if only is not None and name not in only:
+        if name not in only:
             continue
         print(f"{name}: running", file=sys.stderr, flush=True)
         started = time.monotonic()
@@ -126,7 +140,8 @@ def main() -> None:
     sizes = Sizes.small() if args.small else Sizes()
     if args.hogs is not None:
         sizes = dataclasses.replace(sizes, hogs=args.hogs)
-    _, ok = asyncio.run(run_all(bootstrap, state, sizes, workdir, args.only, args.worker_loglevel))
+    only = args.only or set(SCENARIOS)
+    _, ok = asyncio.run(run_all(bootstrap, state, sizes, workdir, only, args.worker_loglevel))
     if not ok:
         print(f"FAILED; the work dir is kept: {workdir}", flush=True)
     sys.exit(0 if ok else 1)
