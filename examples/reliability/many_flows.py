@@ -26,6 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,9 @@ class FlowSeen:
     mismatched: list[str] = field(default_factory=list)  # events whose content is not their version's
     # lead id -> where each of its outputs is and the input it was read from (a duplicate's story)
     outputs_at: dict[str, list[str]] = field(default_factory=dict)
+    first_written: dict[str, float] = field(
+        default_factory=dict
+    )  # lead id -> its first output's completed_at
 
     def add_output(self, record: Record, event: dict[str, Any], ran: dict[str, Version]) -> None:
         lead = str(event["id"])
@@ -164,6 +168,7 @@ class FlowSeen:
             f"{event['flow_version']}, completed {event['completed_at']})"
         )
         self.visible.setdefault(lead, time.time())
+        self.first_written.setdefault(lead, datetime.fromisoformat(event["completed_at"]).timestamp())
         self.versions[event["flow_version"]] += 1
         version = ran.get(event["flow_version"])
         steps = [step["name"] for step in event["steps"]]
@@ -201,7 +206,7 @@ class Reader:
             flow = self.topics[record.topic]
             seen.add_output(record, orjson.loads(record.value), self.ran[flow])
 
-    def twice(self, most: int = 3) -> list[str]:
+    def twice(self, most: int = 2) -> list[str]:
         """A few leads written more than once, with where each output is."""
         return [
             f"{flow}/{lead}: {seen.outputs_at[lead]}"
@@ -361,6 +366,16 @@ class Measured:
         """Events of each of a's valid versions, by label."""
         return {v.label: self.seen["a"].versions[v.hash] for v in self.texts["a"] if v.valid}
 
+    def duplicates_by_change(self) -> dict[str, int]:
+        """Extra outputs by the last change before the lead's first output was written."""
+        found: Counter[str] = Counter()
+        for seen in self.seen.values():
+            for lead, count in seen.count.outputs.items():
+                if count > 1:
+                    before = [c.label for c in self.changes if c.started <= seen.first_written[lead]]
+                    found[before[-1] if before else "no change yet"] += count - 1
+        return dict(found)
+
     def c_latency(self) -> tuple[list[float], float]:
         """c's p95 latency (ms) for the leads written during each change (+-WINDOW s), and outside all."""
         c = self.seen["c"]
@@ -396,7 +411,7 @@ class Measured:
             f"reload_s={[c.seconds for c in self.changes]} C_p95_during_ms={max(during):.0f} "
             f"C_p95_by_change_ms={[round(ms) for ms in during]} C_p95_outside_ms={outside:.0f} "
             f"worker_exit={self.exit_code}{mismatched}{sample}"
-            + (f" twice={self.twice}" if self.twice else "")
+            + (f" duplicates_after={self.duplicates_by_change()} twice={self.twice}" if self.twice else "")
         )
 
 
