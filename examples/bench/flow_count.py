@@ -39,7 +39,9 @@ FLOW_TEMPLATE = Path(__file__).resolve().parent / "flows" / "bench.yaml"
 LEADS_PER_FLOW = 20
 CONCURRENCY = 10  # per flow's integration: a small flow, the pool opened lazily anyway
 GOAL_MIB_PER_FLOW = 5.0
-GOAL_CPU_PCT_PER_FLOW = 0.1  # % of one core; "no measurable idle CPU per flow"
+# % of one core per added flow. The issue asks for none measurable: the 1-flow figure
+# varies by about ±0.4 % of a core from run to run, about 0.01 per flow over 49 flows.
+GOAL_CPU_PCT_PER_FLOW = 0.02
 READY_DEADLINE = 180.0  # seconds from start to /ready 200 (50 flows start in one process)
 STOP_DEADLINE = 60.0  # seconds from SIGTERM to exit (then SIGKILL)
 
@@ -258,7 +260,7 @@ async def measure(run: Run, count: int, on_stage: Callable[[str], None] = lambda
         if not worker.alive:
             raise RuntimeError("the worker exited during the idle window")
     except (RuntimeError, TimeoutError) as exc:
-        raise RuntimeError(f"{count} flows: {exc}; log {worker.log_path}:\n{worker.log_tail()}") from exc
+        raise RuntimeError(f"{count} flow(s): {exc}; log {worker.log_path}:\n{worker.log_tail()}") from exc
     finally:
         on_stage("stopping")
         code = await asyncio.to_thread(worker.stop, STOP_DEADLINE)
