@@ -14,8 +14,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry
 
-from agents.faust_seam import LeadApp, last_fetch_time, producer_connected
-from agents.faust_seam.live_agents import resubscribe_quickly
+from agents.faust_seam import LeadApp, last_fetch_time, producer_connected, resubscribe_quickly
 from agents.faust_settings import OUTPUT_BATCH_BYTES, app_id, faust_settings, settle_garbage_collector
 from agents.flow_set import FlowSet, TopicsUnavailable
 from agents.flow_watch import watch_flows
@@ -104,6 +103,7 @@ def create_app(
         running = [worker.flow for worker in flow_set.running()]
         await client.keep_only(step.integration for flow in running for step in flow.steps)
 
+    flow_set.app = app
     flow_set.new_flow = new_flow
     flow_set.after_change = close_unused_pools
     app.flows = flow_set

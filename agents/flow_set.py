@@ -16,10 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import faust
+
+from agents.faust_seam import resubscribe, subscribed
 from agents.flow_worker import RUNNING, STOPPED, FlowWorker
 from agents.topic_names import topic_name_problem
 from streams.flow import Flow
-from streams.flow_files import FlowFiles, load_flow_files
+from streams.flow_files import FlowFiles, load_flow_files, read_topics
 from streams.metrics import Metrics
 from streams.problems import Problem
 
@@ -64,6 +67,7 @@ class FlowSet:
         self.workers: dict[str, FlowWorker] = {}  # by flow name: running or draining
         self.problems: dict[str, list[Problem]] = {}  # by file: the problems of its last scan
         self.last_reload: dict[str, Any] | None = None
+        self.app: faust.App | None = None  # set by agents.app
         self.new_flow: NewFlow | None = None  # set by agents.app
         self.after_change: Callable[[], Awaitable[None]] | None = None  # (agents.app: closes unused pools)
         self._lock = asyncio.Lock()
@@ -104,6 +108,8 @@ class FlowSet:
                 else:
                     changes.append(await self._start(path, flow))
             done = [change for change in changes if change.result != UNCHANGED]
+            if any(change.result in (STARTED, STOPPED_RESULT) for change in done):
+                await self._until_subscribed()
             if done and self.after_change is not None:
                 await self.after_change()
             took = time.monotonic() - started
@@ -112,6 +118,22 @@ class FlowSet:
             self.last_reload = {"why": why, "at": time.time(), "seconds": round(took, 3),
                                 "changes": [change.as_json() for change in done]}  # fmt: skip
             return done
+
+    async def _until_subscribed(self, tries: int = 3, each: float = 5.0) -> None:
+        """Until the consumer subscribes to the running flows' topics and no longer to the
+        stopped ones' (then the group rebalances): the next reload starts from there."""
+        assert self.app is not None
+        wanted = {topic for worker in self.running() for topic in read_topics(worker.flow)}
+        for _ in range(tries):
+            deadline = time.monotonic() + each
+            while time.monotonic() < deadline:
+                now = subscribed(self.app)
+                if wanted <= now and not (now - wanted - internal_topics(now)):
+                    return
+                await asyncio.sleep(0.1)
+            resubscribe(self.app)
+        log.warning("the consumer's subscription did not follow the flows within %.0fs: %s", tries * each,
+                    sorted(subscribed(self.app)))  # fmt: skip
 
     def _rejections(self, scan: FlowFiles, by_path: dict[str, FlowWorker]) -> list[Change | None]:
         """Files with problems: logged and counted once per new set of problems."""
@@ -198,6 +220,11 @@ class FlowSet:
             if path not in running
         ]
         return {"flows": flows, "rejected": rejected, "last_reload": self.last_reload}
+
+
+def internal_topics(topics: set[str]) -> set[str]:
+    """Faust's own topics among ``topics`` (its assignor's leader topic, table changelogs)."""
+    return {topic for topic in topics if "__assignor" in topic or topic.endswith("-changelog")}
 
 
 def flow_label(path: str, worker: FlowWorker | None) -> str:

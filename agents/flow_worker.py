@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.types import Message
 
-from agents.faust_seam import FaustRecordBatches, LeadApp
-from agents.faust_seam.live_agents import start_live, stop_live, unsubscribe
+from agents.faust_seam import FaustRecordBatches, LeadApp, start_live, stop_live, unsubscribe
 from agents.inflight import LeadLoop
 from agents.intake import FlowIntake, LeadIntake
 from agents.lead_agent import add_lead_agent
@@ -83,26 +82,27 @@ class Version:
 
 
 class Runs:
-    """The retry tiers' runs of a flow: counted, and held at the door while a reload drains."""
+    """A flow's retry tiers (agents.retry_agents.Tier): their runs counted and, ``gated``,
+    held at the door while a reload drains; the batches they hold counted; ``leaving`` once
+    the flow is removed (a batch waiting for its time is put back on its topic)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gated: bool = True) -> None:
+        self.gated = gated
+        self.leaving = False
         self._open = asyncio.Event()
         self._open.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._running = 0
+        self._running = Count()
+        self._held = Count()
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
-        await self._open.wait()
-        self._running += 1
-        self._idle.clear()
-        try:
+        if self.gated:
+            await self._open.wait()
+        with self._running.one():
             yield
-        finally:
-            self._running -= 1
-            if self._running == 0:
-                self._idle.set()
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        return self._held.one()
 
     def close(self) -> None:
         self._open.clear()
@@ -111,7 +111,31 @@ class Runs:
         self._open.set()
 
     async def until_idle(self) -> None:
-        await self._idle.wait()
+        await self._running.until_zero()
+
+    async def until_nothing_held(self) -> None:
+        await self._held.until_zero()
+
+
+class Count:
+    def __init__(self) -> None:
+        self.value = 0
+        self._zero = asyncio.Event()
+        self._zero.set()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self.value += 1
+        self._zero.clear()
+        try:
+            yield
+        finally:
+            self.value -= 1
+            if self.value == 0:
+                self._zero.set()
+
+    async def until_zero(self) -> None:
+        await self._zero.wait()
 
 
 class FlowWorker:
@@ -129,7 +153,8 @@ class FlowWorker:
         self.intake: FlowIntake = parts.intake.add(self.topics.input)
         self.writer = output_writer(parts, flow)
         self.observer = LeadObserver(parts.app, parts.metrics, flow.name, self.writer.topic_of)
-        self.runs = Runs()
+        self.runs = Runs()  # the lead tiers: a reload waits for their runs
+        self.deliveries = Runs(gated=False)  # the important notifications' tiers: not waited for
         self.loop: LeadLoop | None = None  # made by the lead agent when it starts
         self.agents: list[faust.types.AgentT] = []
         self._info(1)
@@ -156,8 +181,7 @@ class FlowWorker:
         return self.version.pipeline.process(message.value, source_of(message))
 
     async def process_again(self, raw: bytes | None, source: Source, retry: RetryState | None) -> Output:
-        async with self.runs.run():
-            return await self.version.pipeline.process(raw, source, retry)
+        return await self.version.pipeline.process(raw, source, retry)  # (inside a tier's run: Runs)
 
     async def deliver(self, raw: bytes | None, source: Source, retry: RetryState | None = None) -> Output:
         delivery = self.version.delivery
@@ -173,11 +197,14 @@ class FlowWorker:
         parts, options = self.parts, self.parts.options
         self.agents.append(add_lead_agent(parts.app, self, parts.shared, options))
         tiers = add_retry_agents(parts.app, self.flow, self.process_again, parts.shared, self.writer,
-                                 self.observer, options, prefix=f"{self.name}:")  # fmt: skip
+                                 self.observer, options, prefix=f"{self.name}:", tier=self.runs)  # fmt: skip
         self.agents.extend(tiers)
         if self.version.delivery is not None:
-            self.agents.extend(add_notification_agents(parts.app, self.flow, self.deliver, parts.shared,
-                                                       self.writer, parts.metrics, options))  # fmt: skip
+            notifications = add_notification_agents(
+                parts.app, self.flow, self.deliver, parts.shared, self.writer, parts.metrics, options,
+                tier=self.deliveries,
+            )
+            self.agents.extend(notifications)
 
     async def start_live(self) -> None:
         """Start the agents of a flow added while the worker runs (its topics join the
@@ -207,9 +234,12 @@ class FlowWorker:
             self.runs.reopen()
             self.intake.reopen()
 
-    async def _drain(self) -> None:
+    async def _drain(self, tiers_too: bool = True) -> None:
+        """Until every lead taken is written: new leads park (and, ``tiers_too``, no retry run
+        starts), open batch windows are sent at once."""
         self.intake.close()
-        self.runs.close()
+        if tiers_too:
+            self.runs.close()
         batcher = self.version.runner.batcher
         batcher.stop_windowing()  # leads still reaching a batch step go at once
         closing = asyncio.ensure_future(batcher.close_all())
@@ -222,9 +252,13 @@ class FlowWorker:
             closing.cancel()
 
     async def remove(self) -> None:
-        """Drain the flow, commit what it finished, stop its agents and leave its topics."""
+        """Drain the flow, let its retry runs finish and put back the batches waiting for their
+        time, commit what it finished, stop its agents and leave its topics."""
         self.state = DRAINING
-        await self._drain()
+        self.runs.leaving = self.deliveries.leaving = True
+        await self._drain(tiers_too=False)  # (a due batch held must get to run, or it is held forever)
+        await self.runs.until_nothing_held()
+        await self.deliveries.until_nothing_held()
         self.intake.remove()
         await self.parts.app.consumer.commit()  # its last leads' offsets (a transaction under exactly-once)
         for agent in self.agents:

@@ -95,7 +95,7 @@ class FlowIntake:
             await loop.admit(messages, self._current)  # (does not wait: there is room)
             return
         self._parked.extend(messages)
-        tps = {message.tp for message in messages} - self._paused
+        tps = {TP(message.topic, message.partition) for message in messages} - self._paused
         if tps:
             self._paused |= tps
             self.app.consumer.pause_partitions(tps)
@@ -116,6 +116,8 @@ class FlowIntake:
         # (no await from the check above to here: nothing is parked behind a resumed partition)
         paused, self._paused = self._paused, set()
         assigned = self.app.consumer.assignment()
+        # Faust's TP, not aiokafka's TopicPartition: Faust adds what it is given to the
+        # partitions its fetch asks for, and asserts they are TPs.
         self.app.consumer.resume_partitions({tp for tp in paused if tp in assigned})
 
 

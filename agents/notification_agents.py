@@ -24,7 +24,7 @@ from agents.inflight import LeadLoop, Ledger, exit_if_it_fails
 from agents.intake import current
 from agents.observe import LeadObserver
 from agents.output import OutputWriter
-from agents.retry_agents import Process, add_retry_agent, source_of
+from agents.retry_agents import Process, Tier, add_retry_agent, source_of
 from agents.shared_client import SharedClient
 from agents.worker_options import WorkerOptions
 from streams.delayed import tier_label, tier_topics
@@ -42,6 +42,7 @@ def add_notification_agents(
     writer: OutputWriter,
     metrics: Metrics,
     options: WorkerOptions,
+    tier: Tier | None = None,
 ) -> list[faust.types.AgentT]:
     """None for a flow without ``notify:`` steps; tiers only when one is important.
     ``deliver``: the flow's notification delivery (agents.flow_worker: its current version's,
@@ -60,7 +61,8 @@ def add_notification_agents(
         for delay, topic in tier_topics(tier_prefix(queue), flow.notification_retry).items():
             name = f"{flow.name}:notify-{tier_label(delay)}"
             channel = raw_topic(app, topic)
-            agents.append(add_retry_agent(app, channel, name, deliver, client, writer, observer, options))
+            agent = add_retry_agent(app, channel, name, deliver, client, writer, observer, options, tier)
+            agents.append(agent)
     return agents
 
 

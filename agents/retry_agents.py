@@ -5,12 +5,14 @@ same agents, delivering instead (agents.notification_agents)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Protocol, TypeAlias
 
 import faust
 
@@ -30,6 +32,30 @@ log = logging.getLogger(__name__)
 Process: TypeAlias = Callable[[bytes | None, Source, RetryState | None], Awaitable[Output]]
 
 
+class Tier(Protocol):
+    """What a flow's tiers answer to (agents.flow_worker.Runs): a due batch's run and write is
+    one ``run`` (a reload waits for it; none starts while the flow drains); taken events are
+    ``held`` until acked; once ``leaving`` (the flow is removed), waiting ones are put back."""
+
+    leaving: bool
+
+    def run(self) -> AbstractAsyncContextManager[None]: ...
+
+    def held(self) -> AbstractContextManager[None]: ...
+
+
+class AlwaysOpen:
+    """The tier of a flow that is never reloaded nor removed (tests, tools)."""
+
+    leaving = False
+
+    def run(self) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()  # type: ignore[return-value]  # (async-capable since 3.10)
+
+    def held(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
 def add_retry_agents(
     app: faust.App,
     flow: Flow,
@@ -39,6 +65,7 @@ def add_retry_agents(
     observer: LeadObserver,
     options: WorkerOptions,
     prefix: str = "",
+    tier: Tier | None = None,
 ) -> list[faust.types.AgentT]:
     """An agent for each of the flow's retry tiers (none without ``delayed_retry``);
     ``process``: the flow's pipeline (agents.flow_worker: its version current at each run)."""
@@ -48,7 +75,7 @@ def add_retry_agents(
     for delay, topic in tier_topics(flow.topics.retry, flow.delayed_retry).items():
         name = f"{prefix}retry-{tier_label(delay)}"
         channel = raw_topic(app, topic)
-        agents.append(add_retry_agent(app, channel, name, process, client, writer, observer, options))
+        agents.append(add_retry_agent(app, channel, name, process, client, writer, observer, options, tier))
     return agents
 
 
@@ -61,24 +88,32 @@ def add_retry_agent(
     writer: OutputWriter,
     observer: LeadObserver,
     options: WorkerOptions,
+    tier: Tier | None = None,
 ) -> faust.types.AgentT:
     """The agent of one retry tier: waits until the events it took are due, then re-runs
-    the leads. On shutdown while waiting, they are put back on the topic (they would be acked)."""
+    the leads. On shutdown (or its flow's removal) while waiting, they are put back on the
+    topic (they would be acked)."""
     client.add_user()
+    flow_tier: Tier = tier or AlwaysOpen()
+
+    def leaving() -> bool:
+        return app.should_stop or flow_tier.leaving
 
     @app.agent(channel, name=name)
     async def retry_leads(stream: faust.StreamT) -> None:
         try:
             async for events in stream.take_events(options.fetch_size, within=options.take_within):
-                states = [retry_state(event) for event in events]
-                if not await wait_until(max(state.due for state in states), app):
-                    await writer.write_all([requeued(event, channel.get_topic_name()) for event in events],
-                                           then=acker(app, events))  # fmt: skip
-                    continue
+                with flow_tier.held():
+                    states = [retry_state(event) for event in events]
+                    if not await wait_until(max(state.due for state in states), leaving):
+                        requeue = [requeued(event, channel.get_topic_name()) for event in events]
+                        await writer.write_all(requeue, then=acker(app, events))
+                        continue
 
-                ack = acker(app, events)
-                work = functools.partial(handle, process, writer, observer, events, states, ack)
-                await run_to_the_end(work, options.shutdown_grace)
+                    ack = acker(app, events)
+                    work = functools.partial(handle, process, writer, observer, events, states, ack)
+                    async with flow_tier.run():
+                        await run_to_the_end(work, options.shutdown_grace)
         finally:
             await client.release()
 
@@ -136,13 +171,13 @@ async def run_to_the_end(work: Callable[[], Awaitable[None]], grace: float) -> N
         raise
 
 
-async def wait_until(due: float, app: faust.App) -> bool:
-    """Sleep until ``due`` (unix time); False if the app started stopping meanwhile."""
+async def wait_until(due: float, leaving: Callable[[], bool]) -> bool:
+    """Sleep until ``due`` (unix time); False if ``leaving`` (the app or the flow stopping) meanwhile."""
     while (remaining := due - time.time()) > 0:
-        if app.should_stop:
+        if leaving():
             return False
         await asyncio.sleep(min(remaining, 0.5))  # wake up to notice a shutdown
-    return not app.should_stop
+    return not leaving()
 
 
 def source_of(message: faust.types.Message) -> Source:

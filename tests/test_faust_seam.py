@@ -351,3 +351,40 @@ def test_no_module_outside_the_seam_reaches_into_private_names(module: Path) -> 
             owner = node.value
             ours = isinstance(owner, ast.Name) and owner.id in {"self", "cls", "os", "sys"}
             assert ours, f"{module.name}:{node.lineno}: private attribute {node.attr}"
+
+
+# -- flows added and removed live (agents.faust_seam.live_agents) ---------------------------
+
+
+def test_the_conductor_names_live_changes_use_exist(consumer: LeadConsumer) -> None:
+    from faust.transport.conductor import Conductor
+
+    conductor = consumer.app.topics
+    assert isinstance(conductor, Conductor)
+    assert "_resubscribe_sleep_lock_seconds" in inspect.getsource(Conductor._subscriber.fun)
+    assert "self.app.rebalancing" in inspect.getsource(Conductor._subscriber.fun)  # (a change then waits)
+    assert isinstance(conductor._topics, set) and callable(conductor._flag_changes)
+    assert "_flag_changes" in inspect.getsource(Conductor.discard)
+    agents = consumer.app.agents
+    assert callable(agents.update_topic_index) and isinstance(agents.data, dict)
+    assert "_consumer" in inspect.getsource(AIOKafkaConsumerThread._ensure_consumer)
+
+
+def test_while_revoking_the_revoked_partitions_are_still_assigned(consumer: LeadConsumer) -> None:
+    """Faust's revoke waits, commits and clears its buffers only for what ``assignment()``
+    answers (aiokafka's is empty right after a subscription change)."""
+    assert "consumer.assignment()" in inspect.getsource(App._on_partitions_revoked)
+    assert "self.assignment()" in inspect.getsource(Consumer._commit_offsets)
+    consumer._thread.assignment = lambda: set()  # type: ignore[method-assign]  # the subscription changed
+    consumer.revoking = {TP("leads", 0)}
+    assert consumer.assignment() == {TP("leads", 0)}
+    consumer.revoking = None
+    assert consumer.assignment() == set()
+
+
+def test_resuming_partitions_adds_them_as_given(consumer: LeadConsumer) -> None:
+    """Why agents.intake resumes Faust TPs: Faust adds what it is given to the partitions its
+    fetch asks for, unconverted, and asserts they are TPs."""
+    source = inspect.getsource(Consumer.resume_partitions)
+    assert "update(tps)" in source
+    assert "assert all(isinstance(x, TP)" in inspect.getsource(Consumer._get_active_partitions)

@@ -164,7 +164,7 @@ def test_container_runs_the_images_entrypoint_with_args_the_worker_accepts() -> 
     assert arg(args, "--web-host") == arg(cmd, "--web-host") == "0.0.0.0"
     # Every option exists and has a valid value (click parses; nothing runs).
     context = worker_command.make_context("worker", list(args[1:]))
-    assert context.params["flow"] == "/flows/flow.yaml"
+    assert context.params["paths"] == ("/flows/flow.yaml",)
     assert "--instance-id" not in args
 
 

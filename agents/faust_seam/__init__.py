@@ -19,6 +19,8 @@ tests/test_faust_seam.py (one contract test per private name), nowhere else.
 * :mod:`.transactions` — KIP-447 transactional offset commits (aiokafka sends v0, which
   Kafka does not fence by the group): the member a commit carries, and reading it from
   aiokafka's group coordinator.
+* :mod:`.live_agents` — flows added and removed while the worker runs: agents started and
+  stopped after the app started, the conductor's subscription changed and waited for.
 * :mod:`.worker` — the worker's stop and printing: mode's signal handlers and ``_say``,
   its shutdown steps, and what the stop reports (Faust's read offsets, its ``_commit``).
 
@@ -54,6 +56,14 @@ from agents.faust_seam.consumer import (  # noqa: E402
     TakenMessages,
 )
 from agents.faust_seam.handover import HandoverHook  # noqa: E402
+from agents.faust_seam.live_agents import (  # noqa: E402
+    resubscribe,
+    resubscribe_quickly,
+    start_live,
+    stop_live,
+    subscribed,
+    unsubscribe,
+)
 from agents.faust_seam.transactions import GroupMember, member_of  # noqa: E402
 from agents.faust_seam.worker import LeadWorker  # noqa: E402
 
@@ -76,4 +86,10 @@ __all__ = [
     "last_fetch_time",
     "member_of",
     "producer_connected",
+    "resubscribe",
+    "resubscribe_quickly",
+    "start_live",
+    "stop_live",
+    "subscribed",
+    "unsubscribe",
 ]

@@ -7,7 +7,8 @@ resubscribes (its guard against agents restarting one by one); a flow added live
 wait that long, so the worker's conductor waits ``RESUBSCRIBE_AFTER``.
 
 Private names used: the conductor's ``_resubscribe_sleep_lock_seconds``, ``_topics`` (read),
-and the agent manager's ``update_topic_index``/``data`` (see tests/test_faust_seam.py).
+``_flag_changes``, the agent manager's ``update_topic_index``/``data``, the consumer's
+``_thread._consumer`` (see tests/test_faust_seam.py).
 """
 
 from __future__ import annotations
@@ -43,3 +44,17 @@ def unsubscribe(app: faust.App, topics: Iterable[str]) -> None:
     for channel in list(app.topics._topics):
         if names.intersection(channel.topics):
             app.topics.discard(channel)
+
+
+def subscribed(app: faust.App) -> set[str]:
+    """The topics the consumer subscribes to now (aiokafka's, once Faust's conductor passed
+    them on; empty before the consumer started)."""
+    thread = app.consumer._thread
+    consumer = getattr(thread, "_consumer", None)
+    return set(consumer.subscription()) if consumer is not None else set()
+
+
+def resubscribe(app: faust.App) -> None:
+    """Ask the conductor to pass the subscription on again: it drops a change that comes while
+    the group rebalances (it waits for the next one)."""
+    app.topics._flag_changes()
