@@ -59,6 +59,9 @@ def create_app(
     resubscribe_quickly(app)
     metrics = Metrics(registry)
     client = HttpClient()
+    named = list(by_path) if paths is None else paths
+    one_file = len(named) == 1 and named[0] in by_path  # (a directory of one flow is not one file)
+    label = first[0].name if one_file else app.conf.id  # a transaction holds every flow's outputs
     parts = WorkerParts(
         app=app,
         options=options,
@@ -67,13 +70,11 @@ def create_app(
         shared=SharedClient(client),  # closed once every agent that calls partners stopped
         activity=ActivityLog(),
         intake=LeadIntake(app, options.fetch_size),
-        transactions=transactional_producer(app, options, metrics),
+        transactions=transactional_producer(app, options, metrics, label),
     )
     app.intake = app.leads = parts.intake
     flow_set = FlowSet(paths or list(by_path), metrics)
-    one_file = list(by_path) if paths is None else paths
-    one_table = len(one_file) == 1 and one_file[0] in by_path  # (a directory of one flow is not one file)
-    tables = {flow.name: response_table(app, flow, metrics, one_table) for flow in first if caches(flow)}
+    tables = {flow.name: response_table(app, flow, metrics, one_file) for flow in first if caches(flow)}
     partitions = options.input_partitions or {}
     for path, flow in by_path.items():
         cache = tables.get(flow.name) or InMemoryCache(policy=flow.cache_policy)
@@ -131,15 +132,15 @@ def create_app(
 
 
 def transactional_producer(
-    app: LeadApp, options: WorkerOptions, metrics: Metrics
+    app: LeadApp, options: WorkerOptions, metrics: Metrics, label: str
 ) -> TransactionalProducer | None:
-    """Under exactly-once the worker's one transactional producer (agents.transactions)."""
+    """Under exactly-once the worker's one transactional producer (agents.transactions);
+    ``label``: its commit-time metric's ``flow`` (a transaction holds every flow's outputs)."""
     if not options.exactly_once:
         return None
     txn_id = transactional_id(app.conf.id, options.instance_id)
-    # (its commit-time metric's flow label: the group's id, as a transaction holds every flow's outputs)
-    producer = TransactionalProducer(KafkaConnection.of(options.kafka), txn_id, OUTPUT_BATCH_BYTES, metrics,
-                                     app.conf.id)  # fmt: skip
+    kafka = KafkaConnection.of(options.kafka)
+    producer = TransactionalProducer(kafka, txn_id, OUTPUT_BATCH_BYTES, metrics, label)
     app.transactions = producer
 
     @app.task

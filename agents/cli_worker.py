@@ -19,6 +19,7 @@ from agents.kafka_io import broker_replication_factor
 from agents.topic_names import topic_name_problem
 from agents.worker_options import EXACTLY_ONCE, GUARANTEES
 from agents.worker_topics import TopicsMissing, worker_topics
+from streams.flow import MissingTopics, require_topics
 from streams.flow_files import FlowFiles, load_flow_files
 from streams.problems import Problem
 
@@ -44,6 +45,11 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
         fail("more than one flow file (or a directory) needs --group-id NAME: the consumer group every "
              "worker running these flows joins (env LEADSTREAMS_GROUP_ID)", EXIT_USAGE)  # fmt: skip
     for path, flow in list(scan.flows.items()):
+        if flow.topics is None and single:
+            try:
+                require_topics(flow)  # (a flow for try/test/library use may leave them out)
+            except MissingTopics as exc:
+                fail(str(exc), EXIT_INVALID_FLOW)
         problem = "the worker needs `topics:` in the flow file" if flow.topics is None else None
         exit_code = EXIT_INVALID_FLOW
         if problem is None:

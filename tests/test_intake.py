@@ -71,7 +71,7 @@ async def fetched(pairs: Sequence[Message]) -> AsyncIterator[tuple[TP, Message]]
 
 
 @pytest.fixture
-def app() -> LeadApp:
+async def app() -> LeadApp:
     made = LeadApp("intake-unit", broker="kafka://127.0.0.1:1", autodiscover=False)
     # What a started consumer would own (this one never connects).
     assigned = {TP(topic, partition) for topic in (LEADS, SECOND) for partition in range(2)}
