@@ -95,10 +95,10 @@ class FlowIntake:
             await loop.admit(messages, self._current)  # (does not wait: there is room)
             return
         self._parked.extend(messages)
-        tps = {TP(message.topic, message.partition) for message in messages} - self._paused
-        if tps:
-            self._paused |= tps
-            self.app.consumer.pause_partitions(tps)
+        # Paused again each time, not once: a rebalance meanwhile unpaused what it reassigned.
+        tps = {TP(message.topic, message.partition) for message in messages}
+        self._paused |= tps
+        self.app.consumer.pause_partitions(tps)
         if self._unparking is None or self._unparking.done():
             self._unparking = asyncio.ensure_future(self._unpark())
             self._unparking.add_done_callback(exit_if_it_fails)
