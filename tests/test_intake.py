@@ -189,3 +189,15 @@ async def test_other_topics_take_fausts_path(app: LeadApp, monkeypatch: pytest.M
     monkeypatch.setattr(consumer, "callback", callback)
     await consumer._deliver(intake, fetched([message(0), message(9, topic=OTHER), message(1)]))
     assert to_streams == [9] and loop.admitted == [[0, 1]]
+
+
+async def test_a_parking_flow_pauses_again_after_a_rebalance_unpaused_it(app: LeadApp) -> None:
+    intake, full = intake_of(app, chunk=10, limit=1)
+    app.flow_control.resume()
+    await intake.deliver([message(0), message(1)])
+    assert paused(app) == {TP(LEADS, 0)}
+    app.consumer.resume_partitions({TP(LEADS, 0)})  # what a rebalance does to what it reassigns
+    await intake.deliver([message(2)])
+    assert paused(app) == {TP(LEADS, 0)}  # else the parked leads grow while the flow stays full
+    full.free(1)
+    await until(lambda: full.taken == [0, 1])
