@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ K8S = DEPLOY / "k8s"
 BASE = K8S / "base"
 SECRETS = K8S / "secrets.example.yaml"
 RULES = DEPLOY / "prometheus" / "rules"
-OVERLAYS = ("base", "examples/keda", "examples/no-ca-file", "examples/mtls")
+OVERLAYS = ("base", "examples/keda", "examples/no-ca-file", "examples/mtls", "examples/many-flows")
+MANY_FLOWS = K8S / "examples" / "many-flows"
 POD_LABELS = {"app.kubernetes.io/name": "leadstreams", "app.kubernetes.io/component": "worker"}
 
 KINDS = {  # the kinds deploy/k8s may render, with their API versions
@@ -142,3 +145,52 @@ def example_secrets() -> dict[str, dict[str, str]]:
 
 def base_flow(env: dict[str, str]) -> Flow:
     return load_flow(BASE / "flow.yaml", env)
+
+
+# --- a ConfigMap volume, as the kubelet writes it ------------------------------------------
+
+
+class ConfigMapVolume:
+    """A directory laid out and updated as the kubelet's AtomicWriter does for a ConfigMap
+    volume (kubernetes pkg/volume/util/atomic_writer.go, Write steps 5-11): the files are in
+    a timestamped directory ``..2026_12_01_10_00_00.<random>``, ``..data`` is a symlink to
+    it and each key is a symlink ``KEY -> ..data/KEY``. An update writes a new timestamped
+    directory, adds the new keys' symlinks (dangling until the swap), points ``..data_tmp``
+    at the new directory and renames it over ``..data`` (the one atomic step), then removes
+    the dropped keys' symlinks and the old directory. Written here: no library reproduces
+    the kubelet's layout, and this is what the worker's directory watch must follow."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        target.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def keys(self) -> set[str]:
+        current = self._current()
+        return set(os.listdir(self.target / current)) if current else set()
+
+    def _current(self) -> str | None:
+        data = self.target / "..data"
+        return os.readlink(data) if data.is_symlink() else None
+
+    def write(self, payload: dict[str, str]) -> None:
+        old = self._current()
+        removed = self.keys - payload.keys()
+        # (5, 6) the payload in a new timestamped directory (mode 0755, as the kubelet sets)
+        stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.")
+        fresh = Path(tempfile.mkdtemp(prefix=stamp, dir=self.target))
+        fresh.chmod(0o755)
+        for key, text in payload.items():
+            (fresh / key).write_text(text)
+        # (7) a symlink for each new key (it dangles until ..data points at the new directory)
+        for key in payload:
+            if not (self.target / key).is_symlink():
+                os.symlink(os.path.join("..data", key), self.target / key)
+        # (8, 9) ..data_tmp -> the new directory, renamed over ..data
+        os.symlink(fresh.name, self.target / "..data_tmp")
+        os.rename(self.target / "..data_tmp", self.target / "..data")
+        # (10, 11) the dropped keys' symlinks, then the old directory
+        for key in removed:
+            os.remove(self.target / key)
+        if old:
+            shutil.rmtree(self.target / old)

@@ -23,10 +23,12 @@ from k8s_helpers import (
     BASE,
     K8S,
     KINDS,
+    MANY_FLOWS,
     OVERLAYS,
     POD_LABELS,
     REQUIRED,
     ROOT,
+    ConfigMapVolume,
     arg,
     base_flow,
     dig,
@@ -44,6 +46,7 @@ from prometheus_client import CollectorRegistry
 from agents.app import WorkerOptions, create_app
 from agents.cli import main as cli_main
 from agents.cli import worker as worker_command
+from streams.flow_files import flow_paths, load_flow_files
 
 # --- every kustomization renders, every object is well formed ------------------------------
 
@@ -87,15 +90,19 @@ def test_rendered_objects_have_known_kinds_and_required_fields(overlay: str) -> 
 
 
 def test_the_base_is_the_same_in_every_overlay_but_for_the_deployment() -> None:
-    def without_deployment(overlay: str) -> list[dict[str, Any]]:
+    def without(overlay: str, own: tuple[str, ...]) -> list[dict[str, Any]]:
         return sorted(
-            (doc for doc in rendered(overlay) if doc["kind"] not in ("Deployment", "ScaledObject",
-                                                                      "TriggerAuthentication")),
+            (doc for doc in rendered(overlay) if doc["kind"] not in own),
             key=lambda doc: (doc["kind"], doc["metadata"]["name"]),
-        )  # fmt: skip
+        )
 
     for overlay in OVERLAYS[1:]:
-        assert without_deployment(overlay) == without_deployment("base"), overlay
+        own = ("Deployment", "ScaledObject", "TriggerAuthentication")
+        # examples/many-flows replaces the base's flow ConfigMap (one flow, a hashed name: a
+        # change rolls the pods) by its own (a directory of flows, a stable name: the running
+        # pods reload a change), so the ConfigMap is that overlay's own too.
+        own += ("ConfigMap",) if overlay == "examples/many-flows" else ()
+        assert without(overlay, own) == without("base", own), overlay
 
 
 # --- the Deployment and the image ---------------------------------------------------------
@@ -263,3 +270,82 @@ def test_the_flow_is_valid_with_the_variables_the_settings_secret_provides() -> 
         cli_main, ["check", str(BASE / "flow.yaml")], env={"INTERNAL_API_KEY": "k", "PARTNER_URL": None}
     )
     assert missing.exit_code == 2 and "PARTNER_URL" in missing.output
+
+
+# --- examples/many-flows: a directory of flows, reloaded in place ------------------------------
+
+
+def many_flows_configmap(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "ConfigMap")
+
+
+def test_many_flows_configmap_has_a_stable_name_and_a_key_per_flow_file() -> None:
+    configmap = many_flows_configmap(rendered("examples/many-flows"))
+    # No hash suffix: the kubelet updates a mounted ConfigMap in place only while the pod
+    # still refers to the same ConfigMap (a new name would be a new pod template, a rollout).
+    assert configmap["metadata"]["name"] == "leadstreams-flows"
+    files = sorted((MANY_FLOWS / "flows").glob("*.yaml"))
+    assert len(files) >= 2
+    assert configmap["data"] == {path.name: path.read_text() for path in files}
+
+
+def test_many_flows_a_changed_flow_keeps_the_configmap_name_and_the_pod_template(tmp_path: Path) -> None:
+    copy_k8s = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_k8s)  # the overlay with the base it refers to (../../base)
+    overlay = copy_k8s / "examples" / "many-flows"
+    flow = overlay / "flows" / "web-leads.yaml"
+    assert "timeout: 2s" in flow.read_text()
+    flow.write_text(flow.read_text().replace("timeout: 2s", "timeout: 3s"))
+    before, after = rendered("examples/many-flows"), run_kustomize(overlay)
+    configmaps = [many_flows_configmap(docs) for docs in (before, after)]
+    assert configmaps[0]["metadata"]["name"] == configmaps[1]["metadata"]["name"] == "leadstreams-flows"
+    assert configmaps[0]["data"] != configmaps[1]["data"]
+    templates = [one(docs, "Deployment")["spec"]["template"] for docs in (before, after)]
+    assert templates[0] == templates[1]  # no new ReplicaSet: the running pods reload the files
+
+
+def test_many_flows_every_flow_is_valid_and_they_run_together(tmp_path: Path) -> None:
+    settings = example_secrets()["leadstreams-settings"]
+    configmap = many_flows_configmap(rendered("examples/many-flows"))
+    # Mounted as the kubelet mounts it: key symlinks into ..data, which the worker's scan
+    # must take for the flow files (and not the hidden ..data entries).
+    volume = ConfigMapVolume(tmp_path / "flows")
+    volume.write(configmap["data"])
+    paths, missing = flow_paths([str(volume.target)])
+    assert not missing and sorted(Path(p).name for p in paths) == sorted(configmap["data"])
+    result = CliRunner().invoke(cli_main, ["check", *paths], env=settings)
+    assert result.exit_code == 0, result.output
+    for path in paths:
+        assert f"{path}: ok — flow" in result.output
+    # Together, as the worker loads them: distinct names and input topics.
+    scan = load_flow_files([str(volume.target)], settings)
+    assert not scan.problems, scan.problems
+    flows = list(scan.flows.values())
+    assert len({f.name for f in flows}) == len({f.topics.input for f in flows}) == len(configmap["data"])
+
+
+def test_many_flows_mounts_the_whole_configmap_where_the_args_name_the_directory() -> None:
+    docs = rendered("examples/many-flows")
+    container = worker_container(docs)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    directory = container["args"][1]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    assert "subPath" not in mount and "subPathExpr" not in mount, "a subPath mount is never updated"
+    assert mount.get("readOnly") is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    source = volumes[mount["name"]]["configMap"]
+    assert source["name"] == many_flows_configmap(docs)["metadata"]["name"]
+    assert "items" not in source  # every key is a file: a flow added to the ConfigMap appears
+    # Nothing else is mounted over or under the flows directory.
+    others = [m["mountPath"] for m in container["volumeMounts"] if m is not mount]
+    assert not [p for p in others if Path(p).is_relative_to(directory) or Path(directory).is_relative_to(p)]
+
+
+def test_many_flows_args_are_the_bases_with_the_directory_and_a_group_the_worker_accepts() -> None:
+    base_args = worker_container(rendered())["args"]
+    args = worker_container(rendered("examples/many-flows"))["args"]
+    assert args == [base_args[0], "/flows", *base_args[2:], "--group-id", "leadstreams-flows"]
+    context = worker_command.make_context("worker", list(args[1:]))
+    assert context.params["paths"] == ("/flows",)
+    assert context.params["group_id"] == "leadstreams-flows"
+    assert context.params["watch"] is True  # the reload on a changed ConfigMap
