@@ -388,3 +388,92 @@ def test_resuming_partitions_adds_them_as_given(consumer: LeadConsumer) -> None:
     source = inspect.getsource(Consumer.resume_partitions)
     assert "update(tps)" in source
     assert "assert all(isinstance(x, TP)" in inspect.getsource(Consumer._get_active_partitions)
+
+
+# -- the fetch wait (agents.faust_seam.fetch_wait) -------------------------------------------
+
+
+def test_fausts_consumer_thread_starts_aiokafkas_consumer_in_on_start() -> None:
+    """LeadConsumerThread.on_start installs the waits on the consumer Faust's just started."""
+    source = inspect.getsource(AIOKafkaConsumerThread.on_start)
+    assert "self._consumer = self._create_consumer(" in source and "self._consumer.start()" in source
+
+
+def test_aiokafka_makes_its_fetcher_in_start_and_plans_each_fetch_through_it() -> None:
+    """The fetch loop looks ``_get_actions_per_node`` up on every turn (so the instance's
+    wrapper is used from the next turn on) and sends the fetch requests it returns first."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
+    loop = inspect.getsource(Fetcher._fetch_requests_routine)
+    assert "= self._get_actions_per_node(assignment)" in loop
+    assert "fetch_requests,\n" in loop.split("= self._get_actions_per_node")[0]  # the first item
+
+
+def test_the_fetcher_routes_a_partition_through_select_read_replica() -> None:
+    """The broker a partition's fetch goes to: the wait compares a request with those."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "node_id = self._select_read_replica(tp)" in inspect.getsource(Fetcher._get_actions_per_node)
+
+
+def test_a_fetch_request_sends_the_wait_it_holds() -> None:
+    """``FetchRequest._max_wait_ms`` is what every version of the request sends, read when
+    it is built (after the fetcher planned it), and ``topics`` lists what it asks for."""
+    from aiokafka.protocol.fetch import FetchRequest
+
+    request = FetchRequest(20, 1, 1000, 0, [("leads", [(0, 5, 100)])])
+    request._max_wait_ms = 500
+    assert "self._max_wait_ms" in inspect.getsource(FetchRequest.build)
+    assert request.topics == [("leads", [(0, 5, 100)])]
+
+
+def test_a_fetch_waits_long_only_when_it_asks_for_every_partition_of_its_broker() -> None:
+    from aiokafka.structs import TopicPartition
+
+    from agents.faust_seam.fetch_wait import FetchWait, asked_partitions
+
+    wait = FetchWait(whole_ms=500, partial_ms=20)
+    tps = [TopicPartition("leads", 0), TopicPartition("leads", 1), TopicPartition("retry", 0)]
+    assert wait.for_fetch(tps, set(tps)) == 500
+    assert wait.for_fetch(tps, tps[:2]) == 20  # retry-0's records are buffered, say
+    assert wait.for_fetch([], []) == 500
+    assert asked_partitions([("leads", [(1, 7, 100), (0, 3, 100)])]) == {tps[1], tps[0]}
+
+
+async def test_the_fetcher_sends_each_broker_the_wait_its_request_earns() -> None:
+    """A real aiokafka fetcher (no broker: its metadata is given, and it is asked to plan
+    before its loop runs): two brokers, the fetch to the one with a partition left out
+    (paused here; buffered or resetting ones are left out the same way) waits 20 ms."""
+    from aiokafka.consumer.fetcher import Fetcher
+    from aiokafka.protocol.metadata import MetadataResponse_v0
+    from aiokafka.structs import TopicPartition
+
+    from agents.faust_seam.fetch_wait import FetchWait, hold_whole_fetches
+
+    kafka = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    partitions = {(0, 0): 0, (1, 0): 1, (2, 1): 2}  # (partition, leader) -> ...
+    kafka._client.cluster.update_metadata(MetadataResponse_v0(
+        [(0, "127.0.0.1", 1), (1, "127.0.0.1", 2)],
+        [(0, "leads", [(0, p, leader, [leader], [leader]) for p, leader in partitions])],
+    ))  # fmt: skip
+    tps = [TopicPartition("leads", p) for p in range(3)]
+    kafka.assign(tps)
+    kafka._fetcher = Fetcher(kafka._client, kafka._subscription, fetch_max_wait_ms=20)
+    try:
+        for tp in tps:
+            kafka.seek(tp, 0)
+        hold_whole_fetches(kafka, FetchWait(whole_ms=500, partial_ms=20))
+        assignment = kafka._subscription.subscription.assignment
+
+        def waits() -> dict[int, int]:
+            fetches = kafka._fetcher._get_actions_per_node(assignment)[0]
+            return {node: request._max_wait_ms for node, request in fetches}
+
+        assert waits() == {0: 500, 1: 500}
+        kafka.pause(tps[1])
+        assert waits() == {0: 20, 1: 500}
+        kafka.resume(tps[1])
+        assert waits() == {0: 500, 1: 500}
+    finally:
+        await kafka.stop()  # its fetcher's loop too

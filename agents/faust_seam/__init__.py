@@ -14,6 +14,8 @@ tests/test_faust_seam.py (one contract test per private name), nowhere else.
 * :mod:`.clients` — the aiokafka clients inside Faust's: the producer (the outputs' record
   batches, its connections for /ready) and the consumer thread's fetch times.
 * :mod:`.handover` — the moment a hand-over starts (Faust's flow control being cleared).
+* :mod:`.fetch_wait` — how long the broker may hold a fetch (aiokafka's fetcher): long when it
+  asks for every partition of its broker, short when some are left out.
 * :mod:`.assignment` — a group member's assignment as the broker describes it (aiokafka's
   consumer protocol, Faust's assignor user data), for ``leadstreams status``.
 * :mod:`.transactions` — KIP-447 transactional offset commits (aiokafka sends v0, which
