@@ -56,7 +56,7 @@ def topic(prefix: str, flow: str, kind: str) -> str:
     return f"{prefix}.{flow}.{kind}"
 
 
-async def outputs(bootstrap: str, prefix: str, flows: list[str], expected: set[str]) -> dict[str, list[str]]:
+async def outputs(worker: Worker, prefix: str, flows: list[str], expected: set[str]) -> dict[str, list[str]]:
     """The flows' enriched and errors topics read read_committed from the beginning: lead id
     -> the flow_version of each of its outputs, once every expected lead has one."""
 
@@ -68,9 +68,11 @@ async def outputs(bootstrap: str, prefix: str, flows: list[str], expected: set[s
         return found
 
     topics = [topic(prefix, flow, kind) for flow in flows for kind in ("enriched", "errors")]
+    bootstrap = worker.process.bootstrap
     records = await collect(bootstrap, topics, lambda r: expected <= versions(r).keys(), OUTPUT_TIMEOUT)
     found = versions(records)
-    assert expected <= found.keys(), f"no output for {sorted(expected - found.keys())[:5]}"
+    missing = sorted(expected - found.keys())
+    assert not missing, f"no output for {missing[:5]}; /flows: {worker.last}\n{worker.process.log_tail()}"
     return found
 
 
@@ -112,7 +114,7 @@ async def test_a_configmap_update_changes_adds_and_removes_flows_without_a_resta
         before = {
             flow: await send(kafka_bootstrap, prefix, flow, "v1") for flow in ("web-leads", "partner-leads")
         }
-        await outputs(kafka_bootstrap, prefix, list(before), before["web-leads"] | before["partner-leads"])
+        await outputs(worker, prefix, list(before), before["web-leads"] | before["partner-leads"])
 
         # kubectl apply: web-leads changed, partner-leads removed, extra-leads added.
         updated = time.monotonic()
@@ -137,9 +139,7 @@ async def test_a_configmap_update_changes_adds_and_removes_flows_without_a_resta
         assert any(p.startswith(f"{volume.target / 'web-leads.yaml'}:{line}:") for p in problems), problems
         still = await send(kafka_bootstrap, prefix, "web-leads", "rejected")
 
-        found = await outputs(
-            kafka_bootstrap, prefix, list(after), after["web-leads"] | after["extra-leads"] | still
-        )
+        found = await outputs(worker, prefix, list(after), after["web-leads"] | after["extra-leads"] | still)
         metrics = await worker.get("/metrics")
         assert process.alive and process.process.pid == pid, "the worker restarted"
     finally:
