@@ -96,6 +96,9 @@ def create_app(
                             "made at the start)", flow.name)  # fmt: skip
             cache = InMemoryCache(policy=flow.cache_policy)
         worker = FlowWorker(path, flow, parts, cache, counts.get(require_topics(flow).input))
+        # Committed first: the subscription change's rebalance cannot commit at-least-once's
+        # offsets (agents.faust_seam.consumer._commit_plain), so it finds as little as possible.
+        await app.consumer.commit()
         await worker.start_live()
         return worker
 
@@ -119,8 +122,7 @@ def create_app(
     name = first[0].name if len(by_path) == 1 else f"{len(by_path)} flows"
     add_web_pages(app, name, readiness, LoopWatchdog(options.blocked_after), registry)
     add_flow_pages(app, flow_set)
-    if options.watch:
-        watch_flows(app, flow_set)
+    watch_flows(app, flow_set, options.watch)
 
     @app.task
     async def log_activity() -> None:

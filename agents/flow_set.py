@@ -66,6 +66,7 @@ class FlowSet:
         self.metrics = metrics
         self.workers: dict[str, FlowWorker] = {}  # by flow name: running or draining
         self.problems: dict[str, list[Problem]] = {}  # by file: the problems of its last scan
+        self.refused: dict[str, str] = {}  # by file: the version of a valid file refused at its start
         self.last_reload: dict[str, Any] | None = None
         self.app: faust.App | None = None  # set by agents.app
         self.new_flow: NewFlow | None = None  # set by agents.app
@@ -95,18 +96,28 @@ class FlowSet:
                 load_flow_files, self.paths, None, {p: w.flow for p, w in by_path.items()}
             )
             changes = [change for change in self._rejections(scan, by_path) if change is not None]
+            stopped: set[str] = set()
             for path, worker in by_path.items():
                 flow = scan.flows.get(path)
                 gone = path not in scan.files or missing(scan.problems.get(path))
                 if gone or (flow is not None and not same_place(flow, worker.flow)):
                     changes.append(await self._stop(worker))
+                    stopped.update(read_topics(worker.flow))
+            starting = {
+                path: flow
+                for path, flow in scan.flows.items()
+                if not runs_in_place(by_path.get(path), flow)
+                and self.refused.get(path) != flow.version  # (said already: unchanged since)
+            }
+            reused = stopped & {topic for flow in starting.values() for topic in read_topics(flow)}
+            if reused:  # a stopped flow's topics read by a new one: only once the group took them away
+                await self._until_revoked(reused)
             for path, flow in scan.flows.items():
                 worker = by_path.get(path)
-                if worker is not None and worker.state == RUNNING and worker.name == flow.name:
-                    if worker.flow.version != flow.version:
-                        changes.append(await self._apply(worker, flow))
-                else:
+                if path in starting:
                     changes.append(await self._start(path, flow))
+                elif worker is not None and worker.flow.version != flow.version:
+                    changes.append(await self._apply(worker, flow))
             done = [change for change in changes if change.result != UNCHANGED]
             if any(change.result in (STARTED, STOPPED_RESULT) for change in done):
                 await self._until_subscribed()
@@ -118,6 +129,20 @@ class FlowSet:
             self.last_reload = {"why": why, "at": time.time(), "seconds": round(took, 3),
                                 "changes": [change.as_json() for change in done]}  # fmt: skip
             return done
+
+    async def _until_revoked(self, topics: set[str], within: float = 30.0) -> None:
+        """Until this worker owns no partition of ``topics`` (a removed flow's, about to be read
+        by a flow started in its place): what the removed flow fetched but did not take is
+        read again from its commit, by the new flow, not skipped by it."""
+        assert self.app is not None
+        await self._until_subscribed()
+        deadline = time.monotonic() + within
+        while any(tp.topic in topics for tp in self.app.consumer.assignment()):
+            if time.monotonic() > deadline:
+                log.warning("partitions of %s still assigned %.0fs after their flow stopped",
+                            sorted(topics), within)  # fmt: skip
+                return
+            await asyncio.sleep(0.1)
 
     async def _until_subscribed(self, tries: int = 3, each: float = 5.0) -> None:
         """Until the consumer subscribes to the running flows' topics and no longer to the
@@ -139,6 +164,12 @@ class FlowSet:
         """Files with problems: logged and counted once per new set of problems."""
         changes: list[Change | None] = []
         now = {path: problems for path, problems in scan.problems.items() if not missing(problems)}
+        for path, version in list(self.refused.items()):  # refused at its start: said until it changes
+            flow = scan.flows.get(path)
+            if flow is not None and flow.version == version:
+                now[path] = self.problems.get(path, [])
+            else:
+                del self.refused[path]
         for path, problems in now.items():
             worker = by_path.get(path)
             if self.problems.get(path) == problems:
@@ -193,6 +224,7 @@ class FlowSet:
         for problem in problems:
             log.error("%s", problem)
         self.problems[path] = problems
+        self.refused[path] = flow.version
         self.metrics.flow_reloads.labels(flow.name, REJECTED).inc()
         return Change(path, flow.name, REJECTED, flow.version, [str(p) for p in problems])
 
@@ -220,6 +252,11 @@ class FlowSet:
             if path not in running
         ]
         return {"flows": flows, "rejected": rejected, "last_reload": self.last_reload}
+
+
+def runs_in_place(worker: FlowWorker | None, flow: Flow) -> bool:
+    """Whether ``flow`` is a new version of the flow ``worker`` runs (else it starts)."""
+    return worker is not None and worker.state == RUNNING and worker.name == flow.name
 
 
 def internal_topics(topics: set[str]) -> set[str]:

@@ -29,14 +29,14 @@ def watched_directories(paths: list[str]) -> list[str]:
     return [folder for folder in dict.fromkeys(folders) if os.path.isdir(folder)]
 
 
-def watch_flows(app: faust.App, flows: FlowSet) -> None:
+def watch_flows(app: faust.App, flows: FlowSet, watch: bool) -> None:
     @app.task
     async def reload_on_change() -> None:
-        """Rescan when a watched directory changes; SIGHUP rescans too."""
+        """SIGHUP rescans (with or without --watch); with it, so does a change in a directory."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_safely(flows, "SIGHUP")))
         folders = watched_directories(flows.paths)
-        if not folders:
+        if not (watch and folders):
             return
         log.info("watching %s for flow changes", ", ".join(folders))
         async for _ in watchfiles.awatch(*folders, watch_filter=None, debounce=SETTLE_MS, recursive=False):

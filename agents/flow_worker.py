@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from streams.cache import ResponseCache
 from streams.delayed import RetryState
 from streams.events import Source
 from streams.flow import Flow, require_topics
-from streams.flow_files import read_topics
+from streams.flow_files import carry_over, read_topics
 from streams.http_client import HttpClient
 from streams.metrics import Metrics, forget
 from streams.notification_delivery import NotificationDelivery
@@ -94,10 +94,18 @@ class Runs:
         self._running = Count()
         self._held = Count()
 
-    @contextlib.asynccontextmanager
-    async def run(self) -> AsyncIterator[None]:
-        if self.gated:
-            await self._open.wait()
+    async def enter(self, leaving: Callable[[], bool]) -> bool:
+        """Wait until a run may start; False once ``leaving`` (the app or the flow stopping):
+        the batch is then put back, not left to be acked by a cancellation at the door."""
+        while self.gated and not self._open.is_set():
+            if leaving():
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._open.wait(), 0.5)
+        return not leaving()
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[None]:
         with self._running.one():
             yield
 
@@ -157,6 +165,7 @@ class FlowWorker:
         self.deliveries = Runs(gated=False)  # the important notifications' tiers: not waited for
         self.loop: LeadLoop | None = None  # made by the lead agent when it starts
         self.agents: list[faust.types.AgentT] = []
+        self.set_owned(0)  # one partition's share of the rate limits until the group assigns
         self._info(1)
 
     @property
@@ -226,7 +235,9 @@ class FlowWorker:
         try:
             await self._drain()
             forget(self.parts.metrics.flow_info, self.name, self.flow.version)
-            self.version = Version(flow, self.parts, self.cache, keep=self.version)
+            # The integrations whose definition did not change are kept as they are (their
+            # limiter, circuit, slots, OAuth token and pool go with the object).
+            self.version = Version(carry_over(flow, self.flow), self.parts, self.cache, keep=self.version)
             self.cache.index.policy = flow.cache_policy  # type: ignore[attr-defined]
             self._info(1)
         finally:
@@ -244,8 +255,9 @@ class FlowWorker:
         batcher.stop_windowing()  # leads still reaching a batch step go at once
         closing = asyncio.ensure_future(batcher.close_all())
         try:
-            if self.loop is not None:
+            while self.loop is not None and self.loop.unwritten:  # (one admitted as it went idle)
                 await self.loop.until_idle()
+                await asyncio.sleep(0)
             await self.runs.until_idle()
             await closing
         finally:

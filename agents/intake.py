@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import faust
@@ -74,12 +74,15 @@ class FlowIntake:
             self._open.set()
 
     def remove(self) -> None:
-        """Take nothing more: what is parked is left (not acked, read again)."""
+        """Take nothing more: what is parked or comes later is held (the commit stays before
+        it until its partition is revoked), to be read again by whoever runs the flow next."""
         self.removed = True
         self._open.set()  # the parking task ends
+        self._hold(self._parked)
         self._parked.clear()
         if self.loop is not None:
             self.loop.stop_admitting()
+            self.loop = None  # (the removed flow's objects are not kept alive through its intake)
 
     @property
     def parked(self) -> int:
@@ -89,6 +92,7 @@ class FlowIntake:
         """Admit now when the flow can take all of them without waiting; else park them and
         pause their partitions (the fetch goes on for the other flows)."""
         if self.removed:
+            self._hold(messages)
             return
         loop = self.loop
         if loop is not None and not self._parked and self._open.is_set() and loop.room >= len(messages):
@@ -96,12 +100,18 @@ class FlowIntake:
             return
         self._parked.extend(messages)
         # Paused again each time, not once: a rebalance meanwhile unpaused what it reassigned.
-        tps = {TP(message.topic, message.partition) for message in messages}
+        # (Not a message of an older generation: its partition may be revoked already.)
+        tps = {TP(message.topic, message.partition) for message in messages if self._current(message)}
         self._paused |= tps
         self.app.consumer.pause_partitions(tps)
         if self._unparking is None or self._unparking.done():
             self._unparking = asyncio.ensure_future(self._unpark())
             self._unparking.add_done_callback(exit_if_it_fails)
+
+    def _hold(self, messages: Iterable[Message]) -> None:
+        for message in messages:
+            if self._current(message):  # (an older generation's is read again by its new owner anyway)
+                self.app.consumer.hold(message)
 
     def _current(self, message: Message) -> bool:
         return current(self.app, message)
@@ -111,7 +121,10 @@ class FlowIntake:
             await self._open.wait()
             if self.removed or self.loop is None:
                 break
-            batch = [self._parked.popleft() for _ in range(min(self.chunk, len(self._parked)))]
+            # No more than there is room for: a batch admit waits for slots, and what it takes
+            # after a reload closed the door meanwhile would run on the old version.
+            size = min(self.chunk, len(self._parked), max(1, self.loop.room))
+            batch = [self._parked.popleft() for _ in range(size)]
             await self.loop.admit(batch, self._current)  # waits for slots: this flow only
         # (no await from the check above to here: nothing is parked behind a resumed partition)
         paused, self._paused = self._paused, set()

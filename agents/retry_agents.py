@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import AbstractContextManager
 from typing import Protocol, TypeAlias
 
 import faust
@@ -39,7 +39,10 @@ class Tier(Protocol):
 
     leaving: bool
 
-    def run(self) -> AbstractAsyncContextManager[None]: ...
+    async def enter(self, leaving: Callable[[], bool]) -> bool:
+        """Until a run may start; False when ``leaving`` first."""
+
+    def run(self) -> AbstractContextManager[None]: ...
 
     def held(self) -> AbstractContextManager[None]: ...
 
@@ -49,8 +52,11 @@ class AlwaysOpen:
 
     leaving = False
 
-    def run(self) -> AbstractAsyncContextManager[None]:
-        return contextlib.nullcontext()  # type: ignore[return-value]  # (async-capable since 3.10)
+    async def enter(self, leaving: Callable[[], bool]) -> bool:
+        return not leaving()
+
+    def run(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def held(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -105,14 +111,15 @@ def add_retry_agent(
             async for events in stream.take_events(options.fetch_size, within=options.take_within):
                 with flow_tier.held():
                     states = [retry_state(event) for event in events]
-                    if not await wait_until(max(state.due for state in states), leaving):
+                    due = max(state.due for state in states)
+                    if not (await wait_until(due, leaving) and await flow_tier.enter(leaving)):
                         requeue = [requeued(event, channel.get_topic_name()) for event in events]
                         await writer.write_all(requeue, then=acker(app, events))
                         continue
 
                     ack = acker(app, events)
                     work = functools.partial(handle, process, writer, observer, events, states, ack)
-                    async with flow_tier.run():
+                    with flow_tier.run():  # (no await between the door and the count)
                         await run_to_the_end(work, options.shutdown_grace)
         finally:
             await client.release()

@@ -370,16 +370,21 @@ def test_the_conductor_names_live_changes_use_exist(consumer: LeadConsumer) -> N
     assert "_consumer" in inspect.getsource(AIOKafkaConsumerThread._ensure_consumer)
 
 
-def test_while_revoking_the_revoked_partitions_are_still_assigned(consumer: LeadConsumer) -> None:
+async def no_wait(revoked: set[TP]) -> None:
+    pass
+
+
+async def test_partitions_stay_assigned_until_revoked(consumer: LeadConsumer) -> None:
     """Faust's revoke waits, commits and clears its buffers only for what ``assignment()``
     answers (aiokafka's is empty right after a subscription change)."""
     assert "consumer.assignment()" in inspect.getsource(App._on_partitions_revoked)
     assert "self.assignment()" in inspect.getsource(Consumer._commit_offsets)
     consumer._thread.assignment = lambda: set()  # type: ignore[method-assign]  # the subscription changed
-    consumer.revoking = {TP("leads", 0)}
-    assert consumer.assignment() == {TP("leads", 0)}
-    consumer.revoking = None
-    assert consumer.assignment() == set()
+    consumer.owned = {TP("leads", 0), TP("leads", 1)}  # (as on_partitions_assigned sets it)
+    assert consumer.assignment() == {TP("leads", 0), TP("leads", 1)}
+    consumer.app.on_partitions_revoked = no_wait  # type: ignore[method-assign]  # Faust's hand-over
+    await consumer.on_partitions_revoked({TP("leads", 0)})
+    assert consumer.assignment() == {TP("leads", 1)}
 
 
 def test_resuming_partitions_adds_them_as_given(consumer: LeadConsumer) -> None:

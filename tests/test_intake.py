@@ -201,3 +201,18 @@ async def test_a_parking_flow_pauses_again_after_a_rebalance_unpaused_it(app: Le
     assert paused(app) == {TP(LEADS, 0)}  # else the parked leads grow while the flow stays full
     full.free(1)
     await until(lambda: full.taken == [0, 1])
+
+
+async def test_what_a_removed_flow_fetches_holds_the_commit_until_revoked(app: LeadApp) -> None:
+    """Between a flow's removal and the rebalance that takes its partitions away, a fetch may
+    still bring its leads: not taken, and the commit must not pass them."""
+    intake, _ = intake_of(app)
+    app.flow_control.resume()
+    ledger, tp = app.consumer.ledger, TP(LEADS, 0)
+    ledger.take(tp, 4)
+    ledger.finish(tp, 4)
+    intake.flows[LEADS].remove()
+    await intake.deliver([message(5), message(6, generation=-1)])
+    ledger.take(tp, 7)  # a later lead finished (another path): still not past 5
+    ledger.finish(tp, 7)
+    assert ledger.committable(tp) == 5

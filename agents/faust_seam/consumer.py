@@ -118,7 +118,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
         self.first_read: dict[TP, int] = {}  # the first lead read of a partition since its assignment
         self._unacked_messages = TakenMessages(self.ledger, self.app.topics.acks_enabled_for)
         self.member: GroupMember | None = None  # as assigned: what a transactional commit carries
-        self.revoking: set[TP] | None = None  # the partitions being revoked, while they are
+        self.owned: set[TP] = set()  # assigned to this member, until revoked (see ``assignment``)
 
     def _new_consumer_thread(self) -> LeadConsumerThread:
         return LeadConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -138,6 +138,12 @@ class LeadConsumer(aiokafka_driver.Consumer):
                 self._n_acked += 1  # Faust's broker_commit_every counts these
             notify(self._waiting_for_ack)  # wakes wait_empty (rebalance, stop)
             return finished
+
+    def hold(self, message: Message) -> None:
+        """Fetched and not taken (its flow was removed): the commit stays before it until its
+        partition is revoked, so it is read again by whoever runs the flow next."""
+        with ack_lock:
+            self.ledger.take(message.tp, message.offset)
 
     def release(self, message: Message) -> None:
         """Given back unfinished (agents.inflight.LeadLoop.hand_back): not acked, so the
@@ -159,18 +165,18 @@ class LeadConsumer(aiokafka_driver.Consumer):
         # Read now, while the consumer thread waits for this callback: later, a kick resets it
         # to generation -1, which the broker accepts for a transactional commit.
         self.member = member_of(self._thread._ensure_consumer(), self.app.conf.id)
+        self.owned = {TP(tp.topic, tp.partition) for tp in assigned}
         await super().on_partitions_assigned(assigned, generation_id)
 
     def assignment(self) -> set[TP]:
-        """While partitions are revoked, they are still ours. aiokafka forgets its assignment
-        the moment the subscription changes (a flow added or removed), before it revokes; Faust's
-        revoke would then neither clear its streams' buffers, nor wait for the leads taken, nor
-        commit them (tests/integration/test_many_flows_on_kafka.py saw them written twice)."""
-        owned = super().assignment()
-        return owned | self.revoking if self.revoking is not None else owned
+        """Partitions are ours from their assignment until they are revoked. aiokafka forgets its
+        assignment the moment the subscription changes (a flow added or removed), before it
+        revokes; Faust's revoke would then neither clear its streams' buffers, nor wait for the
+        leads taken, nor commit them (tests/integration/test_many_flows_on_kafka.py saw them
+        written twice), and a transaction's commit would find its partitions gone."""
+        return super().assignment() | self.owned
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        self.revoking = set(revoked)
         try:
             await super().on_partitions_revoked(revoked)  # waits for taken leads, commits
             transactions: Transactions | None = self.app.transactions
@@ -179,7 +185,7 @@ class LeadConsumer(aiokafka_driver.Consumer):
                 committed = {(tp.topic, tp.partition): last[tp] for tp in revoked if tp in last}
                 await transactions.until_visible(self.app.conf.id, committed)
         finally:
-            self.revoking = None
+            self.owned -= {TP(tp.topic, tp.partition) for tp in revoked}
             self.ledger.forget(revoked)  # the next owner reads them from their commit
             for tp in revoked:
                 self.first_read.pop(tp, None)
