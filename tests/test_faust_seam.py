@@ -370,10 +370,6 @@ def test_the_conductor_names_live_changes_use_exist(consumer: LeadConsumer) -> N
     assert "_consumer" in inspect.getsource(AIOKafkaConsumerThread._ensure_consumer)
 
 
-async def no_wait(revoked: set[TP]) -> None:
-    pass
-
-
 async def test_partitions_stay_assigned_until_revoked(consumer: LeadConsumer) -> None:
     """Faust's revoke waits, commits and clears its buffers only for what ``assignment()``
     answers (aiokafka's is empty right after a subscription change)."""
@@ -381,10 +377,15 @@ async def test_partitions_stay_assigned_until_revoked(consumer: LeadConsumer) ->
     assert "self.assignment()" in inspect.getsource(Consumer._commit_offsets)
     consumer._thread.assignment = lambda: set()  # type: ignore[method-assign]  # the subscription changed
     consumer.owned = {TP("leads", 0), TP("leads", 1)}  # (as on_partitions_assigned sets it)
-    assert consumer.assignment() == {TP("leads", 0), TP("leads", 1)}
-    consumer.app.on_partitions_revoked = no_wait  # type: ignore[method-assign]  # Faust's hand-over
+    seen: list[set[TP]] = []
+
+    async def revoke(revoked: set[TP]) -> None:  # Faust's hand-over
+        seen.append(consumer.assignment())
+
+    consumer._on_partitions_revoked = revoke  # type: ignore[method-assign]
     await consumer.on_partitions_revoked({TP("leads", 0)})
-    assert consumer.assignment() == {TP("leads", 1)}
+    assert seen == [{TP("leads", 0)}]  # what Faust's hand-over waits for and commits
+    assert consumer.assignment() == set() and consumer.owned == {TP("leads", 1)}
 
 
 def test_resuming_partitions_adds_them_as_given(consumer: LeadConsumer) -> None:
