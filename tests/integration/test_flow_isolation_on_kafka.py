@@ -45,8 +45,8 @@ SLOW_ANSWER = 8.0  # s the slow partner takes for every request
 SLOW_LEADS = 3 * CAP  # three rounds of its cap: its backlog drains about 3 x 8 s after it starts
 PACED, RATE = 300, 50.0  # FAST's (and BROKEN's) leads, published side by side at RATE per second
 # FAST's bounds. Without the parking its leads wait for rounds of SLOW's partner (8 s each):
-# p95 16 s. With it, measured p95 0.25 s on a quiet 2-core machine, up to 1.7 s while other
-# runs loaded it (load average 8-10).
+# p95 16 s. With it, measured p95 0.25 s on a quiet 2-core machine, up to 2.1 s while other
+# runs loaded it (load average 6-10; FAST alone, SLOW idle, did as badly: 1.4 s).
 FAST_P95_MS = 3000.0
 FAST_MAX_MS = SLOW_ANSWER * 1000 / 2
 # s between the worker's transactions (default 1 s): FAST's latency then shows its waits more
