@@ -67,8 +67,8 @@ async def test_the_leads_output_carries_its_notification_records(aiohttp_server:
         (Destination.NOTIFY, QUEUE, b"L-7", "queued")
     ] * 2
     hook, alert = records_of(output)  # in step order
-    assert set(hook) == {"flow", "flow_version", "step", "lead_id", "important", "idempotency_key", "request", "context",
-                         "input", "queued_at"}  # fmt: skip
+    assert set(hook) == {"flow", "flow_version", "step", "lead_id", "important", "idempotency_key", "request",
+                         "context", "input", "queued_at"}  # fmt: skip
     assert (hook["flow"], hook["step"], hook["lead_id"], hook["important"]) == (
         FLOW,
         "crm_webhook",
