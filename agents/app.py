@@ -77,7 +77,9 @@ def create_app(
     tables = {flow.name: response_table(app, flow, metrics, one_file) for flow in first if caches(flow)}
     partitions = options.input_partitions or {}
     for path, flow in by_path.items():
-        cache = tables.get(flow.name) or InMemoryCache(policy=flow.cache_policy)
+        cache = tables.get(flow.name)  # (not `or`: an empty cache is falsy, it has a length)
+        if cache is None:
+            cache = InMemoryCache(policy=flow.cache_policy)
         worker = FlowWorker(path, flow, parts, cache, partitions.get(require_topics(flow).input))
         worker.add_agents()
         flow_set.add(worker)

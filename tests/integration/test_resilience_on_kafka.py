@@ -141,7 +141,7 @@ async def test_cached_answer_survives_a_worker_restart(setup: Setup, kafka_boots
     await publish(kafka_bootstrap, setup.topic("in"), [(b"c2", orjson.dumps({**lead, "id": "c2"}))])
     events = await outputs(setup, kafka_bootstrap, 2)
     second = next(e for e in events if e["id"] == "c2")
-    assert second["outcome"] == "success", second
+    assert second["outcome"] == "success", orjson.dumps(second).decode()
     assert second["steps"][0]["source"] == "cache"
     assert second["lead"]["score"] == first["lead"]["score"]
 
