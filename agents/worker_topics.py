@@ -25,7 +25,10 @@ class TopicsMissing(Exception):
 def worker_topics(flow: Flow) -> dict[str, str]:
     """The topics a worker of ``flow`` reads or writes (input, enriched, errors, retry tiers,
     notifications), each with what fewer partitions than asked would cost."""
-    return {**dict.fromkeys(written_topics(flow), WRITTEN), **dict.fromkeys(read_topics(flow), READ)}
+    read, written = read_topics(flow), written_topics(flow)
+    # In the order people read them (the "created topics" line): input, outputs, the rest.
+    return {read[0]: READ, **dict.fromkeys(written[:2], WRITTEN), **dict.fromkeys(read[1:], READ),
+            **dict.fromkeys(written[2:], WRITTEN)}  # fmt: skip
 
 
 async def prepare_topics(flow: Flow, options: WorkerOptions) -> dict[str, int]:
