@@ -262,7 +262,10 @@ def worker(
     counts: dict[str, int] = {}
     for flow in flows.values():
         try:
-            made = kafka_call(prepare_topics(flow, options), f"to make or describe the topics of {flow.name}")
+            hint = ("to create the flow's topics (or create them, --no-create-topics)" if create_topics
+                    else "to describe the flow's topics")  # fmt: skip
+            hint = hint if len(flows) == 1 else f"{hint} ({flow.name})"
+            made = kafka_call(prepare_topics(flow, options), hint)
             counts.update(made)
         except TopicsMissing as exc:
             fail(str(exc), EXIT_USAGE)
