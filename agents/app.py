@@ -5,7 +5,7 @@ agents.flow_watch), the rebalance listener (agents.rebalance), the web pages (ag
 
 Every flow of a worker shares its one consumer group, one consumer, one (transactional)
 producer, one HTTP client and one web server: a flow costs its objects, not connections or
-threads (docs/many-flows.md says why and what it measured)."""
+threads (docs/architecture.md, "Many flows in one worker", says why and what it measured)."""
 
 from __future__ import annotations
 
