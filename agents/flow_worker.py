@@ -29,6 +29,7 @@ from agents.retry_agents import add_retry_agents, source_of
 from agents.shared_client import SharedClient
 from agents.transactions import TransactionalProducer
 from agents.worker_options import WorkerOptions
+from agents.write_gate import Count
 from streams.activity import ActivityLog
 from streams.cache import ResponseCache
 from streams.delayed import RetryState
@@ -123,27 +124,6 @@ class Runs:
 
     async def until_nothing_held(self) -> None:
         await self._held.until_zero()
-
-
-class Count:
-    def __init__(self) -> None:
-        self.value = 0
-        self._zero = asyncio.Event()
-        self._zero.set()
-
-    @contextlib.contextmanager
-    def one(self) -> Iterator[None]:
-        self.value += 1
-        self._zero.clear()
-        try:
-            yield
-        finally:
-            self.value -= 1
-            if self.value == 0:
-                self._zero.set()
-
-    async def until_zero(self) -> None:
-        await self._zero.wait()
 
 
 class FlowWorker:

@@ -4,8 +4,31 @@ is half done, so every output in it has its input acked (and its offset in the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+
+class Count:
+    """Things in progress, and a wait until there are none."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._zero = asyncio.Event()
+        self._zero.set()
+
+    @contextmanager
+    def one(self) -> Iterator[None]:
+        self.value += 1
+        self._zero.clear()
+        try:
+            yield
+        finally:
+            self.value -= 1
+            if self.value == 0:
+                self._zero.set()
+
+    async def until_zero(self) -> None:
+        await self._zero.wait()
 
 
 class WriteGate:
@@ -13,9 +36,7 @@ class WriteGate:
     (sent, acknowledged and their inputs acked) and holds new ones until it is done."""
 
     def __init__(self) -> None:
-        self._writes = 0
-        self._no_writes = asyncio.Event()
-        self._no_writes.set()
+        self._writes = Count()
         self._open = asyncio.Event()  # cleared while a commit holds the gate
         self._open.set()
         self._commit = asyncio.Lock()
@@ -24,21 +45,15 @@ class WriteGate:
     async def writing(self) -> AsyncIterator[None]:
         while not self._open.is_set():
             await self._open.wait()
-        self._writes += 1
-        self._no_writes.clear()
-        try:
+        with self._writes.one():
             yield
-        finally:
-            self._writes -= 1
-            if self._writes == 0:
-                self._no_writes.set()
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
         async with self._commit:
             self._open.clear()
             try:
-                await self._no_writes.wait()
+                await self._writes.until_zero()
                 yield
             finally:
                 self._open.set()

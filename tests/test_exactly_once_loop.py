@@ -141,7 +141,7 @@ async def test_the_inputs_are_acked_inside_the_write_and_a_refused_write_gives_u
     acked: list[bool] = []
     writer = OutputWriter(Producer(), TOPICS, "flow", metrics, attempts=1, give_up=give_up)  # type: ignore[arg-type]
     output = Output(Destination.ENRICHED, b"k", b"v", "success")
-    await writer.write_all([output], then=lambda: acked.append(writer.gate._writes == 1))
+    await writer.write_all([output], then=lambda: acked.append(writer.gate._writes.value == 1))
     assert acked == [True]  # while the write still held the gate
     refusing = OutputWriter(Refusing(), TOPICS, "flow", metrics, attempts=1, give_up=give_up)  # type: ignore[arg-type]
     await refusing.write_all([output], then=lambda: acked.append(True))
