@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -16,8 +15,10 @@ from rich.markup import escape
 
 from agents.cli_common import EXIT_INVALID_FLOW, LOOPBACK_OPTION, err, load_or_exit, local_partners
 from agents.cli_errors import fail, say
-from streams.flow import Flow
 from streams.problems import FlowFileError
+
+if TYPE_CHECKING:
+    from streams.console_runs import ConsoleRun
 
 
 @click.command()
@@ -83,14 +84,7 @@ def try_flow(
     """Test console: send FLOW's real requests for one lead and show each step
     (request with secrets masked, raw response, mapped fields, outcome, timing).
     Exit 1 when the lead's outcome is error."""
-    from streams.console import run_report
-    from streams.http_client import HttpClient
-    from streams.masking import Masker
-    from streams.outcomes import FlowResult
-    from streams.recording import RecordingTransport
-    from streams.runner import FlowRunner
-    from streams.step.exchange import Exchange
-    from streams.transport import Transport
+    from streams.console_runs import run_lead
 
     local_partners(allow_loopback)
     loaded = load_or_exit(flow)
@@ -99,60 +93,35 @@ def try_flow(
         raise click.BadParameter(f"no step {step_name!r} in {flow}", param_hint="--step")
     if record and step_name is not None:  # `leadstreams test` runs whole flows
         raise click.BadParameter("a recorded case is a whole run: drop --step", param_hint="--record")
-    exchanges: dict[str, Exchange] = {}
-    formats = {step.name: step.response_format for step in loaded.steps}
-    recording = RecordingTransport(HttpClient(), formats) if record else None
-
-    async def run() -> FlowResult:
-        client: Transport = recording if recording is not None else HttpClient()
-        try:
-            return await FlowRunner(loaded, client).run(
-                lead, str(lead.get("id", "try")), exchanges, step_name
-            )
-        finally:
-            await client.close()
-
-    result = asyncio.run(run())
-    report = run_report(result, exchanges, Masker(loaded.secrets), verbose, step_name)
+    run = asyncio.run(run_lead(loaded, lead, only_step=step_name))
+    report = run.report(verbose, step_name)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         from agents.console_view import print_report
 
         print_report(report, Console())
-    if recording is not None:
-        _record(flow, loaded, lead, result, exchanges, recording, cases_file, case_name)
+    if record:
+        _record(run, cases_file, case_name)
     sys.exit(1 if report["outcome"] == "error" else 0)
 
 
-def _record(flow: str, loaded: Flow, lead: dict[str, object], *run: Any) -> None:
+def _record(run: ConsoleRun, cases_file: str | None, case_name: str | None) -> None:
     """Save the run as a case; say where on stderr (stdout may be --json)."""
     import os
 
-    import yaml
-
-    from streams.case_file import save_case
-    from streams.masking import Masker
-    from streams.recording import recorded_case, recorded_settings, referenced_variables
     from streams.testcases import cases_path_for
-    from streams.yaml_source import read_source
 
-    result, exchanges, recording, cases_file, case_name = run
-    masker = Masker(loaded.secrets)  # after the run: it knows the tokens learned during it
-    name = case_name or f"{lead.get('id', 'lead')}: {result.outcome.value}"
-    case = recorded_case(name, lead, result, exchanges, recording, masker)
-    variables = referenced_variables(yaml.safe_load(read_source(flow)))
-    settings = recorded_settings(variables, os.environ, masker)
-    path = cases_file or cases_path_for(flow)
+    path = cases_file or cases_path_for(run.flow.source_file)
     try:
-        saved = save_case(path, case, settings, Path(flow).name)
+        saved = run.save(case_name, os.environ, path)
     except FlowFileError as exc:
         for problem in exc.problems:
             say.plain(str(problem), logging.ERROR)
-        _show_unsaved(case, settings)
+        _show_unsaved(*run.case(case_name, os.environ))
         fail(f"not recorded: {path} is not a valid cases file", EXIT_INVALID_FLOW)
     except OSError as exc:  # no such folder, no permission, disk full...
-        _show_unsaved(case, settings)
+        _show_unsaved(*run.case(case_name, os.environ))
         fail(f"not recorded: cannot write {path}: {exc.strerror or exc}", EXIT_INVALID_FLOW)
     err.print(f"recorded case {saved.name!r} in {saved.path}", highlight=False, markup=False)
     if saved.rewritten:

@@ -27,6 +27,7 @@ from streams.masking import Masker
 from streams.metrics import Metrics
 from streams.notifications import notification_record
 from streams.outcomes import FlowResult, Outcome
+from streams.recent_problems import RecentProblems
 from streams.runner import FlowRunner
 from streams.step.notify import QUEUED
 
@@ -58,8 +59,10 @@ class LeadPipeline:
         metrics: Metrics | None = None,
         max_lead_bytes: int = MAX_LEAD_BYTES,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
+        problems: RecentProblems | None = None,
     ) -> None:
         self.runner = runner
+        self.problems = problems  # the web console's "Recent problems"
         self.max_lead_bytes = max_lead_bytes
         self.max_output_bytes = max_output_bytes
         self.flow = runner.flow
@@ -142,9 +145,12 @@ class LeadPipeline:
             return Output(Destination.ERRORS, lead_id.encode(), orjson.dumps(minimal), "error")
 
     def _done(self, output: Output, started: float) -> Output:
-        """The lead's outcome for the activity log (per-minute counts at info level)."""
+        """The lead's outcome for the activity log (per-minute counts at info level) and,
+        an error or failure, its event for the web console's recent problems."""
         if self.activity is not None:
             self.activity.lead(output.outcome, time.perf_counter() - started)
+        if self.problems is not None:
+            self.problems.add(output.outcome, output.value)
         return output
 
     def _defer(

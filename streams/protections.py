@@ -43,6 +43,7 @@ class Protections:
         for integration in flow.integrations.values():
             kept = keep._kept(integration) if keep is not None else None
             self._protections[integration.name] = kept or self._build(integration)
+        self._show_share()
 
     def _kept(self, integration: Integration) -> IntegrationProtections | None:
         if self._integrations.get(integration.name) is integration:
@@ -60,12 +61,17 @@ class Protections:
         if fraction == self._share:
             return
         self._share = fraction
+        self._show_share()
         for name, protection in self._protections.items():
             protection.limiter.set_share(fraction)
             if protection.limiter.rate is not None:
                 limit = protection.limiter.rate / fraction
                 log.info("rate limit for %s: this worker's share is now %s/s of %s/s",
                          name, _number(protection.limiter.rate), _number(limit))  # fmt: skip
+
+    def _show_share(self) -> None:
+        if self._metrics is not None:
+            self._metrics.rate_limit_share.labels(self._flow).set(self._share)
 
     def _build(self, integration: Integration) -> IntegrationProtections:
         limiter = limiter_for(integration.rate_limit, integration.burst, window=1.0 + ARRIVAL_JITTER)

@@ -145,6 +145,7 @@ class Batcher:
         window = self._open.get(key)
         if window is None:
             window = self._open[key] = Window(step, time.monotonic())
+            self._count_open(step, +1)
             if self.windowed:
                 window.timer = loop.call_later(spec.window, self._close, key, window)
         member = Member(lead_id, context["lead"], loop.create_future())
@@ -170,6 +171,7 @@ class Batcher:
         if self._open.get(key) is not window:
             return  # closed already (full before its timer fired)
         del self._open[key]
+        self._count_open(window.step, -1)
         if window.timer is not None:
             window.timer.cancel()
         task = asyncio.ensure_future(self._answer(window))  # first: nothing below may strand it
@@ -180,6 +182,10 @@ class Batcher:
             metrics.batch_leads.labels(self.services.flow, window.step.name).observe(len(window.members))
             fill = time.monotonic() - window.opened
             metrics.batch_fill.labels(self.services.flow, window.step.name).observe(fill)
+
+    def _count_open(self, step: Step, change: int) -> None:
+        if self.services.metrics is not None:
+            self.services.metrics.batch_windows_open.labels(self.services.flow, step.name).inc(change)
 
     async def _answer(self, window: Window) -> None:
         step, members = window.step, window.members
