@@ -10,6 +10,7 @@ threads (docs/architecture.md, "Many flows in one worker", says why and what it 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry
@@ -27,6 +28,8 @@ from agents.rebalance import Rebalance
 from agents.shared_client import SharedClient
 from agents.table_cache import TableCache
 from agents.transactions import TransactionalProducer, transactional_id
+from agents.web_console.on_worker import add_console
+from agents.web_console.token import ConsoleToken
 from agents.web_pages import add_flow_pages, add_web_pages
 from agents.worker_options import WorkerOptions
 from agents.worker_topics import prepare_topics
@@ -35,6 +38,7 @@ from streams.cache import InMemoryCache, ResponseCache
 from streams.flow import Flow, require_topics
 from streams.http_client import HttpClient
 from streams.metrics import CacheMetrics, Metrics
+from streams.recent_problems import RecentProblems
 
 __all__ = ["WorkerOptions", "create_app"]
 
@@ -54,7 +58,9 @@ def create_app(
         require_topics(flow)
     first = list(by_path.values())
     app = LeadApp(app_id(first, options), **faust_settings(first, options))
-    app.summary = started_line(first, options)
+    # The CLI's token (checked there), or LEADSTREAMS_CONSOLE_TOKEN's, or a new one.
+    token = options.console_token or ConsoleToken.from_environment(os.environ)
+    app.summary = f"{started_line(first, options)}; {console_line(options, token)}"
     app.shutdown_grace = options.shutdown_grace
     resubscribe_quickly(app)
     metrics = Metrics(registry)
@@ -71,6 +77,7 @@ def create_app(
         activity=ActivityLog(),
         intake=LeadIntake(app, options.fetch_size),
         transactions=transactional_producer(app, options, metrics, label),
+        problems=RecentProblems(),
     )
     app.intake = app.leads = parts.intake
     flow_set = FlowSet(paths or list(by_path), metrics)
@@ -124,6 +131,7 @@ def create_app(
     name = first[0].name if len(by_path) == 1 else f"{len(by_path)} flows"
     add_web_pages(app, name, readiness, LoopWatchdog(options.blocked_after), registry)
     add_flow_pages(app, flow_set)
+    add_console(app, flow_set, registry, parts.problems, token, options.console)
     watch_flows(app, flow_set, options.watch)
 
     @app.task
@@ -176,6 +184,11 @@ def response_table(app: LeadApp, flow: Flow, metrics: Metrics, only_flow: bool) 
         flow.cache_policy,  # integrations.NAME.cache.max_entries and the steps' cache: ages
         CacheMetrics(metrics, flow.name),  # leadstreams_cache_entries, _evictions_total
     )
+
+
+def console_line(options: WorkerOptions, token: ConsoleToken) -> str:
+    test = "test console on" if options.console else "test console off (--console)"
+    return f"web console {token.page_url(options.web_host, options.web_port)} ({test})"
 
 
 def started_line(flows: list[Flow], options: WorkerOptions) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from agents.cli_console import console
 from agents.cli_errors import OneLineErrors
 from agents.cli_flow import check, test_flow, try_flow
 from agents.cli_replay import replay
@@ -27,7 +28,7 @@ def main() -> None:
     check_agents_package()
 
 
-for command in (check, try_flow, test_flow, worker, publish, tail, replay, trace, status):
+for command in (check, try_flow, test_flow, console, worker, publish, tail, replay, trace, status):
     main.add_command(command)
 
 

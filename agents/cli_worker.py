@@ -17,6 +17,7 @@ from agents.cli_kafka import kafka_call, kafka_options
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import broker_replication_factor
 from agents.topic_names import topic_name_problem
+from agents.web_console.token import ConsoleToken, WeakToken
 from agents.worker_options import EXACTLY_ONCE, GUARANTEES
 from agents.worker_topics import TopicsMissing, worker_topics
 from streams.flow import MissingTopics, require_topics
@@ -75,7 +76,11 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     port_taken = port_problem(host, port)
     if port_taken is not None:
         fail(f"--web-host {host} --web-port {port}: {port_taken}", EXIT_USAGE)
-    return {"scan": scan}
+    try:
+        token = ConsoleToken.from_environment(os.environ)
+    except WeakToken as exc:
+        fail(str(exc), EXIT_USAGE)
+    return {"scan": scan, "console_token": token}
 
 
 @click.command()
@@ -88,6 +93,14 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     type=click.IntRange(1, 65535),
     show_default=True,
     help="Port of /metrics (one per worker).",
+)
+@click.option(
+    "--console",
+    "test_console",
+    is_flag=True,
+    envvar="LEADSTREAMS_CONSOLE",
+    help="Turn on the web console's test console (it sends real requests to the partners); the page "
+    "at / needs the token printed at start or set in LEADSTREAMS_CONSOLE_TOKEN (env LEADSTREAMS_CONSOLE=1).",
 )
 @click.option("--batch-size", default=500, show_default=True, help="Leads handed over from a fetch at once.")
 @click.option(
@@ -199,9 +212,11 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
 def worker(
     paths: tuple[str, ...],
     scan: FlowFiles,
+    console_token: ConsoleToken,
     kafka: KafkaConnection,
     web_host: str,
     web_port: int,
+    test_console: bool,
     batch_size: int,
     max_in_flight: int,
     group_id: str | None,
@@ -258,6 +273,8 @@ def worker(
         topic_configs=_topic_configs(topic_configs),
         create_topics=create_topics,
         watch=watch,
+        console=test_console,
+        console_token=console_token,
     )
     counts: dict[str, int] = {}
     for flow in flows.values():

@@ -41,6 +41,7 @@ from streams.metrics import Metrics, forget
 from streams.notification_delivery import NotificationDelivery
 from streams.pipeline import Destination, LeadPipeline, Output
 from streams.protections import Protections
+from streams.recent_problems import RecentProblems
 from streams.runner import FlowRunner
 from streams.step.batch import Batcher
 
@@ -62,6 +63,7 @@ class WorkerParts:
     activity: ActivityLog
     intake: LeadIntake
     transactions: TransactionalProducer | None  # exactly-once: the worker's one transactional producer
+    problems: RecentProblems  # the last error and failure events, for the web console
 
 
 class Version:
@@ -74,7 +76,8 @@ class Version:
         self.runner = FlowRunner(flow, parts.client, metrics, self.protections, cache, batch_windows=True,
                                  activity=parts.activity, queue_notifications=True,
                                  max_notification_bytes=options.max_output_bytes)  # fmt: skip
-        self.pipeline = LeadPipeline(self.runner, metrics, options.max_lead_bytes, options.max_output_bytes)
+        self.pipeline = LeadPipeline(self.runner, metrics, options.max_lead_bytes, options.max_output_bytes,
+                                     parts.problems)  # fmt: skip
         queue = require_topics(flow).notifications
         notify = any(step.notify for step in flow.steps)
         self.delivery = (

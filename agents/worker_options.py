@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from agents.health import BLOCKED_AFTER
 from agents.kafka_connection import KafkaConnection
+from agents.web_console.token import ConsoleToken
 from streams.events import MAX_LEAD_BYTES, MAX_OUTPUT_BYTES
 
 EXACTLY_ONCE = "exactly-once"
@@ -42,6 +43,8 @@ class WorkerOptions:
     topic_configs: Mapping[str, str] = field(default_factory=dict)
     create_topics: bool = True
     watch: bool = False  # reload when a flow file changes (the CLI's default: on)
+    console: bool = False  # the web console's test console (it sends real requests): --console
+    console_token: ConsoleToken | None = None  # None: from LEADSTREAMS_CONSOLE_TOKEN, or a new one
 
     @property
     def exactly_once(self) -> bool:

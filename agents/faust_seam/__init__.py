@@ -23,6 +23,8 @@ tests/test_faust_seam.py (one contract test per private name), nowhere else.
   aiokafka's group coordinator.
 * :mod:`.live_agents` — flows added and removed while the worker runs: agents started and
   stopped after the app started, the conductor's subscription changed and waited for.
+* :mod:`.web` — plain aiohttp routes (the web console) on Faust's web server, ahead of its
+  blueprints.
 * :mod:`.worker` — the worker's stop and printing: mode's signal handlers and ``_say``,
   its shutdown steps, and what the stop reports (Faust's read offsets, its ``_commit``).
 
@@ -67,6 +69,7 @@ from agents.faust_seam.live_agents import (  # noqa: E402
     unsubscribe,
 )
 from agents.faust_seam.transactions import GroupMember, member_of  # noqa: E402
+from agents.faust_seam.web import add_routes  # noqa: E402
 from agents.faust_seam.worker import LeadWorker  # noqa: E402
 
 __all__ = [
@@ -82,6 +85,7 @@ __all__ = [
     "TakenMessages",
     "UnsupportedAiokafka",
     "UnsupportedFaust",
+    "add_routes",
     "aiokafka_producer",
     "check_aiokafka_version",
     "check_faust_version",
