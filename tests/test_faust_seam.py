@@ -483,3 +483,24 @@ async def test_the_fetcher_sends_each_broker_the_wait_its_request_earns() -> Non
         assert waits() == {0: 500, 1: 500}
     finally:
         await kafka.stop()  # its fetcher's loop too
+
+
+async def test_plain_aiohttp_routes_answer_before_fausts_own_index_at_the_root() -> None:
+    """agents.faust_seam.web: the web console's ``/`` is ours, not Faust's production index
+    (a blueprint Faust registers at ``/`` when its server starts)."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from agents.faust_seam import add_routes
+
+    app = faust.App("seam-web", broker="kafka://127.0.0.1:1", web_enabled=True)
+
+    async def ours(request: web.Request) -> web.Response:
+        return web.Response(text="the console")
+
+    add_routes(app, [web.get("/", ours)])
+    app.web.init_server()  # what the worker's start does: Faust's blueprints come now
+    assert any(route.resource.canonical == "/" and route.handler is not ours
+               for route in app.web.web_app.router.routes())  # fmt: skip
+    async with TestClient(TestServer(app.web.web_app)) as client, client.get("/") as response:
+        assert await response.text() == "the console"

@@ -170,3 +170,18 @@ async def test_share_changes_and_circuit_changes_are_logged(
     opened += ", the last: HTTP 503"
     assert ("WARNING", opened) in lines
     assert ("INFO", "circuit of api closed: a probe succeeded after 0.05s open") in lines
+
+
+def test_the_share_of_the_rate_limits_is_a_gauge_the_web_console_reads() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import Metrics
+    from streams.protections import Protections
+
+    registry = CollectorRegistry()
+    flow = build_flow("http://127.0.0.1:9", [SCORE_STEP], integration={"rate_limit": "300/s"})
+    protections = Protections(flow, Metrics(registry))
+    share = {"flow": flow.name}
+    assert registry.get_sample_value("leadstreams_rate_limit_share", share) == 1.0
+    protections.set_share(0.25)
+    assert registry.get_sample_value("leadstreams_rate_limit_share", share) == 0.25

@@ -215,14 +215,18 @@ async def test_an_answer_without_a_results_list_is_an_error_for_every_lead(
 async def test_flush_sends_open_windows_at_once(aiohttp_server: AiohttpServer) -> None:
     app, received = recording_app(buyer)
     flow = make_flow(await serve(aiohttp_server, app), [batch_step(max_leads=100, window="10m")])
-    runner, client = await windowed(flow)
+    registry = CollectorRegistry()
+    runner, client = await windowed(flow, registry)
+    open_windows = "leadstreams_batch_windows_open"
     try:
         running = asyncio.ensure_future(run_all(runner, leads("a", "b")))
         async with asyncio.timeout(5):
             while runner.batcher.pending < 2:
                 await asyncio.sleep(0.01)
         assert received == []
+        assert registry.get_sample_value(open_windows, {"flow": "test-flow", "step": "submit"}) == 1
         await runner.batcher.close_all()
+        assert registry.get_sample_value(open_windows, {"flow": "test-flow", "step": "submit"}) == 0
         results = await asyncio.wait_for(running, 5)
     finally:
         await client.close()
