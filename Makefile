@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka
 
-.PHONY: install demo test lint unit reliability bench tools kafka-up kafka-down kafka-clean kafka-fetch clean schema
+.PHONY: install demo test lint unit reliability bench tools browser kafka-up kafka-down kafka-clean kafka-fetch clean schema
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ kafka-fetch:
 tools:
 	deploy/prometheus/ensure-promtool.sh
 	deploy/k8s/ensure-kustomize.sh
+
+## Debian's chromium and chromium-driver: the web console's browser tests (tests/browser).
+browser:
+	deploy/console/ensure-chromium.sh
 
 ## Start a local broker in .kafka/ (prints its bootstrap address; the leadstreams commands
 ## find it in .kafka/bootstrap); stop it with kafka-down. It keeps its port and topics from
@@ -45,9 +49,10 @@ lint: install
 schema: install
 	$(BIN)/python -m streams.schema_file
 
-## Everything: lint, engine unit tests and the real-broker integration tests.
+## Everything: lint, engine unit tests, the real-broker integration tests and the web
+## console in a real headless Chromium.
 ## Kafka tests are never skipped: a missing broker fails them.
-test: install kafka-fetch tools lint
+test: install kafka-fetch tools browser lint
 	$(KAFKA)/with-kafka.sh $(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 
 ## Engine tests only (no broker needed).
@@ -65,8 +70,9 @@ reliability: install kafka-fetch
 bench: install kafka-fetch
 	$(KAFKA)/with-kafka.sh $(BIN)/python examples/bench/run_bench.py $(BENCH_ARGS)
 
+## KEEP=1 keeps the worker and its web console up until Ctrl-C.
 demo: install kafka-fetch
-	$(KAFKA)/with-kafka.sh $(BIN)/python examples/demo/run_demo.py
+	$(KAFKA)/with-kafka.sh $(BIN)/python examples/demo/run_demo.py $(if $(KEEP),--keep)
 
 clean:
 	rm -rf $(VENV) .kafka build *.egg-info

@@ -1,8 +1,9 @@
 """`make demo`: 1,000 leads through the blacklist flow on a real Kafka broker.
 
 Starts the partner API (in this process) and a worker (a subprocess running
-`leadstreams worker`), publishes sample leads, waits until every one is on the
-enriched or errors topic, prints a summary and shuts everything down.
+`leadstreams worker --console`), publishes sample leads, waits until every one is on the
+enriched or errors topic, prints a summary and the worker's web console address, keeps it
+up for a moment (--keep: until Ctrl-C) and shuts everything down.
 Needs LEADSTREAMS_BOOTSTRAP (make demo starts a broker and sets it).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -39,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FLOW = ROOT / "examples" / "flows" / "demo.yaml"
 LEADS = 1000
 API_KEY = "demo-" + uuid.uuid4().hex[:12]
+CONSOLE_TOKEN = secrets.token_urlsafe(18)
+LINGER = 15.0  # seconds the web console stays up after the summary
 console = Console(width=None if sys.stdout.isatty() else 110)
 
 
@@ -47,10 +52,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def run(bootstrap: str) -> int:
+async def run(bootstrap: str, keep: bool) -> int:
     started = time.monotonic()
     partner, partner_url = await serve_app(create_partner_app(API_KEY))
-    env = {"INTERNAL_API_KEY": API_KEY, "PARTNER_URL": partner_url, "PARTNER_ALLOW_LOOPBACK": "true"}
+    env = {"INTERNAL_API_KEY": API_KEY, "PARTNER_URL": partner_url, "PARTNER_ALLOW_LOOPBACK": "true",
+           "LEADSTREAMS_CONSOLE_TOKEN": CONSOLE_TOKEN}  # fmt: skip
     flow = load_flow(FLOW, env)
     topics = flow.topics
     await ensure_topics(bootstrap, [topics.input, topics.enriched, topics.errors], partitions=4)
@@ -59,10 +65,12 @@ async def run(bootstrap: str) -> int:
     web_port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"leadstreams-demo-worker-{web_port}.log"
     console.print(f"partner API at {partner_url}; starting worker (log: {log_path})", soft_wrap=True)
-    worker = WorkerProcess(FLOW, bootstrap, web_port, log_path, env)
+    worker = WorkerProcess(FLOW, bootstrap, web_port, log_path, env, args=["--console"])
     worker.start()
     try:
-        return await drive(bootstrap, flow.topics, start, web_port, worker, log_path, started)
+        code = await drive(bootstrap, flow.topics, start, web_port, worker, log_path, started)
+        await show_the_console(web_port, keep)
+        return code
     finally:
         worker.stop(timeout=30)
         await partner.cleanup()
@@ -89,6 +97,21 @@ async def drive(bootstrap, topics, start, web_port, worker, log_path, started) -
     )
     console.print(f"total {time.monotonic() - started:.1f}s")
     return 0 if accounted == len(leads) else 1
+
+
+async def show_the_console(web_port: int, keep: bool) -> None:
+    """The worker's web console with the run's numbers and problems: up for a moment, or until
+    Ctrl-C with --keep (make demo KEEP=1); its test console sends leads to the demo partner."""
+    url = f"http://127.0.0.1:{web_port}/#token={CONSOLE_TOKEN}"
+    if not keep:
+        console.print(f"web console (up for {LINGER:.0f} s; make demo KEEP=1 keeps it until Ctrl-C): {url}",
+                      soft_wrap=True)  # fmt: skip
+        await asyncio.sleep(LINGER)  # (a pause for a person, not a synchronisation)
+        return
+    console.print(f"web console: {url}  (Ctrl-C stops the worker)", soft_wrap=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
 
 
 @dataclass
@@ -199,7 +222,7 @@ def main() -> None:
     bootstrap = os.environ.get("LEADSTREAMS_BOOTSTRAP")
     if not bootstrap:
         sys.exit("LEADSTREAMS_BOOTSTRAP is not set: run `make demo` (it starts a local Kafka)")
-    sys.exit(asyncio.run(run(bootstrap)))
+    sys.exit(asyncio.run(run(bootstrap, keep="--keep" in sys.argv[1:])))
 
 
 if __name__ == "__main__":
