@@ -33,6 +33,9 @@ MUST_SHIP = {
     "streams/responses/xml_format.py",
     "schemas/flow.schema.json",
     "schemas/cases.schema.json",
+    "agents/web_console/static/index.html",
+    "agents/web_console/static/app.js",
+    "agents/web_console/static/style.css",
 }
 
 
@@ -116,7 +119,7 @@ def test_the_wheel_holds_every_module_and_schema_and_no_tests_or_examples(wheel:
         path.relative_to(ROOT).as_posix()
         for package in PACKAGES
         for path in (ROOT / package).rglob("*")
-        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts
+        if path.suffix in (".py", ".json", ".html", ".js", ".css") and "__pycache__" not in path.parts
     }
     assert names >= sources, f"in the source tree, not in the wheel: {sorted(sources - names)}"
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
@@ -148,7 +151,7 @@ def test_version_and_help(installed: Installed) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert ok(installed.run("leadstreams", "--version")) == f"leadstreams {version}\n"
     help_text = ok(installed.run("leadstreams", "--help"))
-    for command in ("check", "test", "try", "worker", "publish"):
+    for command in ("check", "test", "try", "console", "worker", "publish"):
         assert re.search(rf"^\s+{command}\s", help_text, re.MULTILINE), command
 
 
@@ -170,3 +173,40 @@ def test_saved_cases_pass_offline(installed: Installed, flow: str) -> None:
     cases = [line for line in lines if line.startswith(("PASS ", "FAIL "))]
     assert cases and all(line.startswith("PASS ") for line in cases), out
     assert lines[-1] == f"{len(cases)} passed, 0 failed"
+
+
+async def test_the_installed_console_serves_its_page_from_the_wheel(installed: Installed) -> None:
+    """The page is package data: served by the installed package, outside the source tree."""
+    import urllib.request
+
+    from examples.support.process import free_port, wait_for
+
+    port, token = free_port(), "wheel-console-token-0123"
+    env = installed.env | {"INTERNAL_API_KEY": "wheel-test-key", "LEADSTREAMS_CONSOLE_TOKEN": token}
+    command = [str(installed.venv / "bin" / "leadstreams"), "console", "examples/flows/demo.yaml",
+               "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, cwd=installed.workdir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+    def get(path: str, headers: dict[str, str] | None = None) -> bytes:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bytes(response.read())
+
+    def answers() -> bool:
+        try:
+            return b"<html" in get("/")
+        except OSError:
+            return False
+
+    try:
+        await wait_for(answers, 30, "the installed console to answer")
+        assert b"fetch" in get("/console/static/app.js")
+        overview = json.loads(get("/console/api/overview", {"X-Leadstreams-Token": token}))
+        assert [flow["name"] for flow in overview["flows"]] == ["lead-validation"]
+        assert b"wheel-test-key" not in get("/console/api/overview", {"X-Leadstreams-Token": token})
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=10)
+    assert server.returncode == 0, output
+    assert f"http://127.0.0.1:{port}/#token=(the value of LEADSTREAMS_CONSOLE_TOKEN)" in output
