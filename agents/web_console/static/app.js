@@ -193,7 +193,8 @@
         ...outcomeNames.flatMap((o, i) => [i ? " · " : "",
           el("span", { class: "o-" + o }, o + " "), el("b", { "data-field": "leads." + o }, fmtCount(leads[o] || 0))])),
       el("span", {}, "lag ", el("b", { "data-field": "lag" }, fmtCount(flow.lag))),
-      el("span", {}, "rate-limit share ", el("b", { "data-field": "rate_limit_share" }, fmtShare(flow.rate_limit_share))),
+      el("span", { title: "this worker's share of the flow's rate limits (its share of the input partitions)" },
+        "rate-limit share ", el("b", { "data-field": "rate_limit_share" }, fmtShare(flow.rate_limit_share))),
     );
     const head = el("tr", {},
       el("th", { class: "left" }, "step"), el("th", {}, "requests"), el("th", {}, "req/s"),
@@ -248,7 +249,13 @@
       const valid = points.filter((p) => isNum(p[index]));
       if (!valid.length) return;
       const top = Math.max(...valid.map((p) => p[index])) || 1;
-      const coords = valid.map((p) => `${x(p[0]).toFixed(1)},${(height - 2 - ((height - 4) * p[index]) / top).toFixed(1)}`);
+      const y = (v) => height - 2 - ((height - 4) * v) / top;
+      if (valid.length === 1) {
+        // One 10 s point so far (a worker that just started): a dot, a line needs two.
+        chart.append(svg("circle", { cx: x(valid[0][0]).toFixed(1), cy: y(valid[0][index]).toFixed(1), r: 1.5, class: cls }));
+        return;
+      }
+      const coords = valid.map((p) => `${x(p[0]).toFixed(1)},${y(p[index]).toFixed(1)}`);
       chart.append(svg("polyline", { points: coords.join(" "), class: cls }));
     };
     line(2, "p95");
