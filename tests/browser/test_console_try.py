@@ -127,9 +127,14 @@ def test_the_test_console_shows_each_step_and_saves_cases_that_pass(
     browser.screenshot("test-console")
     saved_good = save_case(browser, "a gold lead, from the browser")
 
-    refused = {"id": "B-2", "email": "bo@mail.example", "postcode": OUTSIDE}
+    # Lead data is untrusted: markup in it is shown as text, never run.
+    markup = '<img src="x" onerror="document.title=\'pwned\'">'
+    refused = {"id": "B-2", "email": "bo@mail.example", "postcode": OUTSIDE, "note": markup}
     report = send(browser, refused, previous=report["run"])
     assert report["outcome"][0] == "error" and REFUSAL in report["outcome"][1]
+    assert orjson.loads(report["lead"])["note"] == markup
+    assert browser.script("return document.querySelectorAll('#try-result img').length") == 0
+    assert browser.driver.title != "pwned"
     score = report["cards"][1]
     assert (score["outcome"], score["reason"]) == ("error", f" — HTTP 422: {REFUSAL}")
     assert score["response"].startswith("← 422 in ")

@@ -7,6 +7,7 @@
   const TOKEN_KEY = "leadstreams-console-token";
   const POLL_MS = 2000;
   const SPARK_SPAN_S = 900; // the sparkline's 15 minutes
+  const SPARK_STEP_S = 10; // between its points
   const OUTCOMES = ["success", "failure", "error", "skip"];
   const NO_VALUE = "–";
 
@@ -127,8 +128,19 @@
     if (overview.mode === "worker") poll();
   }
 
+  async function refreshOverview() {
+    if (!state.overview) return;
+    try {
+      state.overview = await api("/console/api/overview");
+      renderOverview(state.overview);
+    } catch (e) {
+      if (e.status !== 401) showStatus(e.message);
+    }
+  }
+
   function renderOverview(overview) {
     const worker = overview.mode === "worker";
+    $("mode").hidden = false;
     $("mode").textContent = worker ? "worker" : "console";
     $("mode").dataset.mode = overview.mode;
     $("flows-summary").replaceChildren(
@@ -240,11 +252,14 @@
   }
 
   function sparkline(points, at) {
-    // rps as the line, p95 faint behind it, each scaled to its own maximum; x is the last 15 min.
+    // rps as the line, p95 faint behind it, each scaled to its own maximum; x is the last
+    // 15 min, or the time since the first point when the worker is younger than that (a line
+    // across the cell, not a sliver at its right edge).
     const width = 120;
     const height = 26;
     const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "sparkline", role: "img" });
-    const x = (t) => (width * (t - (at - SPARK_SPAN_S))) / SPARK_SPAN_S;
+    const from = points.length ? Math.max(at - SPARK_SPAN_S, points[0][0] - SPARK_STEP_S) : at - SPARK_SPAN_S;
+    const x = (t) => (width * (t - from)) / Math.max(at - from, 1);
     const line = (index, cls) => {
       const valid = points.filter((p) => isNum(p[index]));
       if (!valid.length) return;
@@ -465,6 +480,9 @@
     for (const tab of document.querySelectorAll("#tabs [data-tab]")) {
       tab.addEventListener("click", () => showTab(tab.dataset.tab));
     }
+    // Flows come and go (a reload; `leadstreams console` reads the files at each request):
+    // the test console's list is fetched again when its tab is opened.
+    $("tab-test").addEventListener("click", refreshOverview);
     $("token-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const token = $("token-input").value.trim();
