@@ -27,7 +27,7 @@ from browser_helpers import (
     live_mismatches,
     partner_app,
 )
-from conftest import Browser, Loaded
+from browser_session import Browser, Loaded
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 

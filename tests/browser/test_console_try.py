@@ -29,7 +29,7 @@ from browser_helpers import (
     partner_app,
 )
 from browser_helpers import wait_until as wait_until_true
-from conftest import Browser, Loaded
+from browser_session import Browser, Loaded
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
