@@ -189,7 +189,7 @@
     alerts.replaceChildren(
       ...stats.alerts.map((a) =>
         el("li", { "data-alert": a.alert, "data-flow": a.flow, "data-integration": a.integration },
-          el("strong", {}, a.alert), " ", a.flow + " / " + a.integration + ": " + a.condition,
+          el("strong", {}, a.alert), " ", (a.integration ? a.flow + " / " + a.integration : a.flow) + ": " + a.condition,
           a.value ? " (now " + a.value + ")" : ""),
       ),
     );
@@ -218,8 +218,11 @@
       el("th", { title: "requests per second (and p95, faint) over the last 15 min" }, "last 15 min"),
     );
     const rows = flow.steps.map((step) => renderStep(flow, step, stats));
+    // A flow's own conditions (consumer lag) have no integration: their badge is by its name.
+    const flowAlerts = (stats.alerts || []).filter((a) => a.flow === flow.name && !a.integration);
     return el("section", { class: "flow", "data-flow": flow.name },
-      el("h2", {}, flow.name, el("span", { class: "muted version" }, " " + (flow.version || "").slice(0, 8))),
+      el("h2", {}, flow.name, el("span", { class: "muted version" }, " " + (flow.version || "").slice(0, 8)),
+        ...flowAlerts.map((a) => el("span", { class: "badge alert", "data-alert": a.alert }, a.condition))),
       line,
       el("table", { class: "grid steps" }, el("thead", {}, head), el("tbody", {}, rows)),
     );
