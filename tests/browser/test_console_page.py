@@ -126,8 +126,8 @@ def test_live_tab_shows_what_metrics_says(browser: Browser, on_worker: OnWorker)
     # errors > 5 % holds for the scorer only: its row carries the red badge, the list names it.
     assert page["steps"]["score"]["alerts"], page["steps"]["score"]
     assert not page["steps"]["verify"]["alerts"], page["steps"]["verify"]
-    alerts = browser.driver.find_elements(By.CSS_SELECTOR, "#alerts li")
-    assert [a.get_attribute("data-integration") for a in alerts] == ["scorer"]
+    listed = "return [...document.querySelectorAll('#alerts li')].map((li) => li.dataset.integration)"
+    assert browser.script(listed) == ["scorer"]
     # The sparkline's points are 10 s apart: the first comes 10 s after the worker's first sample.
     spark = 'tr[data-step="verify"] .sparkline .rps'
     browser.wait(lambda d: d.find_elements(By.CSS_SELECTOR, spark), "the verify step's sparkline", timeout=30)
@@ -151,10 +151,7 @@ def test_recent_problems_show_the_reason_and_open_the_event(browser: Browser, on
         assert REFUSAL in row["reason"], row
         assert row["where"].startswith(f"{on_worker.setup.topic}.in / "), row
 
-    first = browser.driver.find_element(By.CSS_SELECTOR, rows_css)
-    problem_id = first.get_attribute("data-problem-id")
-    lead_id = first.find_element(By.CSS_SELECTOR, 'td[data-field="lead_id"]').text
-    first.click()
+    problem_id, lead_id = click_first_problem(browser)
     event_css = f'#problem-event[data-problem-id="{problem_id}"]'
     browser.wait(lambda d: d.find_elements(By.CSS_SELECTOR, event_css), "the problem's event")
     event = orjson.loads(browser.driver.find_element(By.CSS_SELECTOR, event_css).text)
@@ -207,9 +204,9 @@ def test_no_setting_value_reaches_the_page(browser: Browser, on_worker: OnWorker
     for tab in ("tab-problems", "tab-test", "tab-live", "tab-problems"):
         browser.driver.find_element(By.ID, tab).click()
     first_row = "#problems-body tr[data-problem-id]"
-    row = browser.wait(lambda d: d.find_element(By.CSS_SELECTOR, first_row), "a problem")
-    row.click()
-    event_css = f'#problem-event[data-problem-id="{row.get_attribute("data-problem-id")}"]'
+    browser.wait(lambda d: d.find_element(By.CSS_SELECTOR, first_row), "a problem")
+    problem_id, _ = click_first_problem(browser)
+    event_css = f'#problem-event[data-problem-id="{problem_id}"]'
     browser.wait(lambda d: d.find_elements(By.CSS_SELECTOR, event_css), "the problem's event")
     api = "/console/api/"
     loaded: list[Loaded] = []
@@ -221,3 +218,14 @@ def test_no_setting_value_reaches_the_page(browser: Browser, on_worker: OnWorker
     browser.wait(event_loaded, "the event's response in Chrome's log")
     searched = assert_no_secrets(loaded, on_worker.url, on_worker.setup.secrets, on_worker.token)
     assert {"/", "/console/static/app.js", api + "overview", api + "stats", api + "problems"} <= searched
+
+
+def click_first_problem(browser: Browser) -> tuple[str, str]:
+    """Click the newest problem's row: its id and lead id. In one script: the table is drawn
+    anew every 2 s, so an element found in one call may be gone at the next."""
+    found: list[str] = browser.script(
+        "const row = document.querySelector('#problems-body tr[data-problem-id]');"
+        "row.click();"
+        "return [row.dataset.problemId, row.querySelector('td[data-field=lead_id]').textContent];"
+    )
+    return found[0], found[1]

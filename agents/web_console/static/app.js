@@ -338,8 +338,10 @@
     if (off) return;
     const select = $("try-flow");
     const chosen = select.value;
-    select.replaceChildren(...overview.flows.map((f) => el("option", { value: f.name }, f.name)));
-    if (chosen && overview.flows.some((f) => f.name === chosen)) select.value = chosen;
+    const names = overview.flows.map((f) => f.name);
+    if ([...select.options].map((o) => o.value).join("\n") === names.join("\n")) return; // (an open list stays open)
+    select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
+    if (chosen && names.includes(chosen)) select.value = chosen;
     else fillSampleLead();
   }
 
