@@ -213,7 +213,7 @@
       el("th", {}, "p50 ms"), el("th", {}, "p95 ms"), el("th", {}, "p99 ms"),
       ...OUTCOMES.map((o) => el("th", { class: "o-" + o }, o)),
       el("th", {}, "error %"), el("th", {}, "retries"), el("th", {}, "circuit"),
-      el("th", { title: "rate limiter's wait, p95" }, "limiter p95 ms"), el("th", {}, "in flight"),
+      el("th", { title: "the rate limiter's wait, p95 (ms)" }, "limiter p95"), el("th", {}, "in flight"),
       el("th", { title: "batch windows open" }, "batches"),
       el("th", { title: "requests per second (and p95, faint) over the last 15 min" }, "last 15 min"),
     );
@@ -258,7 +258,7 @@
     // rps as the line, p95 faint behind it, each scaled to its own maximum; x is the last
     // 15 min, or the time since the first point when the worker is younger than that (a line
     // across the cell, not a sliver at its right edge).
-    const width = 120;
+    const width = 104;
     const height = 26;
     const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "sparkline", role: "img" });
     const from = points.length ? Math.max(at - SPARK_SPAN_S, points[0][0] - SPARK_STEP_S) : at - SPARK_SPAN_S;
