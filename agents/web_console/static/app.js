@@ -315,9 +315,8 @@
     }
     const title = $("problem-title");
     const pre = $("problem-event");
-    title.hidden = false;
+    $("problem-pane").hidden = false; // beside the table, where the click was
     title.textContent = `event of lead ${problem.lead_id} (${problem.flow}, ${problem.outcome})`;
-    pre.hidden = false;
     pre.dataset.problemId = "";
     pre.textContent = "loading…";
     try {
