@@ -4,6 +4,7 @@ and Prometheus' histogram_quantile (streams.histogram_quantile) against a brute-
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import time
@@ -216,6 +217,7 @@ def test_the_numbers_are_those_of_the_exposition(world: Any) -> None:
     text = exposition(registry)
     snap = stats.snapshot(LAYOUT)
     assert snap["at"] == clock.now and snap["window_s"] == 300 and snap["rate_window_s"] == 30
+    json.dumps(snap, allow_nan=False)  # plain JSON, as the route sends it
 
     check = step_of(snap, "check")
     buckets = scraped_buckets(text, "leadstreams_request_duration_seconds", flow="demo", step="check")
