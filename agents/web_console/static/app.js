@@ -293,7 +293,7 @@
     $("problems-body").replaceChildren(
       ...problems.map((p) => {
         const row = el("tr", { "data-problem-id": p.id, class: p.id === state.selectedProblem ? "selected" : null, tabindex: 0 },
-          el("td", { "data-field": "time" }, p.time),
+          el("td", { "data-field": "time", title: p.time }, shortTime(p.time)),
           el("td", { "data-field": "flow" }, p.flow),
           el("td", { "data-field": "step" }, p.step || NO_VALUE),
           el("td", { "data-field": "lead_id" }, p.lead_id === null || p.lead_id === undefined ? NO_VALUE : p.lead_id),
@@ -307,6 +307,9 @@
       }),
     );
   }
+
+  // "2026-12-01T18:00:00.123Z" -> "12-01 18:00:00.123" (UTC, as the events say; whole in the title)
+  const shortTime = (iso) => (typeof iso === "string" && iso.length >= 23 ? iso.slice(5, 23).replace("T", " ") : iso);
 
   async function showProblem(problem) {
     state.selectedProblem = problem.id;
