@@ -41,7 +41,8 @@ def add_console(
 
     @app.task
     async def sample_live_numbers() -> None:
-        """The page's numbers: the registry read every 2 s (the first before any lead)."""
+        """The page's numbers: the registry read every 2 s (the first before any lead), in a
+        thread: a registry of many flows takes ~0.1 s to collect (streams.live_stats)."""
         while True:
-            live.sample()
+            await asyncio.to_thread(live.sample)
             await asyncio.sleep(SAMPLE_EVERY)
