@@ -4,7 +4,9 @@ browser on a broker: tests/browser)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +214,29 @@ def test_a_problem_event_too_large_to_keep_is_kept_as_its_summary() -> None:
     assert shown == ("big", "s", 1, 7)
     kept = problems.event(summary["id"])
     assert kept is not None and "lead" not in kept and "read it on Kafka" in kept["note"]
+
+
+async def test_the_numbers_are_read_seldom_until_the_page_asks_then_every_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """agents.web_console.on_worker.Sampling: idle, a read per IDLE_EVERY; a view wakes it."""
+    from agents.web_console import on_worker
+    from examples.support.process import wait_for
+
+    monkeypatch.setattr(on_worker, "IDLE_EVERY", 60.0)
+    monkeypatch.setattr(on_worker, "WATCHED_EVERY", 0.01)
+    reads: list[float] = []
+
+    class Counted(LiveStats):
+        def sample(self) -> None:
+            reads.append(time.monotonic())
+            super().sample()
+
+    sampling = on_worker.Sampling(Counted(CollectorRegistry()))
+    task = asyncio.ensure_future(sampling.run_forever())
+    try:
+        await wait_for(lambda: len(reads) == 1, 5, "the first read, at once")
+        sampling.viewed()  # without the wake-up the next read comes after IDLE_EVERY (60 s)
+        await wait_for(lambda: len(reads) >= 5, 5, "reads at the page's pace")
+    finally:
+        task.cancel()

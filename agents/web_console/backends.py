@@ -74,6 +74,7 @@ class WorkerBackend:
     problems: RecentProblems
     env: Mapping[str, str]
     console_enabled: bool
+    on_view: Callable[[], None] = lambda: None  # the page asked for the numbers
     mode: str = WORKER
 
     def test_console_off(self) -> str | None:
@@ -85,6 +86,7 @@ class WorkerBackend:
         return self.running()
 
     def stats(self) -> dict[str, Any] | None:
+        self.on_view()
         return self.live.snapshot([layout(flow) for flow in self.running().flows.values()])
 
 
