@@ -57,7 +57,7 @@ test: install kafka-fetch tools browser lint
 
 ## Engine tests only (no broker needed).
 unit: install tools
-	$(BIN)/python -m pytest -m "not kafka" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not kafka" --ignore=tests/browser $(PYTEST_ARGS)
 
 ## Fault injection on a real broker (kill -9, broker restart, partner faults, fuzz, secrets),
 ## then notifications at full size (a 2 s webhook, a partner outage, kill -9; ~7 min).

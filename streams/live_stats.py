@@ -172,13 +172,17 @@ class LiveStats:
         # collect() (most of sample()'s time) runs outside the lock: sample() may run in a
         # thread (asyncio.to_thread) while the event loop answers snapshot().
         self._lock = threading.Lock()
+        self._sampling = threading.Lock()
 
     # -- sampling -----------------------------------------------------------------------
 
     def sample(self) -> None:
-        raw, current = self._collect()
-        with self._lock:
-            self._update(raw, current)
+        # One sampler at a time (the worker's thread, or a first snapshot on the event loop):
+        # a late older collection would read as a counter reset and count everything twice.
+        with self._sampling:
+            raw, current = self._collect()
+            with self._lock:
+                self._update(raw, current)
 
     def _update(self, raw: dict[Key, array[float]], current: _Current) -> None:
         now = self.clock()

@@ -260,3 +260,31 @@ async def test_an_unusable_input_too_large_to_carry_whole_keeps_its_start(
     event = event_of(output)
     assert event["reason"].startswith("output of") and "not valid JSON" in event["reason"]
     assert event["steps"] == [] and raw.startswith(base64.b64decode(event["raw"]))
+
+
+async def test_error_and_failure_events_are_kept_for_the_web_consoles_recent_problems(
+    partner: tuple[LeadPipeline, web.Application],
+) -> None:
+    """Every output of an error or failure lead, as written (bad input, a partner's error, a
+    refusal), and nothing else (success, skip)."""
+    from streams.recent_problems import RecentProblems
+
+    pipeline, _ = partner
+    pipeline.problems = RecentProblems()
+    written = {}
+    for raw in (b'{"id": "ok", "email": "ann@example.com"}', b'{"id": "skipped"}',
+                b'{"id": "refused", "email": "x@fraud.example"}', b'{"id": "broken", "email": "no-at-sign"}',
+                b"not json"):  # fmt: skip
+        output = await pipeline.process(raw, SOURCE)
+        written[output.outcome, orjson.loads(output.value)["id"]] = output.value
+    kept = pipeline.problems.newest_first()
+    [not_json] = [lead for _, lead in written if lead not in ("ok", "skipped", "refused", "broken")]
+    assert [(p["outcome"], p["lead_id"], p["step"]) for p in kept] == [
+        ("error", not_json, None),
+        ("error", "broken", "check_blacklist"),
+        ("failure", "refused", "check_blacklist"),
+    ]
+    for problem in kept:
+        event = pipeline.problems.event(problem["id"])
+        assert event == orjson.loads(written[problem["outcome"], problem["lead_id"]])
+        assert (problem["topic"], problem["partition"], problem["offset"]) == ("leads.incoming", 3, 1234)

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from partner_api import create_partner_app
 from prometheus_client import CollectorRegistry
 
-from agents.web_console.backends import FileBackend, Loaded, WorkerBackend
+from agents.web_console.backends import FileBackend, WorkerBackend
 from agents.web_console.routes import ConsoleRoutes
 from agents.web_console.token import TOKEN_ENV, TOKEN_HEADER, ConsoleToken, WeakToken
 from streams.live_stats import LiveStats
@@ -147,16 +147,24 @@ async def test_bad_requests_get_a_clear_error(
 
 
 async def test_a_rejected_file_shows_its_problems_with_settings_masked(tmp_path: Path, partner: str) -> None:
-    broken = tmp_path / "broken.yaml"
     text = (ROOT / "examples" / "flows" / "demo.yaml").read_text()
-    broken.write_text(text.replace("timeout: 2s", "timeout: ${INTERNAL_API_KEY}"))
-    client = await client_for(ConsoleRoutes(FileBackend([str(broken)], env_for(partner)), TOKEN))
+    from_env = tmp_path / "from-env.yaml"  # a problem quoting a ${NAME}'s value
+    from_env.write_text(text.replace("timeout: 2s", "timeout: ${INTERNAL_API_KEY}"))
+    literal = tmp_path / "literal.yaml"  # ... a setting written in the file, and a ${NAME:-default}
+    settings = "internal_api_key: LiteralSecret12345\n  other: ${UNSET_NAME:-DefaultSecret678}"
+    rendered = 'value: "{{ (settings.internal_api_key ~ settings.other) | b64decode }}"'  # its error quotes
+    literal.write_text(text.replace("internal_api_key: ${INTERNAL_API_KEY}", settings)
+                           .replace('value: "{{ settings.internal_api_key }}"', rendered))
+    paths = [str(from_env), str(literal)]
+    client = await client_for(ConsoleRoutes(FileBackend(paths, env_for(partner)), TOKEN))
     try:
         status, overview, raw = await call(client, "GET", "/console/api/overview")
         assert status == 200 and overview["flows"] == []
-        [rejected] = overview["rejected"]
-        assert rejected["file"] == str(broken) and any("timeout" in p for p in rejected["problems"])
-        assert API_KEY.encode() not in raw
+        assert [rejected["file"] for rejected in overview["rejected"]] == paths
+        [env_problems, literal_problems] = [rejected["problems"] for rejected in overview["rejected"]]
+        assert any("timeout" in p for p in env_problems) and any("b64decode" in p for p in literal_problems)
+        for secret in (API_KEY, "LiteralSecret12345", "DefaultSecret678"):
+            assert secret.encode() not in raw, secret
     finally:
         await client.close()
 
@@ -171,7 +179,7 @@ async def test_a_worker_without_console_refuses_the_test_console_but_shows_probl
                  "steps": [{"name": "check_blacklist", "outcome": "error"}]}  # fmt: skip
         problems.add("error", orjson.dumps(event))
     problems.add("success", b"{}")  # (not a problem)
-    backend = WorkerBackend(lambda: Loaded({str(flow_file): flow}), LiveStats(CollectorRegistry()), problems,
+    backend = WorkerBackend(lambda: {str(flow_file): flow}, dict, LiveStats(CollectorRegistry()), problems,
                             {}, console_enabled=False)  # fmt: skip
     client = await client_for(ConsoleRoutes(backend, TOKEN))
     try:
@@ -201,6 +209,7 @@ def test_the_token_comes_from_the_environment_or_is_made_and_never_printed_when_
     with pytest.raises(WeakToken, match="shorter than 16"):
         ConsoleToken.from_environment({TOKEN_ENV: "short"})
     assert not given.accepts(None) and not given.accepts("x" * 19) and given.accepts("x" * 20)
+    assert not given.accepts("\udcff\udcfe")  # a header that was not UTF-8: refused, no error
 
 
 def test_a_problem_event_too_large_to_keep_is_kept_as_its_summary() -> None:

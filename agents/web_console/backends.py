@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from streams.flow import Flow
+from streams.envsubst import substitute
+from streams.flow import MIN_SECRET, Flow
 from streams.flow_files import load_flow_files
 from streams.live_stats import FlowLayout, LiveStats, StepLayout
 from streams.masking import Masker
@@ -69,7 +70,8 @@ class FileBackend:
 class WorkerBackend:
     """A worker's running flows, their numbers (``LiveStats``) and recent problems."""
 
-    running: Callable[[], Loaded]
+    running: Callable[[], dict[str, Flow]]  # by file
+    rejected: Callable[[], dict[str, list[str]]]  # file -> problems (masked): read at /overview only
     live: LiveStats
     problems: RecentProblems
     env: Mapping[str, str]
@@ -83,11 +85,11 @@ class WorkerBackend:
         return "the test console sends real requests: start the worker with --console to use it here"
 
     def loaded(self) -> Loaded:
-        return self.running()
+        return Loaded(self.running(), self.rejected())
 
     def stats(self) -> dict[str, Any] | None:
         self.on_view()
-        return self.live.snapshot([layout(flow) for flow in self.running().flows.values()])
+        return self.live.snapshot([layout(flow) for flow in self.running().values()])
 
 
 def layout(flow: Flow) -> FlowLayout:
@@ -124,10 +126,17 @@ def sample_lead(flow: Flow) -> dict[str, Any] | None:
 
 
 def masked_problems(path: str, problems: list[str], env: Mapping[str, str]) -> list[str]:
-    """A rejected file's problems may quote a resolved ``${NAME}``: its value is masked."""
+    """A rejected file's problems may quote a setting (``settings:`` written in the file, or
+    from ``${NAME}`` and its default) or any ``${NAME}``'s value: those are masked."""
     try:
-        names = referenced_variables(yaml.safe_load(read_source(path)))
+        data = yaml.safe_load(read_source(path))
     except Exception:  # unreadable or not YAML: its problems quote no setting
         return problems
-    masker = Masker([value for name in names if len(value := env.get(name, "")) >= 6])
+    secrets = [value for name in referenced_variables(data) if len(value := env.get(name, "")) >= MIN_SECRET]
+    resolved, _ = substitute(data, env, schema=None)
+    settings = resolved.get("settings") if isinstance(resolved, dict) else None
+    if isinstance(settings, dict):
+        values = [str(v) for v in settings.values() if isinstance(v, str | int | float)]
+        secrets += [value for value in values if len(value) >= MIN_SECRET]
+    masker = Masker(secrets)
     return [masker.text(problem) for problem in problems]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import time
@@ -13,11 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from agents.faust_seam import LeadApp, add_routes
 from agents.flow_set import FlowSet
-from agents.web_console.backends import Loaded, WorkerBackend, masked_problems
+from agents.web_console.backends import WorkerBackend, masked_problems
 from agents.web_console.routes import ConsoleRoutes
 from agents.web_console.token import ConsoleToken
+from streams.flow import Flow
 from streams.live_stats import LiveStats
 from streams.recent_problems import RecentProblems
+
+log = logging.getLogger("leadstreams.console")
 
 WATCHED_EVERY = 2.0  # seconds between samples while the page is open: its refresh
 IDLE_EVERY = 10.0  # ... and while nobody looks: the sparkline's spacing
@@ -35,14 +39,22 @@ def add_console(
     live = LiveStats(registry)
     sampling = Sampling(live)
 
-    def running() -> Loaded:
-        workers = flows.running()
-        paths = {worker.path for worker in workers}
-        rejected = {path: masked_problems(path, [str(p) for p in found], os.environ)
-                    for path, found in flows.problems.items() if path not in paths}  # fmt: skip
-        return Loaded({worker.path: worker.flow for worker in workers}, rejected)
+    def running() -> dict[str, Flow]:
+        return {worker.path: worker.flow for worker in flows.running()}
 
-    backend = WorkerBackend(running, live, problems, os.environ, test_console, on_view=sampling.viewed)
+    def rejected() -> dict[str, list[str]]:
+        """Files with problems; a running flow's file too (its newer version was refused)."""
+        paths = {worker.path for worker in flows.running()}
+        found = {}
+        for path, problems in flows.problems.items():
+            shown = masked_problems(path, [str(p) for p in problems], os.environ)
+            if path in paths:
+                shown.append("(the version before this change keeps running)")
+            found[path] = shown
+        return found
+
+    backend = WorkerBackend(running, rejected, live, problems, os.environ, test_console,
+                            on_view=sampling.viewed)  # fmt: skip
     add_routes(app, ConsoleRoutes(backend, token).routes())
 
     app.task(sampling.run_forever)
@@ -64,7 +76,10 @@ class Sampling:
 
     async def run_forever(self) -> None:
         while True:
-            await asyncio.to_thread(self.live.sample)
+            try:
+                await asyncio.to_thread(self.live.sample)
+            except Exception:  # the page's numbers must never stop the worker (a task's error would)
+                log.exception("web console: reading the metrics failed; trying again")
             if time.monotonic() - self.viewed_at < WATCHED_FOR:
                 await asyncio.sleep(WATCHED_EVERY)
                 continue

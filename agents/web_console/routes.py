@@ -109,14 +109,15 @@ class ConsoleRoutes:
 
     async def problem(self, request: web.Request) -> web.Response:
         kept = self.backend.problems
+        if kept is None:
+            return refuse(404, "no worker here: `leadstreams console` serves the test console only")
         try:
             problem_id = int(request.match_info["id"])
         except ValueError:
             return refuse(400, "a problem's id is a number")
-        event = kept.event(problem_id) if kept is not None else None
+        event = kept.event(problem_id)
         if event is None:
-            kept_count = kept.keep if kept is not None else 0
-            return refuse(404, f"problem {problem_id} is no longer kept (the last {kept_count} are)")
+            return refuse(404, f"problem {problem_id} is no longer kept (the last {kept.keep} are)")
         return answer(event)
 
     async def try_lead(self, request: web.Request) -> web.Response:

@@ -33,7 +33,13 @@ class ConsoleToken:
         return cls(given, from_env=True)
 
     def accepts(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented.encode(), self.value.encode())
+        if presented is None:
+            return False
+        try:
+            given = presented.encode()
+        except UnicodeError:  # a header that was not UTF-8 (aiohttp keeps its bytes as surrogates)
+            return False
+        return hmac.compare_digest(given, self.value.encode())
 
     def page_url(self, host: str, port: int) -> str:
         """The page's address as printed at start: the token in the fragment (never sent to a

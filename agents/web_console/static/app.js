@@ -59,7 +59,13 @@
   function takeTokenFromHash() {
     const match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
     if (!match) return;
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    let token = match[1];
+    try {
+      token = decodeURIComponent(token);
+    } catch (_) {
+      // a malformed %-escape: keep the text as given (the server says whether it is right)
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
     history.replaceState(null, "", location.pathname + location.search); // out of the address bar
   }
 
