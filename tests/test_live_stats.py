@@ -507,3 +507,41 @@ def test_sample_takes_little_time_for_50_flows_of_5_steps() -> None:
         durations.append(time.perf_counter() - start)
     # ~100 ms on the 2-core CI machine, most of it prometheus_client's own collect()
     assert min(durations) < 1.0
+
+
+def test_quantiles_are_those_prometheus_itself_computes(tmp_path: Path) -> None:
+    """streams.histogram_quantile against the real Prometheus engine: a promtool rule test
+    that expects our answers for cumulative buckets of the latency histogram's bounds
+    (interpolation, the first bucket, a rank in +Inf, empty buckets between full ones)."""
+    import random
+
+    from deploy_helpers import promtool
+
+    from streams.metrics import METRICS
+
+    les = [*map(float, METRICS["buckets"]["latency"]), math.inf]
+    rng = random.Random(20)
+    cases = []
+    for case in range(12):
+        counts = [rng.choice([0, 0, 1, 3, 17, 250]) for _ in les]
+        if case == 0:
+            counts = [0] * (len(les) - 1) + [5]  # every observation past the last bound
+        cumulative = list(itertools.accumulate(counts))
+        for q in (0.5, 0.95, 0.99):
+            ours = histogram_quantile(q, list(zip(les, cumulative, strict=True)))
+            if ours is not None:
+                cases.append((case, q, cumulative, ours))
+    series, exprs = [], []
+    for case, cumulative in {c: cum for c, _, cum, _ in cases}.items():
+        for le, count in zip(les, cumulative, strict=True):
+            le_text = "+Inf" if le == math.inf else repr(le)
+            series.append({"series": f'h_bucket{{case="{case}",le="{le_text}"}}', "values": f"0 {count}"})
+    for case, q, _, ours in cases:
+        exprs.append({"expr": f'histogram_quantile({q}, h_bucket{{case="{case}"}})', "eval_time": "1m",
+                      "exp_samples": [{"labels": f'{{case="{case}"}}', "value": ours}]})  # fmt: skip
+    test_file = tmp_path / "quantiles.test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": series, "promql_expr_test": exprs}]}))  # fmt: skip
+    result = promtool("test", "rules", str(test_file), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(cases) >= 30
