@@ -3,8 +3,8 @@
 The page shows what /metrics serves, so ``LiveStats`` reads the same prometheus_client
 ``CollectorRegistry`` (one ``collect()`` pass per ``sample()``, restricted to the series it
 uses) and computes what the recording rules and alerts of deploy/prometheus/rules compute
-(request histograms summed by le over outcome and integration before the quantile, the
-same thresholds), over a window of its own samples instead of Prometheus' storage:
+(request histograms summed by le over outcome and integration before the quantile; the
+alerts' thresholds in streams.live_alerts), over a window of its own samples instead of Prometheus' storage:
 
 - percentiles, error %, alert conditions: the newest sample minus the oldest kept sample
   not older than ``WINDOW_S`` (before that much uptime, the first sample);
@@ -42,28 +42,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from streams.histogram_quantile import histogram_quantile
+from streams.live_alerts import WINDOW_MIN, IntegrationWindow, holding
 from streams.metrics import METRICS
 
-WINDOW_S = 300.0  # percentiles, error %, alert conditions (the rules' [5m])
+WINDOW_S = WINDOW_MIN * 60.0  # percentiles, error %, alert conditions (the rules' [5m])
 RATE_WINDOW_S = 30.0  # requests/s, leads/s
 RECENT_SPACING_S = 1.0  # closer samples replace the newest one
 OLDER_SPACING_S = 10.0  # samples older than RATE_WINDOW_S are thinned to this spacing
 SPARK_EVERY_S = 10.0
 SPARK_POINTS = 90  # 15 minutes
-
-# The alerts of deploy/prometheus/rules/alerts.yml (a test reads the file and compares).
-SLOW_P95_S = 5.0  # LeadstreamsSlowPartner: p95 per flow+integration >
-ERROR_RATIO = 0.05  # LeadstreamsHighErrorRate: error ratio per flow+integration >
-AUTH_FAILURES = 3.0  # LeadstreamsAuthFailures: increase per flow+integration >
-CONSUMER_LAG = 1000.0  # LeadstreamsConsumerLag: sum per flow >
-CIRCUIT_OPEN = 2.0  # LeadstreamsCircuitOpen: state ==
-
-COND_SLOW = f"p95 > {SLOW_P95_S:g} s"
-COND_ERRORS = f"errors > {ERROR_RATIO * 100:g} %"
-COND_AUTH = f"auth failures > {AUTH_FAILURES:g} in {WINDOW_S / 60:g} min"
-COND_CIRCUIT = "circuit open"
-COND_LAG = f"lag > {CONSUMER_LAG:g}"
-_OVER = f" over {WINDOW_S / 60:g} min"
 
 CIRCUIT_NAMES = {0.0: "closed", 1.0: "half-open", 2.0: "open"}
 
@@ -415,59 +402,22 @@ class LiveStats:
         return points
 
     def _alerts(self, new: _Sample, base: _Sample) -> list[dict[str, Any]]:
-        """The conditions of alerts.yml, evaluated on the window (their ``for:`` ignored)."""
-        alerts: list[dict[str, Any]] = []
-
-        def fire(alert: str, flow: str, integration: str | None, short: str, long: str, value: str) -> None:
-            alerts.append(
-                {
-                    "alert": alert,
-                    "flow": flow,
-                    "integration": integration,
-                    "condition": long,
-                    "value": value,
-                    "short": short,
-                }
-            )
-
+        """The conditions of alerts.yml on the window (streams.live_alerts)."""
+        windows: dict[tuple[str, str], IntegrationWindow] = {}
         for key in new.acc:
             kind, flow, integration = key
-            if kind == _INT_REQ:
-                window = _delta(key, new, base)
-                if not window or not window[_ALL]:
-                    continue  # no traffic: NaN in Prometheus, never fires
-                p95 = histogram_quantile(0.95, list(zip(REQUEST_BOUNDS, window, strict=False)))
-                if p95 is not None and p95 > SLOW_P95_S:
-                    fire(
-                        "LeadstreamsSlowPartner",
-                        flow,
-                        integration,
-                        COND_SLOW,
-                        COND_SLOW + _OVER,
-                        f"{p95:.3g} s",
-                    )
-                ratio = window[_NB] / window[_ALL]
-                if ratio > ERROR_RATIO:
-                    fire(
-                        "LeadstreamsHighErrorRate",
-                        flow,
-                        integration,
-                        COND_ERRORS,
-                        COND_ERRORS + _OVER,
-                        f"{ratio * 100:.3g} %",
-                    )
-            elif kind == _INT_AUTH:
-                window = _delta(key, new, base)
-                if window and window[0] > AUTH_FAILURES:
-                    fire("LeadstreamsAuthFailures", flow, integration, COND_AUTH, COND_AUTH, f"{window[0]:g}")
-        for (flow, integration), state in self._current.circuit.items():
-            if state == CIRCUIT_OPEN:
-                fire("LeadstreamsCircuitOpen", flow, integration, COND_CIRCUIT, COND_CIRCUIT, "open")
-        for flow, lag in self._current.lag.items():
-            if lag > CONSUMER_LAG:
-                fire("LeadstreamsConsumerLag", flow, None, COND_LAG, COND_LAG, f"{lag:g}")
-        alerts.sort(key=lambda a: (a["flow"], a["integration"] or "", a["alert"]))
-        return alerts
+            if kind not in (_INT_REQ, _INT_AUTH):
+                continue
+            delta = _delta(key, new, base)
+            if not delta:
+                continue
+            window = windows.setdefault((flow, integration), IntegrationWindow())
+            if kind == _INT_AUTH:
+                window.auth_failures = delta[0]
+            elif delta[_ALL]:
+                window.requests, window.errors = delta[_ALL], delta[_NB]
+                window.p95_s = histogram_quantile(0.95, list(zip(REQUEST_BOUNDS, delta, strict=False)))
+        return holding(windows, self._current.circuit, self._current.lag)
 
 
 def _add(target: dict[Any, float], key: Any, value: float) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import live_stats
+from streams import live_alerts, live_stats
 from streams.histogram_quantile import histogram_quantile
 from streams.live_stats import FlowLayout, LiveStats, StepLayout
 from streams.metrics import Metrics, forget
@@ -476,11 +476,11 @@ def test_thresholds_are_those_of_the_alert_rules() -> None:
         if "alert" in rule
     }
     ours = {
-        "LeadstreamsSlowPartner": (">", live_stats.SLOW_P95_S),
-        "LeadstreamsHighErrorRate": (">", live_stats.ERROR_RATIO),
-        "LeadstreamsAuthFailures": (">", live_stats.AUTH_FAILURES),
-        "LeadstreamsConsumerLag": (">", live_stats.CONSUMER_LAG),
-        "LeadstreamsCircuitOpen": ("==", live_stats.CIRCUIT_OPEN),
+        "LeadstreamsSlowPartner": (">", live_alerts.SLOW_P95_S),
+        "LeadstreamsHighErrorRate": (">", live_alerts.ERROR_RATIO),
+        "LeadstreamsAuthFailures": (">", live_alerts.AUTH_FAILURES),
+        "LeadstreamsConsumerLag": (">", live_alerts.CONSUMER_LAG),
+        "LeadstreamsCircuitOpen": ("==", live_alerts.CIRCUIT_OPEN),
     }
     for alert, (operator, threshold) in ours.items():
         found = re.search(r"(>|==)\s*([0-9.]+)\s*$", rules[alert].strip())
