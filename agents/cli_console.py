@@ -37,32 +37,35 @@ def console(
     PATH: pick a flow, send a lead through its real partners, see each step, save it as a case.
     No Kafka. The page's address, with its token, is printed at start (env
     LEADSTREAMS_CONSOLE_TOKEN sets the token)."""
-    from agents.web_console.token import ConsoleToken, WeakToken
-    from streams.envsubst import read_env_file
     from streams.flow_files import flow_paths
-    from streams.yaml_source import read_source
+    from streams.loader import read_env_files
 
     local_partners(allow_loopback)
-    env = dict(os.environ)
-    for env_file in env_files:
-        values, bad = read_env_file(read_source(env_file))
-        for line, message in bad:
-            say.plain(f"{env_file}:{line}: {message}", logging.ERROR)
-        env.update(values)
+    env, env_problems = read_env_files(env_files)
     files, problems = flow_paths(paths)
-    for found in problems.values():
-        for problem in found:
-            say.plain(str(problem), logging.ERROR)
+    for problem in [*env_problems, *(found for each in problems.values() for found in each)]:
+        say.plain(str(problem), logging.ERROR)
     if not files:
         fail(f"no flow file in {' '.join(paths)}", EXIT_INVALID_FLOW)
+    listen_or_exit(host, port, "--host", "--port")
+    asyncio.run(_serve(list(paths), env, host, port, console_token_or_exit()))
+
+
+def listen_or_exit(host: str, port: int, host_option: str, port_option: str) -> None:
+    """Exit 2 at once when the web server could not listen there (the worker's check too)."""
     taken = port_problem(host, port)
     if taken is not None:
-        fail(f"--host {host} --port {port}: {taken}", EXIT_USAGE)
+        fail(f"{host_option} {host} {port_option} {port}: {taken}", EXIT_USAGE)
+
+
+def console_token_or_exit() -> ConsoleToken:
+    """The web console's token (LEADSTREAMS_CONSOLE_TOKEN, or a new one); exit 2 when too short."""
+    from agents.web_console.token import ConsoleToken, WeakToken
+
     try:
-        token = ConsoleToken.from_environment(os.environ)
+        return ConsoleToken.from_environment(os.environ)
     except WeakToken as exc:
         fail(str(exc), EXIT_USAGE)
-    asyncio.run(_serve(list(paths), env, host, port, token))
 
 
 async def _serve(paths: list[str], env: dict[str, str], host: str, port: int, token: ConsoleToken) -> None:

@@ -12,12 +12,13 @@ from typing import Any
 import click
 
 from agents.cli_common import EXIT_INVALID_FLOW, LOOPBACK_OPTION, load_or_exit, local_partners
-from agents.cli_errors import EXIT_USAGE, fail, port_problem, say
+from agents.cli_console import console_token_or_exit, listen_or_exit
+from agents.cli_errors import EXIT_USAGE, fail, say
 from agents.cli_kafka import kafka_call, kafka_options
 from agents.kafka_connection import KafkaConnection
 from agents.kafka_io import broker_replication_factor
 from agents.topic_names import topic_name_problem
-from agents.web_console.token import ConsoleToken, WeakToken
+from agents.web_console.token import ConsoleToken
 from agents.worker_options import EXACTLY_ONCE, GUARANTEES
 from agents.worker_topics import TopicsMissing, worker_topics
 from streams.flow import MissingTopics, require_topics
@@ -72,15 +73,8 @@ def _prepare_worker(arguments: dict[str, Any]) -> dict[str, Any]:
     if arguments["allow_loopback"]:  # said first, before any wait for a broker
         say(logging.WARNING, "--allow-loopback (LEADSTREAMS_ALLOW_LOOPBACK) is on: every integration may "
             "reach loopback and private addresses. For development only, never in production")  # fmt: skip
-    host, port = arguments["web_host"], arguments["web_port"]
-    port_taken = port_problem(host, port)
-    if port_taken is not None:
-        fail(f"--web-host {host} --web-port {port}: {port_taken}", EXIT_USAGE)
-    try:
-        token = ConsoleToken.from_environment(os.environ)
-    except WeakToken as exc:
-        fail(str(exc), EXIT_USAGE)
-    return {"scan": scan, "console_token": token}
+    listen_or_exit(arguments["web_host"], arguments["web_port"], "--web-host", "--web-port")
+    return {"scan": scan, "console_token": console_token_or_exit()}
 
 
 @click.command()

@@ -72,8 +72,22 @@ def check_files(
     """The flows that load and every problem of the others (``leadstreams check A.yaml B.yaml
     --env-file prod.env``). ``env_files`` (NAME=value lines) are read in order over ``env``
     (default the process environment): checking against a deployment's values is their use."""
-    environ = dict(os.environ if env is None else env)
+    environ, found = read_env_files(env_files, env)
     flows: list[Flow] = []
+    for path in paths:
+        try:
+            flows.append(load_flow(path, environ))
+        except FlowFileError as exc:
+            found.extend(exc.problems)
+    return flows, found
+
+
+def read_env_files(
+    env_files: Iterable[str | os.PathLike[str]], env: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], list[Problem]]:
+    """``env`` (default the process environment) with the files' NAME=value lines read over
+    it in order, and the problems of lines (or files) that could not be read."""
+    environ = dict(os.environ if env is None else env)
     found: list[Problem] = []
     for env_file in env_files:
         try:
@@ -83,12 +97,7 @@ def check_files(
             continue
         environ.update(values)
         found.extend(Problem(str(env_file), line, "", message) for line, message in bad)
-    for path in paths:
-        try:
-            flows.append(load_flow(path, environ))
-        except FlowFileError as exc:
-            found.extend(exc.problems)
-    return flows, found
+    return environ, found
 
 
 def parse_flow(text: str, filename: str, env: Mapping[str, str]) -> Flow:

@@ -120,11 +120,15 @@ class ConsoleRoutes:
             return refuse(404, f"problem {problem_id} is no longer kept (the last {kept.keep} are)")
         return answer(event)
 
-    async def try_lead(self, request: web.Request) -> web.Response:
+    async def test_console_body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """The JSON object of a test console request, or the refusal to answer."""
         off = self.backend.test_console_off()
         if off is not None:
             return refuse(403, off)
-        body = await json_body(request)
+        return await json_body(request)
+
+    async def try_lead(self, request: web.Request) -> web.Response:
+        body = await self.test_console_body(request)
         if isinstance(body, web.Response):
             return body
         lead, name = body.get("lead"), body.get("flow")
@@ -139,10 +143,7 @@ class ConsoleRoutes:
         return answer({"run": self.runs.add(run), "report": run.report(verbose=True)})
 
     async def save_case(self, request: web.Request) -> web.Response:
-        off = self.backend.test_console_off()
-        if off is not None:
-            return refuse(403, off)
-        body = await json_body(request)
+        body = await self.test_console_body(request)
         if isinstance(body, web.Response):
             return body
         run = self.runs.get(str(body.get("run")))
